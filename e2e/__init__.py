@@ -1,0 +1,1 @@
+"""The end-to-end suite: the rendered WorkflowTemplate run against the simulator (see e2e/README.md)."""

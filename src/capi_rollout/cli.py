@@ -1,0 +1,74 @@
+"""The ``capi-rollout`` command line: a thin shell (argv in, exit code out) around the package.
+
+Subcommands:
+
+* ``plan``   — evaluate a live cluster or a snapshot file and print the decision as JSON; never writes.
+* ``lint``   — check GitOps manifests offline for unsafe rollout strategies and paused objects.
+* ``run``    — the whole rollout for one cluster (the same code the workflow steps call).
+* ``render`` — write (or ``--check``) the Argo manifests generated from the Hera definition.
+
+Exit codes: 0 success, 1 the rollout or check failed (a message says why), 2 bad usage or parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from capi_rollout.params import DEFAULTS, DESCRIPTIONS
+
+
+def _add_param_flags(p: argparse.ArgumentParser) -> None:
+    for name, default in DEFAULTS.items():
+        help_text = DESCRIPTIONS[name] + (f" (default {default})" if default is not None else "")
+        p.add_argument(f"--{name}", dest=name, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capi-rollout", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="evaluate a cluster or a snapshot and print the decision (no writes)")
+    _add_param_flags(plan)
+    plan.add_argument("--kubeconfig", help="kubeconfig of the management cluster (default: in-cluster/env)")
+    plan.add_argument("-f", "--file", help="a snapshot: YAML/JSON documents or a v1 List of CAPI objects")
+    plan.add_argument("--now", help="RFC 3339 time to evaluate at (snapshots; default: now)")
+    plan.add_argument("--ledger", help="a ledger JSON file (remediations already done, phase clocks)")
+    plan.add_argument("--phase", choices=["control-plane", "workers"], default=None)
+
+    lint = sub.add_parser("lint", help="check GitOps manifests offline (files or kustomize directories)")
+    lint.add_argument("paths", nargs="+")
+
+    run = sub.add_parser("run", help="run the whole rollout for one cluster")
+    _add_param_flags(run)
+    run.add_argument("--kubeconfig", help="kubeconfig of the management cluster (default: in-cluster/env)")
+    run.add_argument("--ledger-namespace", default=None, help="namespace of the ledger ConfigMap")
+    run.add_argument("--summary-file", default=None, help="also write the summary JSON here")
+
+    render = sub.add_parser("render", help="render the Argo manifests under overlay/ from Python")
+    render.add_argument("--check", action="store_true", help="fail if the committed YAML differs")
+    render.add_argument("--root", default=None, help="repository root (default: found from cwd)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "render":
+        from capi_rollout.workflow.render import main as render_main
+
+        return render_main(check=args.check, root=args.root)
+    if args.command == "lint":
+        from capi_rollout.lint import main as lint_main
+
+        return lint_main(args.paths)
+    if args.command == "plan":
+        from capi_rollout.commands import plan_main
+
+        return plan_main(args)
+    if args.command == "run":
+        from capi_rollout.commands import run_main
+
+        return run_main(args)
+    print(f"unknown command {args.command}", file=sys.stderr)
+    return 2
