@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build the test tools from pinned Go modules and fetch the pinned upstream CRDs (both cached, keyed by version).
+#
+# Contract:
+# - Pins come from tools/versions.env only.
+# - Binaries: kube-apiserver (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3), kustomize, built with
+#   CGO_ENABLED=0 into $CAPI_ROLLOUT_CACHE/bin/<kubernetes>-<etcd>-<kustomize>/ with version ldflags, so
+#   kube-apiserver's /version reports the pinned release. Go caches live in $CAPI_ROLLOUT_CACHE/go/.
+# - envtest convention: if KUBEBUILDER_ASSETS (or TEST_ASSET_KUBE_APISERVER and TEST_ASSET_ETCD) name existing
+#   binaries, nothing is built.
+# - CRDs: extracted from the Go module zips (`go mod download -json`) into $CAPI_ROLLOUT_CACHE/crds/<set>-<version>/.
+# - Idempotent: a second run finds the binaries, their stamp and the CRD stamps and exits in about a second.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${CAPI_ROLLOUT_CACHE:-$HOME/.cache/capi-rollout}"
+
+# Read KEY=VALUE pins (no shell evaluation of the file).
+while IFS= read -r line; do
+  [[ -z "$line" || "$line" == \#* ]] && continue
+  printf -v "${line%%=*}" '%s' "${line#*=}"
+done < "$here/versions.env"
+: "${KUBERNETES_VERSION:?}" "${ETCD_VERSION:?}" "${KUSTOMIZE_VERSION:?}"
+
+export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build" GOFLAGS="-mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local
+bindir="$cache/bin/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kustomize-$KUSTOMIZE_VERSION"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+# Stamp content: the pins plus the go.sum files, so a changed pin or dependency rebuilds.
+stamp_content() {
+  cat "$here/versions.env" "$here/kube/go.sum" "$here/etcd/go.sum" "$here/kustomize/go.sum" | sha256sum | cut -d' ' -f1
+}
+
+build_one() { # build_one <name> <module dir> <package> [ldflags]
+  local name="$1" dir="$2" pkg="$3" ldflags="${4:-}"
+  local started=$SECONDS
+  log "building $name from $pkg (module tools/$dir) -> $bindir/$name"
+  (cd "$here/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bindir/$name.tmp" "$pkg")
+  mv "$bindir/$name.tmp" "$bindir/$name"
+  log "built $name in $((SECONDS - started))s"
+}
+
+build_binaries() {
+  if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "${KUBEBUILDER_ASSETS}/kube-apiserver" && -x "${KUBEBUILDER_ASSETS}/etcd" ]]; then
+    log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has kube-apiserver and etcd: building nothing"
+    return
+  fi
+  if [[ -x "${TEST_ASSET_KUBE_APISERVER:-}" && -x "${TEST_ASSET_ETCD:-}" ]]; then
+    log "TEST_ASSET_KUBE_APISERVER and TEST_ASSET_ETCD are set: building nothing"
+    return
+  fi
+  local stamp="$bindir/.stamp" want
+  want="$(stamp_content)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$bindir/kube-apiserver" && -x "$bindir/etcd" && -x "$bindir/kustomize" ]]; then
+    log "binaries up to date in $bindir"
+    return
+  fi
+  mkdir -p "$bindir"
+  log "go $(go env GOVERSION), GOMODCACHE=$GOMODCACHE GOCACHE=$GOCACHE"
+  local major minor date kflags="" key
+  major="${KUBERNETES_VERSION#v}"; major="${major%%.*}"
+  minor="${KUBERNETES_VERSION#v*.}"; minor="${minor%%.*}"
+  date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.info" 2>/dev/null || true)"
+  for key in client-go/pkg/version component-base/version; do
+    kflags+=" -X k8s.io/$key.gitVersion=$KUBERNETES_VERSION -X k8s.io/$key.gitMajor=$major"
+    kflags+=" -X k8s.io/$key.gitMinor=$minor -X k8s.io/$key.gitTreeState=clean"
+    [[ -n "$date" ]] && kflags+=" -X k8s.io/$key.buildDate=$date"
+  done
+  build_one etcd etcd capi-rollout.local/tools/etcd
+  build_one kustomize kustomize sigs.k8s.io/kustomize/kustomize/v5 \
+    "-X sigs.k8s.io/kustomize/api/provenance.version=$KUSTOMIZE_VERSION"
+  build_one kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kflags"
+  printf '%s' "$want" > "$stamp"
+  "$bindir/kube-apiserver" --version >&2
+}
+
+case "${1:-all}" in
+  binaries) build_binaries ;;
+  crds) bash "$here/crds.sh" ;;
+  all) build_binaries; bash "$here/crds.sh" ;;
+  *) echo "usage: $0 [all|binaries|crds]" >&2; exit 2 ;;
+esac
