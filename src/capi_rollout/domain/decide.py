@@ -1,0 +1,155 @@
+"""One decision per poll for one phase: complete, wait, remediate or fail — with the reason in words.
+
+Contract: pure. :func:`decide` takes the observed :class:`ClusterState`, the phase's :class:`PhaseRecord`
+from the ledger, what Talos said about the unhealthy Machines' addresses, ``now`` and the parameters, and
+returns an :class:`Action` plus the updated record (new fingerprint / stall clock). It never performs the
+action; ``capi_rollout.executor`` does. The rules, in order:
+
+1. complete → ``complete``;
+2. an unhealthy Machine whose node reports Talos maintenance → ``fail`` at once (manual intervention);
+3. the phase timeout has passed → ``fail`` naming the phase, the time spent and what is incomplete;
+4. progress (the fingerprint changed) restarts the stall clock; not stalled yet → ``wait``;
+5. stalled: remediation budget spent → ``fail`` ("remediation budget exhausted"); no candidate → ``wait``
+   (the timeout will decide); a control-plane candidate whose removal risks etcd quorum → ``fail``;
+   otherwise → ``remediate`` the most urgent candidate (delete unless already deleting; reboot when its
+   address is known).
+
+:func:`addresses_to_probe` says which addresses the caller should ask Talos about before deciding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from capi_rollout.domain.ledger import PHASE_TITLES, PhaseRecord
+from capi_rollout.domain.model import Machine
+from capi_rollout.domain.progress import phase_status
+from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
+from capi_rollout.domain.state import MAINTENANCE, ClusterState, NodeStatus
+from capi_rollout.params import Params, format_duration
+
+Kind = Literal["complete", "wait", "remediate", "fail"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    reason: str
+    progress: str
+    record: PhaseRecord
+    machine: Machine | None = None
+    delete: bool = False
+    reboot: bool = False
+
+
+def maintenance_message(machine: Machine, address: str) -> str:
+    return (
+        f"node {machine.node_name or machine.name} ({address}) is in Talos maintenance mode: "
+        "manual intervention required"
+    )
+
+
+def phase_timeout(phase: str, params: Params) -> float:
+    return params.control_plane_timeout if phase == "control-plane" else params.workers_timeout
+
+
+def addresses_to_probe(*, phase: str, state: ClusterState, now: datetime, params: Params) -> list[str]:
+    """Addresses of the phase's unhealthy Machines (deleting ones included): those Talos must be asked about."""
+    stuck_after = timedelta(seconds=params.stall_timeout)
+    out: list[str] = []
+    for m in state.phase_machines(phase):
+        unhealthy = classify(m, now=now, stuck_after=stuck_after) is not None or (m.deleting and m.node_name)
+        if unhealthy and m.address and m.address not in out:
+            out.append(m.address)
+    return out
+
+
+def decide(
+    *,
+    phase: str,
+    state: ClusterState,
+    record: PhaseRecord,
+    nodes: Mapping[str, NodeStatus],
+    now: datetime,
+    params: Params,
+) -> Action:
+    title = PHASE_TITLES[phase]
+    status = phase_status(phase, state)
+    stuck_after = timedelta(seconds=params.stall_timeout)
+
+    if status.fingerprint != record.fingerprint:
+        record = replace(record, fingerprint=status.fingerprint, last_progress=now)
+    stalled_for = (now - record.last_progress).total_seconds()
+    elapsed = (now - record.started).total_seconds()
+    progress = (
+        f"{title}: {status.counters}, no progress for {format_duration(stalled_for)} of "
+        f"{format_duration(params.stall_timeout)}, {format_duration(elapsed)} of "
+        f"{format_duration(phase_timeout(phase, params))} elapsed"
+    )
+
+    if status.complete:
+        return Action("complete", f"{title} rollout complete: {status.counters}", progress, record)
+
+    for m in state.phase_machines(phase):
+        node = nodes.get(m.address or "")
+        if node is not None and node.state == MAINTENANCE and (not m.healthy or m.deleting):
+            return Action("fail", maintenance_message(m, node.address), progress, record, machine=m)
+
+    limit = phase_timeout(phase, params)
+    if elapsed >= limit:
+        return Action(
+            "fail",
+            f"{title} phase timed out after {format_duration(elapsed)} (limit {format_duration(limit)}); "
+            f"incomplete: {'; '.join(status.incomplete)}",
+            progress,
+            record,
+        )
+
+    if stalled_for < params.stall_timeout:
+        return Action("wait", f"{title}: waiting; incomplete: {'; '.join(status.incomplete)}", progress, record)
+
+    found = candidates(state.phase_machines(phase), now=now, stuck_after=stuck_after)
+    used = len(record.remediations)
+    if not found:
+        return Action(
+            "wait",
+            f"{title}: no progress for {format_duration(stalled_for)} but no unhealthy Machine to remediate; "
+            f"waiting for the phase timeout; incomplete: {'; '.join(status.incomplete)}",
+            progress,
+            record,
+        )
+    if used >= params.max_remediations:
+        done = "; ".join(f"{r.machine} ({r.reason}, {r.outcome})" for r in record.remediations) or "none"
+        return Action(
+            "fail",
+            f"{title}: remediation budget exhausted ({used} of {params.max_remediations} used) and still stalled "
+            f"for {format_duration(stalled_for)}; remediations done: {done}; next candidate would have been "
+            f"{found[0].machine.name} ({found[0].reason})",
+            progress,
+            record,
+            machine=found[0].machine,
+        )
+    chosen = found[0]
+    if phase == "control-plane":
+        refusal = quorum_refusal(state.control_plane_machines, chosen.machine)
+        if refusal:
+            return Action("fail", f"{title}: {refusal}", progress, record, machine=chosen.machine)
+    m = chosen.machine
+    address = m.address
+    delete = not m.deleting
+    reboot = address is not None
+    steps = ((f"delete Machine {m.name}", delete), (f"reboot {address} ({params.reboot_mode})", reboot))
+    verbs = " and ".join(v for v, on in steps if on)
+    return Action(
+        "remediate",
+        f"{title}: no progress for {format_duration(stalled_for)}; remediation {used + 1} of "
+        f"{params.max_remediations}: {verbs or 'nothing possible'} — {chosen.reason}",
+        progress,
+        record,
+        machine=m,
+        delete=delete,
+        reboot=reboot,
+    )

@@ -1,0 +1,353 @@
+"""Typed, read-only views of the CAPI objects the rollout observes, from either API shape.
+
+Contract: pure. ``*.from_obj(obj)`` reads a Kubernetes object dict as returned by the API server (either
+``cluster.x-k8s.io/v1beta2`` or ``v1beta1``; TalosControlPlane ``v1alpha3``) and never fails on missing
+optional fields: absent counters read as 0, absent conditions as ``None``. Field paths follow
+``shared/domain-notes.md`` §1–§2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
+CONTROL_PLANE_LABEL = "cluster.x-k8s.io/control-plane"
+DEPLOYMENT_NAME_LABEL = "cluster.x-k8s.io/deployment-name"
+SET_NAME_LABEL = "cluster.x-k8s.io/set-name"
+PAUSED_ANNOTATION = "cluster.x-k8s.io/paused"
+SKIP_REMEDIATION_ANNOTATION = "cluster.x-k8s.io/skip-remediation"
+
+Obj = Mapping[str, Any]
+
+
+def parse_time(value: Any) -> datetime | None:
+    """RFC 3339 timestamp (``2026-01-02T03:04:05Z``) → aware datetime; None when absent or malformed."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _get(obj: Obj, *path: str) -> Any:
+    cur: Any = obj
+    for key in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def api_version_of(obj: Obj) -> str:
+    """The version part of ``apiVersion`` (``v1beta2`` for ``cluster.x-k8s.io/v1beta2``)."""
+    return str(obj.get("apiVersion", "")).rpartition("/")[2]
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == "True"
+
+
+def conditions_of(obj: Obj) -> dict[str, Condition]:
+    """Conditions by type; for v1beta1 objects the new-style ``status.v1beta2.conditions`` fill the gaps."""
+    out: dict[str, Condition] = {}
+    for raw in list(_get(obj, "status", "conditions") or []) + list(_get(obj, "status", "v1beta2", "conditions") or []):
+        if isinstance(raw, Mapping) and raw.get("type") and raw["type"] not in out:
+            out[str(raw["type"])] = Condition(
+                type=str(raw["type"]),
+                status=str(raw.get("status", "Unknown")),
+                reason=str(raw.get("reason") or ""),
+                message=str(raw.get("message") or ""),
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class Meta:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    created: datetime | None
+    deleting_since: datetime | None
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    controller_kind: str | None
+    controller_name: str | None
+
+    @classmethod
+    def from_obj(cls, obj: Obj) -> Meta:
+        md = obj.get("metadata") or {}
+        controller = next(
+            (ref for ref in md.get("ownerReferences") or [] if isinstance(ref, Mapping) and ref.get("controller")),
+            None,
+        )
+        return cls(
+            name=str(md.get("name", "")),
+            namespace=str(md.get("namespace", "")),
+            uid=str(md.get("uid", "")),
+            generation=_int(md.get("generation")),
+            created=parse_time(md.get("creationTimestamp")),
+            deleting_since=parse_time(md.get("deletionTimestamp")),
+            labels=dict(md.get("labels") or {}),
+            annotations=dict(md.get("annotations") or {}),
+            controller_kind=str(controller["kind"]) if controller else None,
+            controller_name=str(controller["name"]) if controller else None,
+        )
+
+    @property
+    def paused_by_annotation(self) -> bool:
+        return PAUSED_ANNOTATION in self.annotations
+
+
+@dataclass(frozen=True)
+class Address:
+    type: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A CAPI Machine as the rollout sees it."""
+
+    meta: Meta
+    phase: str
+    node_name: str | None
+    addresses: tuple[Address, ...]
+    conditions: Mapping[str, Condition]
+    version: str | None
+
+    @classmethod
+    def from_obj(cls, obj: Obj) -> Machine:
+        node_ref = _get(obj, "status", "nodeRef")
+        return cls(
+            meta=Meta.from_obj(obj),
+            phase=str(_get(obj, "status", "phase") or "Unknown"),
+            node_name=str(node_ref["name"]) if isinstance(node_ref, Mapping) and node_ref.get("name") else None,
+            addresses=tuple(
+                Address(str(a.get("type", "")), str(a.get("address", "")))
+                for a in _get(obj, "status", "addresses") or []
+                if isinstance(a, Mapping) and a.get("address")
+            ),
+            conditions=conditions_of(obj),
+            version=_get(obj, "spec", "version"),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def deleting(self) -> bool:
+        return self.meta.deleting_since is not None
+
+    @property
+    def ready(self) -> bool:
+        """Ready condition True (NodeHealthy as a fallback for providers that do not set Ready)."""
+        cond = self.conditions.get("Ready") or self.conditions.get("NodeHealthy")
+        return bool(cond and cond.is_true)
+
+    @property
+    def failed(self) -> bool:
+        return self.phase == "Failed"
+
+    @property
+    def healthy(self) -> bool:
+        """Serving: not deleting, not failed, has a node and is Ready."""
+        return not self.deleting and not self.failed and self.node_name is not None and self.ready
+
+    @property
+    def address(self) -> str | None:
+        """The address to dial Talos on: InternalIP, then ExternalIP, then a DNS name, then Hostname."""
+        for kind in ("InternalIP", "ExternalIP", "InternalDNS", "ExternalDNS", "Hostname"):
+            for a in self.addresses:
+                if a.type == kind:
+                    return a.address
+        return None
+
+    @property
+    def is_control_plane(self) -> bool:
+        return CONTROL_PLANE_LABEL in self.meta.labels
+
+    @property
+    def deployment(self) -> str | None:
+        return self.meta.labels.get(DEPLOYMENT_NAME_LABEL)
+
+    @property
+    def skip_remediation(self) -> bool:
+        return SKIP_REMEDIATION_ANNOTATION in self.meta.annotations
+
+
+@dataclass(frozen=True)
+class Cluster:
+    meta: Meta
+    paused: bool
+    control_plane_kind: str | None
+    control_plane_name: str | None
+
+    @classmethod
+    def from_obj(cls, obj: Obj) -> Cluster:
+        ref = _get(obj, "spec", "controlPlaneRef") or {}
+        return cls(
+            meta=Meta.from_obj(obj),
+            paused=bool(_get(obj, "spec", "paused")),
+            control_plane_kind=ref.get("kind"),
+            control_plane_name=ref.get("name"),
+        )
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """A TalosControlPlane (``controlplane.cluster.x-k8s.io/v1alpha3``)."""
+
+    meta: Meta
+    spec_replicas: int
+    version: str | None
+    strategy_type: str | None
+    max_surge: int | str | None
+    status_replicas: int
+    ready_replicas: int
+    unavailable_replicas: int
+    observed_generation: int
+    conditions: Mapping[str, Condition]
+
+    @classmethod
+    def from_obj(cls, obj: Obj) -> ControlPlane:
+        strategy = _get(obj, "spec", "rolloutStrategy") or {}
+        return cls(
+            meta=Meta.from_obj(obj),
+            spec_replicas=_int(_get(obj, "spec", "replicas")) if _get(obj, "spec", "replicas") is not None else 1,
+            version=_get(obj, "spec", "version"),
+            strategy_type=strategy.get("type"),
+            max_surge=_get(strategy, "rollingUpdate", "maxSurge"),
+            status_replicas=_int(_get(obj, "status", "replicas")),
+            ready_replicas=_int(_get(obj, "status", "readyReplicas")),
+            unavailable_replicas=_int(_get(obj, "status", "unavailableReplicas")),
+            observed_generation=_int(_get(obj, "status", "observedGeneration")),
+            conditions=conditions_of(obj),
+        )
+
+    @property
+    def spec_up_to_date(self) -> Condition | None:
+        return self.conditions.get("MachinesSpecUpToDate")
+
+
+@dataclass(frozen=True)
+class MachineDeployment:
+    """A MachineDeployment in either shape; ``up_to_date`` is v1beta2 upToDateReplicas / v1beta1 updatedReplicas."""
+
+    meta: Meta
+    api_version: str
+    spec_replicas: int
+    paused: bool
+    strategy_type: str | None
+    max_surge: int | str | None
+    max_unavailable: int | str | None
+    replicas: int
+    up_to_date: int
+    ready: int
+    available: int
+    observed_generation: int
+    conditions: Mapping[str, Condition] = field(default_factory=dict)
+
+    @classmethod
+    def from_obj(cls, obj: Obj) -> MachineDeployment:
+        version = api_version_of(obj)
+        if version == "v1beta1":
+            strategy = _get(obj, "spec", "strategy") or {}
+            up_to_date = _get(obj, "status", "updatedReplicas")
+        else:
+            strategy = _get(obj, "spec", "rollout", "strategy") or {}
+            up_to_date = _get(obj, "status", "upToDateReplicas")
+        rolling = strategy.get("rollingUpdate") or {}
+        return cls(
+            meta=Meta.from_obj(obj),
+            api_version=version,
+            spec_replicas=_int(_get(obj, "spec", "replicas")) if _get(obj, "spec", "replicas") is not None else 1,
+            paused=bool(_get(obj, "spec", "paused")),
+            strategy_type=strategy.get("type"),
+            max_surge=rolling.get("maxSurge"),
+            max_unavailable=rolling.get("maxUnavailable"),
+            replicas=_int(_get(obj, "status", "replicas")),
+            up_to_date=_int(up_to_date),
+            ready=_int(_get(obj, "status", "readyReplicas")),
+            available=_int(_get(obj, "status", "availableReplicas")),
+            observed_generation=_int(_get(obj, "status", "observedGeneration")),
+            conditions=conditions_of(obj),
+        )
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    match_labels: Mapping[str, str]
+    match_expressions: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def from_obj(cls, obj: Obj | None) -> LabelSelector:
+        obj = obj or {}
+        return cls(dict(obj.get("matchLabels") or {}), tuple(obj.get("matchExpressions") or ()))
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Kubernetes label-selector semantics (an empty selector matches everything)."""
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for expr in self.match_expressions:
+            key, op, values = expr.get("key", ""), expr.get("operator", ""), list(expr.get("values") or [])
+            present = key in labels
+            if (
+                (op == "In" and (not present or labels[key] not in values))
+                or (op == "NotIn" and present and labels[key] in values)
+                or (op == "Exists" and not present)
+                or (op == "DoesNotExist" and present)
+            ):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A MachineHealthCheck: which Machines of which cluster it selects."""
+
+    meta: Meta
+    cluster_name: str
+    selector: LabelSelector
+
+    @classmethod
+    def from_obj(cls, obj: Obj) -> HealthCheck:
+        return cls(
+            meta=Meta.from_obj(obj),
+            cluster_name=str(_get(obj, "spec", "clusterName") or ""),
+            selector=LabelSelector.from_obj(_get(obj, "spec", "selector")),
+        )
+
+    def selects(self, machine: Machine) -> bool:
+        return (
+            machine.meta.labels.get(CLUSTER_NAME_LABEL) == self.cluster_name
+            and self.selector.matches(machine.meta.labels)
+        )
+
+
+def machines_of_control_plane(machines: Sequence[Machine]) -> list[Machine]:
+    return [m for m in machines if m.is_control_plane]
+
+
+def machines_of_deployment(machines: Sequence[Machine], deployment: str) -> list[Machine]:
+    return [m for m in machines if m.deployment == deployment and not m.is_control_plane]

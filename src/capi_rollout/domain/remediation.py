@@ -1,0 +1,81 @@
+"""Which Machine to remediate, and when remediating would be unsafe.
+
+Contract: pure. A Machine is a remediation candidate when it is
+
+1. ``Failed`` (``status.phase``),
+2. without a nodeRef (never got a node),
+3. not Ready (its node is NotReady, or the Ready condition is not True),
+4. stuck deleting (``deletionTimestamp`` older than the stall timeout: drain or volume detach blocked),
+
+in that priority order; ties go to the oldest ``creationTimestamp``, then the name — the same shape as
+KCP's ``pickMachineToBeRemediated``. Machines annotated ``cluster.x-k8s.io/skip-remediation`` are never
+candidates. A Machine that is deleting but not yet stuck is normal rollout work, not a candidate.
+
+The control-plane guard follows KCP's etcd rule: the members after removal (non-deleting control-plane
+Machines with a node, minus the candidate) must still hold a quorum of healthy members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from capi_rollout.domain.model import Machine
+from capi_rollout.params import format_duration
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    machine: Machine
+    priority: int
+    reason: str
+
+    @property
+    def sort_key(self) -> tuple[int, datetime, str]:
+        return (self.priority, self.machine.meta.created or _EPOCH, self.machine.name)
+
+
+def classify(machine: Machine, *, now: datetime, stuck_after: timedelta) -> Candidate | None:
+    """The machine's most urgent problem as a :class:`Candidate`, or None when it needs no remediation."""
+    if machine.skip_remediation:
+        return None
+    if machine.deleting:
+        since = machine.meta.deleting_since or now
+        if now - since >= stuck_after:
+            return Candidate(machine, 4, f"stuck deleting for {format_duration((now - since).total_seconds())}")
+        return None
+    if machine.failed:
+        return Candidate(machine, 1, "phase Failed")
+    if machine.node_name is None:
+        return Candidate(machine, 2, f"no nodeRef (phase {machine.phase})")
+    if not machine.ready:
+        cond = machine.conditions.get("Ready") or machine.conditions.get("NodeHealthy")
+        detail = f": {cond.reason}" if cond and cond.reason else ""
+        return Candidate(machine, 3, f"node {machine.node_name} not Ready{detail}")
+    return None
+
+
+def candidates(machines: Sequence[Machine], *, now: datetime, stuck_after: timedelta) -> list[Candidate]:
+    """Every candidate, most urgent first (priority, then oldest creation, then name)."""
+    found = [c for m in machines if (c := classify(m, now=now, stuck_after=stuck_after)) is not None]
+    return sorted(found, key=lambda c: c.sort_key)
+
+
+def quorum_refusal(control_plane_machines: Sequence[Machine], candidate: Machine) -> str | None:
+    """Why removing ``candidate`` would risk etcd quorum, or None when it is safe."""
+    members = [m for m in control_plane_machines if not m.deleting and m.node_name is not None]
+    is_member = any(m.name == candidate.name for m in members)
+    target_total = len(members) - (1 if is_member else 0)
+    target_quorum = target_total // 2 + 1
+    healthy_after = [m for m in members if m.healthy and m.name != candidate.name]
+    if len(healthy_after) < target_quorum:
+        unhealthy = sorted(m.name for m in members if not m.healthy)
+        return (
+            f"removing control-plane Machine {candidate.name} would leave {len(healthy_after)} healthy of "
+            f"{target_total} etcd members, below the quorum of {target_quorum} "
+            f"(unhealthy: {', '.join(unhealthy) or 'none'}); fix the control plane by hand"
+        )
+    return None

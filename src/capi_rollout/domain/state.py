@@ -1,0 +1,67 @@
+"""One observation of a cluster: everything a decision needs, read from raw objects.
+
+Contract: pure. :class:`ClusterState` is built from object dicts (as listed from the API server or a
+snapshot file); :class:`NodeStatus` carries what Talos said about a node's address (the runner converts the
+Talos adapter's probe results into it, so the domain never imports the adapter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from capi_rollout.domain.model import Cluster, ControlPlane, HealthCheck, Machine, MachineDeployment
+
+MAINTENANCE = "maintenance"
+RUNNING = "running"
+UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """Talos's answer for one address: state is running, maintenance, booting, unreachable or denied."""
+
+    address: str
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    cluster: Cluster | None
+    control_plane: ControlPlane
+    deployments: tuple[MachineDeployment, ...]
+    machines: tuple[Machine, ...]
+    health_checks: tuple[HealthCheck, ...] = ()
+
+    @classmethod
+    def from_objects(
+        cls,
+        *,
+        cluster: Mapping[str, Any] | None,
+        control_plane: Mapping[str, Any],
+        deployments: Sequence[Mapping[str, Any]] = (),
+        machines: Sequence[Mapping[str, Any]] = (),
+        health_checks: Sequence[Mapping[str, Any]] = (),
+    ) -> ClusterState:
+        return cls(
+            cluster=Cluster.from_obj(cluster) if cluster is not None else None,
+            control_plane=ControlPlane.from_obj(control_plane),
+            deployments=tuple(sorted((MachineDeployment.from_obj(o) for o in deployments), key=lambda d: d.meta.name)),
+            machines=tuple(sorted((Machine.from_obj(o) for o in machines), key=lambda m: m.name)),
+            health_checks=tuple(HealthCheck.from_obj(o) for o in health_checks),
+        )
+
+    @property
+    def control_plane_machines(self) -> list[Machine]:
+        return [m for m in self.machines if m.is_control_plane]
+
+    def deployment_machines(self, name: str) -> list[Machine]:
+        return [m for m in self.machines if m.deployment == name and not m.is_control_plane]
+
+    def phase_machines(self, phase: str) -> list[Machine]:
+        if phase == "control-plane":
+            return self.control_plane_machines
+        names = {d.meta.name for d in self.deployments}
+        return [m for m in self.machines if not m.is_control_plane and m.deployment in names]
