@@ -1,0 +1,352 @@
+"""Declarative simulator scenarios: the cluster to fake, its timings, the faults to inject, the rollout trigger.
+
+Contract: pure data and parsing, no I/O except :func:`load` (reads one YAML file). A scenario is a frozen
+:class:`Scenario`; :func:`from_dict` builds one from plain data (YAML/JSON shape documented in
+``sim/README.md``) and raises :class:`ScenarioError` naming every problem at once.
+
+Every duration is in *simulated* seconds; ``timings.time_scale`` says how many simulated seconds pass per
+wall second (60 = a 45-minute story runs in 45 s). Fault targets name either a Machine (``machine:``,
+for the machines that exist before the rollout) or a role plus the ordinal of a machine created *after*
+the rollout started (``role: cp, ordinal: 0`` is the first new control-plane Machine).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CAPI_LINES = ("v1.14", "v1.10")
+TRIGGERS = ("tcp-version", "md-template", "both")
+FAULT_KINDS = (
+    "stall-provisioning",  # the Machine never gets past Provisioning (no nodeRef)
+    "node-not-ready",  # the Machine reaches Running with a nodeRef, its Node stays NotReady
+    "stall-deletion",  # a deleted Machine keeps its finalizer (drain blocked)
+    "maintenance",  # the node's Talos API is in maintenance mode
+    "talos-unreachable",  # the node's Talos API does not answer at all
+    "slow",  # every phase of the target (or of every machine) takes `factor` times longer
+)
+RECOVERIES = ("after-reboot", "after-replacement", "after-n-reboots", "never")
+WHENS = ("before", "mid", "after-reboot")
+ROLES = ("cp", "worker")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SEMVER = re.compile(r"^v\d+\.\d+\.\d+([-0-9a-zA-Z_.+]*)?$")
+
+
+class ScenarioError(ValueError):
+    """The scenario is invalid; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid scenario: " + "; ".join(problems))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timings:
+    """Phase durations in simulated seconds, a jitter fraction with its seed, and the time scale."""
+
+    pending: float = 5.0  # Pending -> Provisioning
+    provisioning: float = 60.0  # Provisioning -> Provisioned (infrastructure ready, addresses known)
+    boot: float = 90.0  # Provisioned -> Running (Talos booted, nodeRef set)
+    node_ready: float = 20.0  # Running -> Node Ready
+    deletion: float = 30.0  # deletionTimestamp -> finalizer removed (drain + etcd leave)
+    reboot: float = 60.0  # a Talos reboot keeps the node down this long
+    jitter: float = 0.0  # each duration is multiplied by a factor in [1 - jitter, 1 + jitter]
+    seed: int = 1
+    time_scale: float = 1.0  # simulated seconds per wall second
+
+    def wall(self, sim_seconds: float) -> float:
+        """Wall seconds that ``sim_seconds`` of simulated time take."""
+        return sim_seconds / self.time_scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentSpec:
+    """One MachineDeployment of the simulated cluster."""
+
+    name: str
+    replicas: int = 2
+    max_surge: int | str = 1
+    max_unavailable: int | str = 0
+    strategy: str = "RollingUpdate"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """Which machine a fault hits: a named Machine, or role + ordinal of a machine created after the trigger.
+
+    ``role`` alone (no ordinal, no machine) means every machine of that role; nothing at all means every
+    machine (only sensible for ``slow``). ``deployment`` narrows a worker target to one MachineDeployment.
+    """
+
+    machine: str | None = None
+    role: str | None = None
+    ordinal: int | None = None
+    deployment: str | None = None
+
+    def describe(self) -> str:
+        if self.machine:
+            return f"machine {self.machine}"
+        if self.role is None:
+            return "every machine"
+        who = f"{self.role}" + (f" of {self.deployment}" if self.deployment else "")
+        return f"new {who} #{self.ordinal}" if self.ordinal is not None else f"every {who} machine"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    """One injected fault.
+
+    ``when``: ``before`` (active from the start, for existing machines), ``mid`` (active once the
+    target exists after the trigger; the default) or ``after-reboot`` (the target's next reboot lands
+    it in the faulty state, e.g. maintenance). ``recover``: ``after-reboot`` (the first Talos reboot
+    heals it), ``after-n-reboots`` (the ``reboots``-th does), ``after-replacement`` (the machine stays
+    broken, its replacement is healthy) or ``never`` (replacements of the target inherit the fault).
+    """
+
+    kind: str
+    target: Target = field(default_factory=Target)
+    when: str = "mid"
+    recover: str = "after-replacement"
+    reboots: int = 1
+    factor: float = 1.0
+
+    def describe(self) -> str:
+        extra = f" x{self.factor:g}" if self.kind == "slow" else ""
+        rec = f"after-{self.reboots}-reboots" if self.recover == "after-n-reboots" else self.recover
+        return f"{self.kind}{extra} on {self.target.describe()} (when {self.when}, recover {rec})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """A whole simulated cluster story."""
+
+    name: str = "default"
+    description: str = ""
+    cluster: str = "demo"
+    namespace: str = "default"
+    capi_line: str = "v1.14"
+    cp_replicas: int = 3
+    cp_max_surge: int = 0
+    kubernetes_version: str = "v1.33.0"
+    target_kubernetes_version: str = "v1.33.1"
+    talos_version: str = "v1.12.0"
+    target_talos_version: str = "v1.12.1"
+    deployments: tuple[DeploymentSpec, ...] = (DeploymentSpec(name="workers"),)
+    timings: Timings = field(default_factory=Timings)
+    faults: tuple[Fault, ...] = ()
+    trigger: str = "tcp-version"
+
+    def with_timings(self, **changes: Any) -> Scenario:
+        """A copy with some timings changed (tests scale durations down this way)."""
+        return replace(self, timings=replace(self.timings, **changes))
+
+    def validate(self) -> Scenario:
+        problems = _problems(self)
+        if problems:
+            raise ScenarioError(problems)
+        return self
+
+
+def _problems(s: Scenario) -> list[str]:
+    p: list[str] = []
+    for label, value in (("cluster", s.cluster), ("namespace", s.namespace)):
+        if not (0 < len(value) <= 40 and _DNS_LABEL.match(value)):
+            p.append(f"{label}: must be a short DNS-1123 label, got {value!r}")
+    if s.capi_line not in CAPI_LINES:
+        p.append(f"capi_line: must be one of {', '.join(CAPI_LINES)}, got {s.capi_line!r}")
+    if s.cp_replicas < 1:
+        p.append(f"control_plane.replicas: must be ≥ 1, got {s.cp_replicas}")
+    if s.cp_max_surge not in (0, 1):
+        p.append(f"control_plane.max_surge: must be 0 or 1, got {s.cp_max_surge}")
+    for label, v in (
+        ("kubernetes_version", s.kubernetes_version),
+        ("target_kubernetes_version", s.target_kubernetes_version),
+        ("talos_version", s.talos_version),
+        ("target_talos_version", s.target_talos_version),
+    ):
+        if not _SEMVER.match(v):
+            p.append(f"{label}: must look like v1.2.3, got {v!r}")
+    if s.trigger not in TRIGGERS:
+        p.append(f"trigger: must be one of {', '.join(TRIGGERS)}, got {s.trigger!r}")
+    names = [d.name for d in s.deployments]
+    if len(set(names)) != len(names):
+        p.append(f"deployments: names must be unique, got {names}")
+    for d in s.deployments:
+        if not _DNS_LABEL.match(d.name):
+            p.append(f"deployments.{d.name}: name must be a DNS-1123 label")
+        if d.replicas < 0:
+            p.append(f"deployments.{d.name}.replicas: must be ≥ 0")
+        if d.strategy not in ("RollingUpdate", "OnDelete"):
+            p.append(f"deployments.{d.name}.strategy: RollingUpdate or OnDelete, got {d.strategy!r}")
+        for knob in ("max_surge", "max_unavailable"):
+            value = getattr(d, knob)
+            if not _int_or_percent_ok(value):
+                p.append(f"deployments.{d.name}.{knob}: a whole number ≥ 0 or a percentage, got {value!r}")
+        if _int_or_percent_ok(d.max_surge) and _int_or_percent_ok(d.max_unavailable):
+            from sim.capi.rollout import resolve_surge_unavailable
+
+            surge, unavailable = resolve_surge_unavailable(d.max_surge, d.max_unavailable, d.replicas)
+            if surge == 0 and unavailable == 0 and d.replicas > 0:
+                p.append(f"deployments.{d.name}: max_surge and max_unavailable may not both be 0")
+    t = s.timings
+    for f in fields(t):
+        value = getattr(t, f.name)
+        if f.name in ("seed",):
+            continue
+        if value < 0 or (f.name == "time_scale" and value <= 0):
+            p.append(f"timings.{f.name}: must be positive, got {value}")
+    if not 0 <= t.jitter < 1:
+        p.append(f"timings.jitter: must be in [0, 1), got {t.jitter}")
+    for i, fault in enumerate(s.faults):
+        p.extend(f"faults[{i}]: {msg}" for msg in _fault_problems(fault, s))
+    return p
+
+
+def _fault_problems(f: Fault, s: Scenario) -> list[str]:
+    p: list[str] = []
+    if f.kind not in FAULT_KINDS:
+        p.append(f"kind: must be one of {', '.join(FAULT_KINDS)}, got {f.kind!r}")
+    if f.when not in WHENS:
+        p.append(f"when: must be one of {', '.join(WHENS)}, got {f.when!r}")
+    if f.recover not in RECOVERIES:
+        p.append(f"recover: must be one of {', '.join(RECOVERIES)}, got {f.recover!r}")
+    if f.reboots < 1:
+        p.append(f"reboots: must be ≥ 1, got {f.reboots}")
+    if f.kind == "slow" and f.factor <= 0:
+        p.append(f"factor: must be > 0, got {f.factor}")
+    t = f.target
+    if t.role is not None and t.role not in ROLES:
+        p.append(f"target.role: must be cp or worker, got {t.role!r}")
+    if t.machine and (t.role or t.ordinal is not None):
+        p.append("target: name a machine OR a role with an ordinal, not both")
+    if t.ordinal is not None and (t.role is None or t.ordinal < 0):
+        p.append("target.ordinal: needs a role and must be ≥ 0")
+    if t.deployment is not None and t.deployment not in {d.name for d in s.deployments}:
+        p.append(f"target.deployment: no MachineDeployment named {t.deployment!r}")
+    if t.machine is None and t.role is None and f.kind != "slow":
+        p.append(f"target: a {f.kind} fault needs a machine or a role")
+    if f.when == "before" and t.machine is None and t.ordinal is not None:
+        p.append("when: 'before' applies to existing machines; target them with machine:")
+    return p
+
+
+def _int_or_percent_ok(value: int | str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return bool(re.fullmatch(r"\d+%", value.strip()))
+
+
+# ---------------------------------------------------------------- parsing plain data (YAML / JSON)
+
+
+def from_dict(data: Mapping[str, Any]) -> Scenario:
+    """Build and validate a :class:`Scenario` from plain data; unknown keys are errors."""
+    problems: list[str] = []
+    known = {
+        "name", "description", "cluster", "namespace", "capi_line", "control_plane", "deployments",
+        "timings", "faults", "trigger",
+    }
+    for key in data:
+        if key not in known:
+            problems.append(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+    cp = dict(data.get("control_plane") or {})
+    cp_known = {
+        "replicas", "max_surge", "kubernetes_version", "target_kubernetes_version", "talos_version",
+        "target_talos_version",
+    }
+    for key in cp:
+        if key not in cp_known:
+            problems.append(f"control_plane.{key}: unknown key (known: {', '.join(sorted(cp_known))})")
+    kwargs: dict[str, Any] = {
+        k: data[k] for k in ("name", "description", "cluster", "namespace", "capi_line", "trigger") if k in data
+    }
+    if "capi_line" in kwargs:
+        kwargs["capi_line"] = str(kwargs["capi_line"])
+    if "replicas" in cp:
+        kwargs["cp_replicas"] = cp["replicas"]
+    if "max_surge" in cp:
+        kwargs["cp_max_surge"] = cp["max_surge"]
+    for key in ("kubernetes_version", "target_kubernetes_version", "talos_version", "target_talos_version"):
+        if key in cp:
+            kwargs[key] = str(cp[key])
+    if "deployments" in data:
+        deployments = []
+        for i, raw in enumerate(data["deployments"] or []):
+            try:
+                deployments.append(DeploymentSpec(**_checked(raw, DeploymentSpec, f"deployments[{i}]")))
+            except (TypeError, ScenarioError) as exc:
+                problems.extend(_messages(exc))
+        kwargs["deployments"] = tuple(deployments)
+    if "timings" in data:
+        try:
+            kwargs["timings"] = Timings(**_checked(data["timings"] or {}, Timings, "timings"))
+        except (TypeError, ScenarioError) as exc:
+            problems.extend(_messages(exc))
+    faults = []
+    for i, raw in enumerate(data.get("faults") or []):
+        try:
+            faults.append(_fault_from_dict(raw, f"faults[{i}]"))
+        except (TypeError, ScenarioError) as exc:
+            problems.extend(_messages(exc))
+    kwargs["faults"] = tuple(faults)
+    if problems:
+        raise ScenarioError(problems)
+    try:
+        scenario = Scenario(**kwargs)
+    except TypeError as exc:
+        raise ScenarioError([str(exc)]) from exc
+    return scenario.validate()
+
+
+def _fault_from_dict(raw: Mapping[str, Any], where: str) -> Fault:
+    values = _checked(raw, Fault, where)
+    target = values.pop("target", None) or {}
+    recover = values.get("recover")
+    # `recover: {after-n-reboots: 2}` is accepted as a spelling of recover + reboots.
+    if isinstance(recover, Mapping):
+        (key, n), *_ = recover.items()
+        values["recover"], values["reboots"] = str(key), int(n)
+    return Fault(target=Target(**_checked(target, Target, f"{where}.target")), **values)
+
+
+def _checked(raw: Any, cls: type, where: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ScenarioError([f"{where}: must be a mapping, got {type(raw).__name__}"])
+    allowed = {f.name for f in fields(cls)}
+    unknown = [k for k in raw if k not in allowed]
+    if unknown:
+        raise ScenarioError([f"{where}.{k}: unknown key (known: {', '.join(sorted(allowed))})" for k in unknown])
+    return dict(raw)
+
+
+def _messages(exc: Exception) -> list[str]:
+    return exc.problems if isinstance(exc, ScenarioError) else [str(exc)]
+
+
+def load(path: str | Path) -> Scenario:
+    """Read one scenario YAML file; a bare name is looked up among the bundled ``sim/scenarios/*.yaml``."""
+    p = Path(path)
+    if not p.exists() and not p.suffix:
+        p = BUNDLED_DIR / f"{path}.yaml"
+    data = yaml.safe_load(p.read_text())
+    if not isinstance(data, Mapping):
+        raise ScenarioError([f"{p}: the document must be a mapping"])
+    data = dict(data)
+    data.setdefault("name", p.stem)
+    return from_dict(data)
+
+
+BUNDLED_DIR = Path(__file__).parent / "scenarios"
+
+
+def bundled() -> list[str]:
+    """Names of the scenarios shipped under ``sim/scenarios/``."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
