@@ -1,0 +1,201 @@
+"""The functions the workflow's pods run, through the Hera runner (``python -m hera.workflows.runner -e``).
+
+Contract: a thin shell. Each entry point (:func:`resolve`, :func:`preflight`, :func:`control_plane`,
+:func:`workers`, :func:`summary`) receives the template's input parameters as keyword strings (the runner
+passes ``{{inputs.parameters}}``), reads the run's context from the environment the template sets
+(:data:`ENV_RUN_ID` ...), calls :func:`capi_rollout.runner.run_step`, writes every output parameter the
+template declares to ``$hera__outputs_directory/parameters/<name>`` (an empty file when the step produced no
+value, so Argo never reports a missing file), and exits non-zero with the message on stderr when the step
+failed. No rollout logic lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from capi_rollout.params import DEFAULTS, ParamError, parse_params
+from capi_rollout.workflow.deadlines import phase_deadline_seconds
+
+# Environment variables the WorkflowTemplate sets from Argo's workflow variables.
+ENV_RUN_ID = "CAPI_ROLLOUT_RUN_ID"  # {{workflow.name}}: names the remediation ledger
+ENV_RUN_UID = "CAPI_ROLLOUT_RUN_UID"  # {{workflow.uid}}: the ledger's ownerReference
+ENV_LEDGER_NAMESPACE = "CAPI_ROLLOUT_LEDGER_NAMESPACE"  # {{workflow.namespace}}
+ENV_WORKFLOW_STATUS = "CAPI_ROLLOUT_WORKFLOW_STATUS"  # {{workflow.status}} (exit handler only)
+ENV_WORKFLOW_FAILURES = "CAPI_ROLLOUT_WORKFLOW_FAILURES"  # {{workflow.failures}} (exit handler only)
+OUTPUTS_DIRECTORY_ENV = "hera__outputs_directory"  # the Hera runner's own convention
+DEFAULT_OUTPUTS_DIRECTORY = "/tmp/hera-outputs"
+
+WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
+
+# Output parameters each step declares, in the order the template lists them.
+STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "resolve": ("targets", "controlPlaneDeadlineSeconds", "workersDeadlineSeconds"),
+    "preflight": ("warnings",),
+    "control-plane": ("phase", "remediations"),
+    "workers": ("phase", "remediations"),
+    "summary": ("summary", "result"),
+}
+
+
+class StepResultLike(Protocol):
+    """What :func:`capi_rollout.runner.run_step` returns (``StepResult``)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def outputs(self) -> Mapping[str, str]: ...
+
+
+RunStep = Callable[..., StepResultLike]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who is running: the Workflow (ledger name and owner) and, in the exit handler, how it ended."""
+
+    run_id: str
+    ledger_namespace: str
+    owner: dict[str, str] | None
+    workflow_status: str | None
+    workflow_failures: str | None
+
+
+class StepContextError(RuntimeError):
+    """The pod's environment lacks what the template should have set."""
+
+
+def context_from_env(env: Mapping[str, str]) -> RunContext:
+    """Read the run's context from the template-provided environment; :class:`StepContextError` if incomplete."""
+    run_id = env.get(ENV_RUN_ID, "").strip()
+    namespace = env.get(ENV_LEDGER_NAMESPACE, "").strip()
+    missing = [name for name, value in ((ENV_RUN_ID, run_id), (ENV_LEDGER_NAMESPACE, namespace)) if not value]
+    if missing:
+        raise StepContextError(f"environment variables not set by the template: {', '.join(missing)}")
+    uid = env.get(ENV_RUN_UID, "").strip()
+    owner = {"apiVersion": WORKFLOW_API_VERSION, "kind": "Workflow", "name": run_id, "uid": uid} if uid else None
+    return RunContext(
+        run_id=run_id,
+        ledger_namespace=namespace,
+        owner=owner,
+        workflow_status=env.get(ENV_WORKFLOW_STATUS) or None,
+        workflow_failures=env.get(ENV_WORKFLOW_FAILURES) or None,
+    )
+
+
+def _load_run_step() -> RunStep:
+    from capi_rollout.runner import run_step
+
+    loaded: RunStep = run_step
+    return loaded
+
+
+def _deadline_outputs(raw_params: Mapping[str, str]) -> dict[str, str]:
+    """The phase backstops resolve hands to the phases, from the validated parameters."""
+    try:
+        params = parse_params(raw_params)
+    except ParamError:
+        return {}
+    return {
+        "controlPlaneDeadlineSeconds": str(
+            phase_deadline_seconds(timeout=params.control_plane_timeout, poll_interval=params.poll_interval)
+        ),
+        "workersDeadlineSeconds": str(
+            phase_deadline_seconds(timeout=params.workers_timeout, poll_interval=params.poll_interval)
+        ),
+    }
+
+
+def write_outputs(outputs_dir: Path, names: tuple[str, ...], values: Mapping[str, str]) -> None:
+    """Write one file per declared output parameter; a value the step did not produce is written empty."""
+    target = outputs_dir / "parameters"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (target / name).write_text(values.get(name, ""), encoding="utf-8")
+
+
+def run(
+    step: str,
+    inputs: Mapping[str, Any],
+    *,
+    env: Mapping[str, str],
+    outputs_dir: Path,
+    run_step: RunStep | None = None,
+) -> int:
+    """Run one step: returns the exit code (0 ok, 1 the step failed); outputs are written either way."""
+    if step not in STEP_OUTPUTS:
+        raise ValueError(f"unknown step {step!r} (known: {', '.join(STEP_OUTPUTS)})")
+    names = STEP_OUTPUTS[step]
+    raw_params = {name: str(value) for name, value in inputs.items() if name in DEFAULTS}
+    produced: dict[str, str] = {}
+    try:
+        ctx = context_from_env(env)
+        call = run_step or _load_run_step()
+        result = call(
+            step,
+            raw_params,
+            run_id=ctx.run_id,
+            ledger_namespace=ctx.ledger_namespace,
+            owner=ctx.owner,
+            kubeconfig=None,
+            workflow_status=ctx.workflow_status,
+            workflow_failures=ctx.workflow_failures,
+        )
+        produced.update(result.outputs)
+        if step == "resolve" and result.ok:
+            produced.update(_deadline_outputs(raw_params))
+    finally:
+        write_outputs(outputs_dir, names, produced)
+    if not result.ok:
+        print(f"{step} failed: {result.message}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _entry(step: str, inputs: Mapping[str, Any]) -> None:
+    outputs_dir = Path(os.environ.get(OUTPUTS_DIRECTORY_ENV, DEFAULT_OUTPUTS_DIRECTORY))
+    code = run(step, inputs, env=os.environ, outputs_dir=outputs_dir)
+    if code:
+        raise SystemExit(code)
+
+
+def resolve(**inputs: Any) -> None:
+    """Find the cluster's TalosControlPlane and MachineDeployments; output ``targets`` and the phase deadlines."""
+    _entry("resolve", inputs)
+
+
+def preflight(**inputs: Any) -> None:
+    """Safety checks before anything is touched; output ``warnings``."""
+    _entry("preflight", inputs)
+
+
+def control_plane(**inputs: Any) -> None:
+    """Wait for the control plane rollout, remediating stalls; output ``phase`` and ``remediations``."""
+    _entry("control-plane", inputs)
+
+
+def workers(**inputs: Any) -> None:
+    """Wait for every MachineDeployment rollout, remediating stalls; output ``phase`` and ``remediations``."""
+    _entry("workers", inputs)
+
+
+def summary(**inputs: Any) -> None:
+    """The exit handler: summarise the run (also after a failure); output ``summary`` and ``result``."""
+    _entry("summary", inputs)
+
+
+ENTRY_POINTS: dict[str, Callable[..., None]] = {
+    "resolve": resolve,
+    "preflight": preflight,
+    "control-plane": control_plane,
+    "workers": workers,
+    "summary": summary,
+}

@@ -1,0 +1,300 @@
+"""The ``capi-rollout`` WorkflowTemplate, defined with Hera 7 (Argo Workflows v4 semantics).
+
+Contract: :func:`build` returns the Hera object and :func:`manifest` its plain-dict form; no I/O, no cluster.
+The shape, kept to plain, well-known Argo constructs:
+
+* ``spec.arguments`` — one parameter per entry of :data:`capi_rollout.params.DEFAULTS`, with its description
+  (``clusterName`` has no default, so a submit without it is rejected).
+* ``rollout`` (entrypoint, ``steps``): resolve → preflight → control-plane → workers, each a runner
+  ``script`` template calling :mod:`capi_rollout.workflow.steps`.
+* ``onExit: exit-handler`` (``steps``) → ``summary``, which runs after success and failure alike and gets
+  ``{{workflow.status}}`` / ``{{workflow.failures}}`` through its environment.
+* A workflow-level mutex per cluster (namespace + name): a second run for the same cluster waits.
+* Leaf backstops: ``activeDeadlineSeconds`` (phases: from resolve's outputs, a little above the timeout);
+  ``retryStrategy`` ``OnError`` only (pod lost, deleted, evicted — never a failed phase); a retried phase
+  resumes from the remediation ledger, which is keyed by the workflow name.
+* Pods: non-root, read-only root filesystem (``/tmp`` is an ``emptyDir``), no capabilities, seccomp
+  RuntimeDefault, modest requests/limits; the image from :mod:`capi_rollout.workflow.image`.
+* Template metrics (Prometheus): remediations per phase, phase duration, rollout result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hera.workflows import (
+    Counter,
+    Histogram,
+    Label,
+    Parameter,
+    RetryStrategy,
+    Script,
+    Step,
+    Steps,
+    WorkflowTemplate,
+)
+from hera.workflows.metrics import _BaseMetric
+from hera.workflows.models import (
+    Backoff,
+    Capabilities,
+    EmptyDirVolumeSource,
+    EnvVar,
+    IntOrString,
+    PodSecurityContext,
+    Quantity,
+    ResourceRequirements,
+    SeccompProfile,
+    SecurityContext,
+    Synchronization,
+    ValueFrom,
+    Volume,
+    VolumeMount,
+)
+from hera.workflows.models import Mutex as MutexModel
+
+from capi_rollout.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
+from capi_rollout.workflow import steps
+from capi_rollout.workflow.deadlines import (
+    PREFLIGHT_DEADLINE_SECONDS,
+    RESOLVE_DEADLINE_SECONDS,
+    SUMMARY_DEADLINE_SECONDS,
+)
+from capi_rollout.workflow.image import IMAGE
+
+NAME = "capi-rollout"
+NAMESPACE = "argo"
+SERVICE_ACCOUNT = "capi-rollout-runner"
+ENTRYPOINT = "rollout"
+EXIT_HANDLER = "exit-handler"
+RUN_AS_USER = 65532  # the Dockerfile's non-root user
+TMP_VOLUME = "tmp"
+OUTPUTS_DIRECTORY = steps.DEFAULT_OUTPUTS_DIRECTORY  # on the /tmp emptyDir
+MUTEX_NAME = "capi-rollout-{{workflow.parameters.clusterNamespace}}-{{workflow.parameters.clusterName}}"
+
+# Parameter names with a closed set of values: the Argo UI offers them as a drop-down.
+_ENUMS: dict[str, list[str]] = {"rebootMode": list(REBOOT_MODES), "dryRun": ["false", "true"]}
+
+_PHASE_DURATION_BUCKETS: list[float] = [60, 300, 600, 1200, 1800, 2700, 3600, 5400, 7200]
+
+
+def _workflow_arguments() -> list[Parameter]:
+    args: list[Parameter] = []
+    for name, default in DEFAULTS.items():
+        if default is None:  # required: no value at all, so Argo rejects a submit that omits it
+            args.append(Parameter(name=name, description=DESCRIPTIONS[name]))
+        else:
+            args.append(Parameter(name=name, value=default, description=DESCRIPTIONS[name], enum=_ENUMS.get(name)))
+    return args
+
+
+def _param_inputs() -> list[Parameter]:
+    return [Parameter(name=name) for name in DEFAULTS]
+
+
+def _param_arguments() -> dict[str, str]:
+    return {name: f"{{{{workflow.parameters.{name}}}}}" for name in DEFAULTS}
+
+
+def _outputs(step: str) -> list[Parameter]:
+    return [
+        Parameter(name=name, value_from=ValueFrom(path=f"{OUTPUTS_DIRECTORY}/parameters/{name}"))
+        for name in steps.STEP_OUTPUTS[step]
+    ]
+
+
+def _env(*, exit_handler: bool = False) -> list[EnvVar]:
+    env = [
+        EnvVar(name=steps.ENV_RUN_ID, value="{{workflow.name}}"),
+        EnvVar(name=steps.ENV_RUN_UID, value="{{workflow.uid}}"),
+        EnvVar(name=steps.ENV_LEDGER_NAMESPACE, value="{{workflow.namespace}}"),
+        EnvVar(name=steps.OUTPUTS_DIRECTORY_ENV, value=OUTPUTS_DIRECTORY),
+        EnvVar(name="PYTHONUNBUFFERED", value="1"),
+    ]
+    if exit_handler:
+        env += [
+            EnvVar(name=steps.ENV_WORKFLOW_STATUS, value="{{workflow.status}}"),
+            EnvVar(name=steps.ENV_WORKFLOW_FAILURES, value="{{workflow.failures}}"),
+        ]
+    return env
+
+
+def _container_security() -> SecurityContext:
+    return SecurityContext(
+        run_as_non_root=True,
+        run_as_user=RUN_AS_USER,
+        run_as_group=RUN_AS_USER,
+        read_only_root_filesystem=True,
+        allow_privilege_escalation=False,
+        capabilities=Capabilities(drop=["ALL"]),
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _pod_security() -> PodSecurityContext:
+    return PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=RUN_AS_USER,
+        run_as_group=RUN_AS_USER,
+        fs_group=RUN_AS_USER,
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _resources() -> ResourceRequirements:
+    return ResourceRequirements(
+        requests={"cpu": Quantity("50m"), "memory": Quantity("128Mi")},
+        limits={"cpu": Quantity("500m"), "memory": Quantity("256Mi")},
+    )
+
+
+def _retry() -> RetryStrategy:
+    # OnError: Argo errors only (pod deleted, evicted, lost node, init/wait container failure). A step that ran
+    # and failed is never retried: re-running a failed phase is a decision for a human, not for a loop.
+    return RetryStrategy(
+        limit=2,
+        retry_policy="OnError",
+        backoff=Backoff(duration="15s", factor=IntOrString(2)),
+    )
+
+
+def _cluster_labels() -> list[Label]:
+    return [
+        Label(key="cluster_namespace", value="{{inputs.parameters.clusterNamespace}}"),
+        Label(key="cluster_name", value="{{inputs.parameters.clusterName}}"),
+    ]
+
+
+def _phase_metrics(phase: str) -> list[_BaseMetric]:
+    return [
+        Counter(
+            name="capi_rollout_remediations_total",
+            help="Remediations performed (delete Machine + reboot node), by cluster and phase.",
+            labels=[*_cluster_labels(), Label(key="phase", value=phase)],
+            value="{{outputs.parameters.remediations}}",
+        ),
+        Histogram(
+            name="capi_rollout_phase_duration_seconds",
+            help="Duration of a rollout phase step, by cluster, phase and step status.",
+            labels=[*_cluster_labels(), Label(key="phase", value=phase), Label(key="status", value="{{status}}")],
+            value="{{duration}}",
+            buckets=list(_PHASE_DURATION_BUCKETS),
+        ),
+    ]
+
+
+def _result_metrics() -> list[_BaseMetric]:
+    return [
+        Counter(
+            name="capi_rollout_result_total",
+            help="Finished rollouts, by cluster and result (Succeeded or Failed).",
+            labels=[*_cluster_labels(), Label(key="result", value="{{outputs.parameters.result}}")],
+            value="1",
+        )
+    ]
+
+
+def _script(
+    step: str,
+    source: Callable[..., None],
+    *,
+    deadline: int | str,
+    extra_inputs: Sequence[Parameter] = (),
+    exit_handler: bool = False,
+    metrics: list[_BaseMetric] | None = None,
+) -> Script:
+    # Hera's runner convention, spelled out: Hera derives a callable's inputs from its signature, but the step
+    # functions take ``**inputs`` so that the inputs can come from params.DEFAULTS (one source of truth).
+    return Script(
+        name=step,
+        constructor="runner",
+        command=["python"],
+        args=["-m", "hera.workflows.runner", "-e", runner_entrypoint(source)],
+        image=IMAGE,
+        image_pull_policy="IfNotPresent",
+        inputs=[*_param_inputs(), *extra_inputs],
+        outputs=_outputs(step),
+        env=_env(exit_handler=exit_handler),
+        resources=_resources(),
+        security_context=_container_security(),
+        volume_mounts=[VolumeMount(name=TMP_VOLUME, mount_path="/tmp")],
+        active_deadline_seconds=deadline,
+        retry_strategy=_retry(),
+        metrics=metrics,
+        add_cwd_to_sys_path=False,
+    )
+
+
+def runner_entrypoint(func: Callable[..., None]) -> str:
+    """``module:function`` as ``python -m hera.workflows.runner -e`` expects it."""
+    return f"{func.__module__}:{func.__name__}"
+
+
+def _step(name: str, template: Script, extra_arguments: dict[str, str] | None = None) -> Step:
+    return Step(name=name, template=template, arguments={**_param_arguments(), **(extra_arguments or {})})
+
+
+def build() -> WorkflowTemplate:
+    """The Hera WorkflowTemplate; see the module docstring for its shape."""
+    deadline_input = [Parameter(name="deadlineSeconds", description="activeDeadlineSeconds of this phase pod.")]
+    resolve = _script("resolve", steps.resolve, deadline=RESOLVE_DEADLINE_SECONDS)
+    preflight = _script("preflight", steps.preflight, deadline=PREFLIGHT_DEADLINE_SECONDS)
+    control_plane = _script(
+        "control-plane",
+        steps.control_plane,
+        deadline="{{inputs.parameters.deadlineSeconds}}",
+        extra_inputs=deadline_input,
+        metrics=_phase_metrics("control-plane"),
+    )
+    workers = _script(
+        "workers",
+        steps.workers,
+        deadline="{{inputs.parameters.deadlineSeconds}}",
+        extra_inputs=deadline_input,
+        metrics=_phase_metrics("workers"),
+    )
+    summary = _script(
+        "summary", steps.summary, deadline=SUMMARY_DEADLINE_SECONDS, exit_handler=True, metrics=_result_metrics()
+    )
+
+    with WorkflowTemplate(
+        name=NAME,
+        namespace=NAMESPACE,
+        labels={"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": NAME},
+        annotations={
+            "workflows.argoproj.io/description": (
+                "Roll a Talos workload cluster through a Cluster API rolling replacement: resolve, preflight, "
+                "control plane, workers, summary. Remediates a stalled rollout by deleting the unhealthy Machine "
+                "and rebooting its node; never patches CAPI objects; stops on a node in Talos maintenance mode."
+            ),
+        },
+        entrypoint=ENTRYPOINT,
+        on_exit=EXIT_HANDLER,
+        service_account_name=SERVICE_ACCOUNT,
+        arguments=_workflow_arguments(),
+        synchronization=Synchronization(mutexes=[MutexModel(name=MUTEX_NAME)]),
+        security_context=_pod_security(),
+        volumes=[Volume(name=TMP_VOLUME, empty_dir=EmptyDirVolumeSource(size_limit=Quantity("64Mi")))],
+    ) as wt:
+        with Steps(name=ENTRYPOINT):
+            _step("resolve", resolve)
+            _step("preflight", preflight)
+            _step(
+                "control-plane",
+                control_plane,
+                {"deadlineSeconds": "{{steps.resolve.outputs.parameters.controlPlaneDeadlineSeconds}}"},
+            )
+            _step(
+                "workers",
+                workers,
+                {"deadlineSeconds": "{{steps.resolve.outputs.parameters.workersDeadlineSeconds}}"},
+            )
+        with Steps(name=EXIT_HANDLER):
+            _step("summary", summary)
+    return wt
+
+
+def manifest() -> dict[str, Any]:
+    """The WorkflowTemplate as the plain dict Argo receives (camelCase keys, no empty fields)."""
+    built: dict[str, Any] = build().to_dict()
+    return built

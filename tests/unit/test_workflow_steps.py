@@ -1,0 +1,172 @@
+"""The step entry points: a thin shell around run_step (inputs and env in, output files and exit code out)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hera.workflows._runner.util import _runner
+
+from capi_rollout.params import DEFAULTS
+from capi_rollout.workflow import steps
+from capi_rollout.workflow.deadlines import phase_deadline_seconds
+
+ENV = {
+    steps.ENV_RUN_ID: "capi-rollout-abc12",
+    steps.ENV_RUN_UID: "0d6c2f5e-1111-2222-3333-444455556666",
+    steps.ENV_LEDGER_NAMESPACE: "argo",
+}
+PARAMS = {name: (default if default is not None else "homelab") for name, default in DEFAULTS.items()}
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    ok: bool
+    message: str
+    outputs: dict[str, str]
+
+
+@dataclass
+class FakeRunStep:
+    result: FakeResult
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FakeResult:
+        self.calls.append((args, kwargs))
+        return self.result
+
+
+def read_outputs(directory: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((directory / "parameters").iterdir())}
+
+
+def test_run_step_receives_the_workflow_parameters_and_the_run_context(tmp_path: Path) -> None:
+    fake = FakeRunStep(FakeResult(True, "ok", {"warnings": "[]"}))
+    code = steps.run("preflight", {**PARAMS, "deadlineSeconds": "900"}, env=ENV, outputs_dir=tmp_path, run_step=fake)
+    assert code == 0
+    ((args, kwargs),) = fake.calls
+    assert args == ("preflight", PARAMS)  # template-only inputs (deadlineSeconds) are not parameters
+    assert kwargs == {
+        "run_id": "capi-rollout-abc12",
+        "ledger_namespace": "argo",
+        "owner": {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "name": "capi-rollout-abc12",
+            "uid": "0d6c2f5e-1111-2222-3333-444455556666",
+        },
+        "kubeconfig": None,
+        "workflow_status": None,
+        "workflow_failures": None,
+    }
+    assert read_outputs(tmp_path) == {"warnings": "[]"}
+
+
+def test_the_exit_handler_passes_the_workflow_status_and_failures(tmp_path: Path) -> None:
+    failures = json.dumps([{"displayName": "control-plane", "message": "stalled", "phase": "Failed"}])
+    env = {**ENV, steps.ENV_WORKFLOW_STATUS: "Failed", steps.ENV_WORKFLOW_FAILURES: failures}
+    fake = FakeRunStep(FakeResult(True, "summarised", {"summary": '{"result": "Failed"}', "result": "Failed"}))
+    assert steps.run("summary", PARAMS, env=env, outputs_dir=tmp_path, run_step=fake) == 0
+    _, kwargs = fake.calls[0]
+    assert kwargs["workflow_status"] == "Failed"
+    assert kwargs["workflow_failures"] == failures
+    assert read_outputs(tmp_path) == {"result": "Failed", "summary": '{"result": "Failed"}'}
+
+
+def test_a_failed_step_writes_what_it_has_prints_why_and_exits_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeRunStep(FakeResult(False, "control plane stalled for 10m0s", {"remediations": "2"}))
+    code = steps.run("control-plane", PARAMS, env=ENV, outputs_dir=tmp_path, run_step=fake)
+    assert code == 1
+    assert "control plane stalled for 10m0s" in capsys.readouterr().err
+    # every declared output exists so Argo reports no missing file; the one not produced is empty
+    assert read_outputs(tmp_path) == {"phase": "", "remediations": "2"}
+
+
+def test_outputs_are_written_even_when_run_step_raises(tmp_path: Path) -> None:
+    def boom(*_: Any, **__: Any) -> FakeResult:
+        raise RuntimeError("API server unreachable")
+
+    with pytest.raises(RuntimeError, match="unreachable"):
+        steps.run("workers", PARAMS, env=ENV, outputs_dir=tmp_path, run_step=boom)
+    assert read_outputs(tmp_path) == {"phase": "", "remediations": ""}
+
+
+def test_resolve_hands_the_phase_deadlines_to_the_phases(tmp_path: Path) -> None:
+    fake = FakeRunStep(FakeResult(True, "resolved", {"targets": '{"controlPlane": "homelab-cp"}'}))
+    params = {**PARAMS, "controlPlaneTimeout": "20m", "workersTimeout": "1h", "pollInterval": "3m"}
+    assert steps.run("resolve", params, env=ENV, outputs_dir=tmp_path, run_step=fake) == 0
+    assert read_outputs(tmp_path) == {
+        "controlPlaneDeadlineSeconds": str(phase_deadline_seconds(timeout=1200, poll_interval=180)),
+        "targets": '{"controlPlane": "homelab-cp"}',
+        "workersDeadlineSeconds": str(phase_deadline_seconds(timeout=3600, poll_interval=180)),
+    }
+    assert read_outputs(tmp_path)["controlPlaneDeadlineSeconds"] == "1560"  # 20m + 2 × 3m
+
+
+def test_a_failed_resolve_hands_out_no_deadlines(tmp_path: Path) -> None:
+    fake = FakeRunStep(FakeResult(False, "no TalosControlPlane labelled homelab", {}))
+    assert steps.run("resolve", PARAMS, env=ENV, outputs_dir=tmp_path, run_step=fake) == 1
+    assert set(read_outputs(tmp_path).values()) == {""}
+
+
+def test_a_pod_without_the_template_environment_fails_before_anything_runs(tmp_path: Path) -> None:
+    fake = FakeRunStep(FakeResult(True, "", {}))
+    with pytest.raises(steps.StepContextError, match=steps.ENV_RUN_ID):
+        steps.run("resolve", PARAMS, env={steps.ENV_LEDGER_NAMESPACE: "argo"}, outputs_dir=tmp_path, run_step=fake)
+    assert fake.calls == []
+
+
+def test_without_a_workflow_uid_the_ledger_gets_no_owner() -> None:
+    ctx = steps.context_from_env({steps.ENV_RUN_ID: "wf", steps.ENV_LEDGER_NAMESPACE: "argo"})
+    assert ctx.owner is None
+
+
+def test_unknown_steps_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown step"):
+        steps.run("rollback", PARAMS, env=ENV, outputs_dir=tmp_path, run_step=FakeRunStep(FakeResult(True, "", {})))
+
+
+def test_phase_deadlines_sit_a_little_above_the_timeout() -> None:
+    assert phase_deadline_seconds(timeout=2700, poll_interval=30) == 3000
+    assert phase_deadline_seconds(timeout=2700, poll_interval=600) == 3900
+    assert phase_deadline_seconds(timeout=0.5, poll_interval=0.1) == 301
+    with pytest.raises(ValueError):
+        phase_deadline_seconds(timeout=0, poll_interval=30)
+
+
+@pytest.fixture
+def hera_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, FakeRunStep]:
+    """What a pod does: the Hera runner imports the entry point and passes the inputs JSON, env set."""
+    fake = FakeRunStep(FakeResult(True, "ok", {"phase": '{"complete": true}', "remediations": "1"}))
+    monkeypatch.setattr(steps, "_load_run_step", lambda: fake)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(steps.OUTPUTS_DIRECTORY_ENV, str(tmp_path))
+    return tmp_path, fake
+
+
+def as_runner_inputs(values: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def test_the_hera_runner_dispatches_inputs_to_the_entry_point(hera_pod: tuple[Path, FakeRunStep]) -> None:
+    outputs_dir, fake = hera_pod
+    inputs = as_runner_inputs({**PARAMS, "deadlineSeconds": "3000"})
+    assert _runner("capi_rollout.workflow.steps:control_plane", inputs) is None
+    assert fake.calls[0][0] == ("control-plane", PARAMS)
+    assert read_outputs(outputs_dir) == {"phase": '{"complete": true}', "remediations": "1"}
+
+
+def test_through_the_hera_runner_a_failed_step_exits_non_zero(hera_pod: tuple[Path, FakeRunStep]) -> None:
+    outputs_dir, fake = hera_pod
+    fake.result = FakeResult(False, "node 10.0.0.5 is in Talos maintenance mode", {"remediations": "0"})
+    with pytest.raises(SystemExit) as exit_info:
+        _runner("capi_rollout.workflow.steps:workers", as_runner_inputs(PARAMS))
+    assert exit_info.value.code == 1
+    assert read_outputs(outputs_dir)["remediations"] == "0"
