@@ -1,0 +1,348 @@
+"""The Kubernetes adapter: the only code that talks to the management cluster's API server.
+
+Contract:
+
+* :func:`connect` builds an API client from a kubeconfig path, ``$KUBECONFIG``/``~/.kube/config`` or the
+  in-cluster service account, in that order of preference.
+* :class:`Kube` reads CAPI objects as plain dicts (the API server's JSON), choosing the CAPI API version the
+  server serves: ``v1beta2`` when served (CAPI ≥ 1.11), else ``v1beta1`` (CAPI 1.10).
+* Its only writes are: delete one Machine (with a UID precondition), create an Event, and create/replace the
+  ledger ConfigMap. It never patches or updates CAPI objects.
+* Transient failures (connection errors, 429, 5xx, 410 on watches) are retried with capped exponential
+  backoff for up to ``retry_for`` seconds; they never fail a rollout on their own. Other API errors raise
+  :class:`KubeError` with the verb, the resource and the server's message.
+* :class:`ChangeWatcher` wakes the caller as soon as a watched resource changes (watch-driven waiting); the
+  caller bounds each wait by ``pollInterval``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+CAPI_GROUP = "cluster.x-k8s.io"
+TCP_GROUP, TCP_VERSION = "controlplane.cluster.x-k8s.io", "v1alpha3"
+SUPPORTED_CAPI_VERSIONS = ("v1beta2", "v1beta1")
+
+T = TypeVar("T")
+
+
+class KubeError(RuntimeError):
+    """A non-transient API error; the message names the verb, the resource and the server's reason."""
+
+    def __init__(self, what: str, exc: ApiException | None = None, detail: str = "") -> None:
+        self.status = exc.status if exc is not None else None
+        reason = detail
+        if exc is not None:
+            try:
+                reason = json.loads(exc.body or "{}").get("message") or exc.reason or ""
+            except (ValueError, AttributeError):
+                reason = str(exc.reason or "")
+        super().__init__(f"{what}: {reason}" + (f" (HTTP {exc.status})" if exc is not None else ""))
+
+
+def connect(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client from ``kubeconfig``, else ``$KUBECONFIG``/default kubeconfig, else in-cluster."""
+    cfg = client.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path:
+        config.load_kube_config(config_file=path, client_configuration=cfg)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        config.load_kube_config(client_configuration=cfg)
+    cfg.retries = False  # we retry ourselves, with backoff, and log it
+    return client.ApiClient(cfg)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 408, 409, 429, 500, 502, 503, 504) or exc.status is None
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff; ``sleep`` is injectable so tests run on a fake clock."""
+
+    initial: float = 0.2
+    cap: float = 5.0
+    retry_for: float = 300.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self, what: str, fn: Callable[[], T]) -> T:
+        deadline = self.clock() + self.retry_for
+        delay = self.initial
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if not _transient(exc) or self.clock() + delay > deadline:
+                    if isinstance(exc, ApiException):
+                        raise KubeError(what, exc) from exc
+                    if _transient(exc):
+                        detail = f"API server unreachable for {self.retry_for:.0f}s: {exc}"
+                        raise KubeError(what, detail=detail) from exc
+                    raise
+                log.warning("%s: transient error (%s); retrying in %.1fs", what, _short(exc), delay)
+                self.sleep(delay)
+                delay = min(delay * 2, self.cap)
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+class Kube:
+    """Typed access to the objects of one cluster namespace, with retries."""
+
+    def __init__(self, api: client.ApiClient, *, backoff: Backoff | None = None) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.backoff = backoff or Backoff()
+        self._capi_version: str | None = None
+
+    # --- discovery -------------------------------------------------------------------------------------
+    def capi_version(self) -> str:
+        """``v1beta2`` when the server serves it, else ``v1beta1``; KubeError when CAPI is not installed."""
+        if self._capi_version is None:
+            def discover() -> list[str]:
+                group = client.ApisApi(self.api).get_api_versions()
+                for g in group.groups:
+                    if g.name == CAPI_GROUP:
+                        return [v.version for v in g.versions]
+                return []
+
+            served = self.backoff.run("discover the cluster.x-k8s.io API group", discover)
+            chosen = next((v for v in SUPPORTED_CAPI_VERSIONS if v in served), None)
+            if chosen is None:
+                raise KubeError(
+                    "discover the cluster.x-k8s.io API group",
+                    detail=f"CAPI is not installed or serves none of {', '.join(SUPPORTED_CAPI_VERSIONS)} "
+                    f"(served: {', '.join(served) or 'nothing'})",
+                )
+            self._capi_version = chosen
+        return self._capi_version
+
+    # --- reads -----------------------------------------------------------------------------------------
+    def _list(self, group: str, version: str, plural: str, namespace: str,
+              selector: str | None) -> list[dict[str, Any]]:
+        def call() -> list[dict[str, Any]]:
+            out: Any = self.custom.list_namespaced_custom_object(group, version, namespace, plural,
+                                                            label_selector=selector or "")
+            return list(out.get("items") or [])
+
+        return self.backoff.run(f"list {plural}.{group} in {namespace}", call)
+
+    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def call() -> dict[str, Any] | None:
+            try:
+                obj: Any = self.custom.get_namespaced_custom_object(
+                    CAPI_GROUP, self.capi_version(), namespace, "clusters", name)
+                return dict(obj)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        return self.backoff.run(f"get Cluster {namespace}/{name}", call)
+
+    def list_control_planes(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._list(TCP_GROUP, TCP_VERSION, "taloscontrolplanes", namespace, selector)
+
+    def list_machine_deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._list(CAPI_GROUP, self.capi_version(), "machinedeployments", namespace, selector)
+
+    def list_machines(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._list(CAPI_GROUP, self.capi_version(), "machines", namespace, selector)
+
+    def list_health_checks(self, namespace: str) -> list[dict[str, Any]]:
+        return self._list(CAPI_GROUP, self.capi_version(), "machinehealthchecks", namespace, None)
+
+    def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        def call() -> list[dict[str, Any]]:
+            items = self.core.list_namespaced_secret(namespace, label_selector=selector).items
+            return [self.api.sanitize_for_serialization(s) for s in items]
+
+        return self.backoff.run(f"list Secrets in {namespace}", call)
+
+    # --- writes ----------------------------------------------------------------------------------------
+    def delete_machine(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete one Machine if it is still the one we chose (UID precondition); False if already gone."""
+        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+
+        def call() -> bool:
+            try:
+                self.custom.delete_namespaced_custom_object(CAPI_GROUP, self.capi_version(), namespace, "machines",
+                                                            name, body=body)
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+
+        return self.backoff.run(f"delete Machine {namespace}/{name}", call)
+
+    def record_event(self, *, involved: Mapping[str, Any], reason: str, message: str, warning: bool = False,
+                     now: datetime | None = None) -> None:
+        """A core/v1 Event on ``involved`` (an object dict), from component ``capi-rollout``."""
+        md = involved.get("metadata") or {}
+        ts = (now or datetime.now(UTC)).replace(microsecond=0)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{md.get('name', 'capi-rollout')}.", namespace=md["namespace"]),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion"), kind=involved.get("kind"), name=md.get("name"),
+                namespace=md.get("namespace"), uid=md.get("uid"),
+            ),
+            reason=reason, message=message[:1000], type="Warning" if warning else "Normal",
+            source=client.V1EventSource(component="capi-rollout"), first_timestamp=ts, last_timestamp=ts, count=1,
+            reporting_component="capi-rollout", reporting_instance=os.environ.get("HOSTNAME", "capi-rollout"),
+        )
+        self.backoff.run(f"create Event {reason} in {md['namespace']}",
+                         lambda: self.core.create_namespaced_event(md["namespace"], event))
+
+    def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        """(data, resourceVersion) of a ConfigMap, or None when it does not exist."""
+        def call() -> tuple[dict[str, str], str] | None:
+            try:
+                cm = self.core.read_namespaced_config_map(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return dict(cm.data or {}), str(cm.metadata.resource_version if cm.metadata else '')
+
+        return self.backoff.run(f"get ConfigMap {namespace}/{name}", call)
+
+    def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
+                         labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
+        """Create (resource_version None) or replace with optimistic concurrency; returns the new version."""
+        owners = None
+        if owner and owner.get("uid"):
+            owners = [client.V1OwnerReference(api_version=owner["apiVersion"], kind=owner["kind"], name=owner["name"],
+                                              uid=owner["uid"], block_owner_deletion=False)]
+        body = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
+                                         owner_references=owners, resource_version=resource_version),
+            data=dict(data),
+        )
+
+        def call() -> str:
+            if resource_version is None:
+                cm = self.core.create_namespaced_config_map(namespace, body)
+            else:
+                cm = self.core.replace_namespaced_config_map(name, namespace, body)
+            return str(cm.metadata.resource_version if cm.metadata else '')
+
+        # 409 on a replace is a real conflict (another writer): do not retry it blindly.
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == 409:
+                raise KubeError(f"write ConfigMap {namespace}/{name}", exc) from exc
+            return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
+        except (urllib3.exceptions.HTTPError, OSError):
+            return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
+
+
+class ChangeWatcher:
+    """Watches CAPI resources in one namespace and sets a flag on any event (watch-driven waiting).
+
+    One daemon thread per resource; each re-establishes its watch after expiry (410) or a dropped
+    connection, with backoff. :meth:`wait` returns True as soon as something changed, False on timeout.
+    """
+
+    def __init__(self, kube: Kube, namespace: str, resources: Sequence[tuple[str, str, str, str | None]]) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.resources = resources
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watches: list[watch.Watch] = []
+
+    def __enter__(self) -> ChangeWatcher:
+        for group, version, plural, selector in self.resources:
+            t = threading.Thread(target=self._run, args=(group, version, plural, selector), daemon=True,
+                                 name=f"watch-{plural}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for w in list(self._watches):
+            w.stop()
+
+    def wait(self, timeout: float) -> bool:
+        changed = self._changed.wait(timeout)
+        self._changed.clear()
+        return changed
+
+    def _run(self, group: str, version: str, plural: str, selector: str | None) -> None:
+        delay = 0.2
+        resource_version: str | None = None
+        while not self._stop.is_set():
+            w = watch.Watch()
+            self._watches.append(w)
+            try:
+                kwargs: dict[str, Any] = {"label_selector": selector or "", "timeout_seconds": 60,
+                                          "allow_watch_bookmarks": True}
+                if resource_version:
+                    kwargs["resource_version"] = resource_version
+                for event in w.stream(self.kube.custom.list_namespaced_custom_object, group, version,
+                                      self.namespace, plural, **kwargs):
+                    obj = event.get("object") or {}
+                    resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                    if event.get("type") != "BOOKMARK":
+                        self._changed.set()
+                    delay = 0.2
+                    if self._stop.is_set():
+                        break
+            except ApiException as exc:
+                if exc.status == 410:
+                    resource_version = None  # expired: start over from a fresh list
+                    self._changed.set()
+                    continue
+                log.debug("watch %s: %s; retrying in %.1fs", plural, _short(exc), delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                log.debug("watch %s dropped: %s; retrying in %.1fs", plural, _short(exc), delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                if w in self._watches:
+                    self._watches.remove(w)
+
+
+@contextmanager
+def watching(kube: Kube, namespace: str, cluster: str) -> Iterator[ChangeWatcher]:
+    """Watch the cluster's Machines, MachineDeployments and TalosControlPlane for changes."""
+    selector = f"{CAPI_GROUP}/cluster-name={cluster}"
+    version = kube.capi_version()
+    resources = [
+        (CAPI_GROUP, version, "machines", selector),
+        (CAPI_GROUP, version, "machinedeployments", selector),
+        (TCP_GROUP, TCP_VERSION, "taloscontrolplanes", selector),
+    ]
+    with ChangeWatcher(kube, namespace, resources) as w:
+        yield w

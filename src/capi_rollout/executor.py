@@ -1,0 +1,116 @@
+"""The one place that acts: delete a Machine, reboot its node, record it.
+
+Contract: :meth:`Executor.remediate` carries out a ``remediate`` :class:`~capi_rollout.domain.decide.Action`:
+
+1. the remediation is written to the ledger first (outcome ``started``), so a crash or a retried step can
+   never perform more than ``maxRemediations``;
+2. the Machine is deleted (UID precondition) unless it is already deleting;
+3. its node is rebooted through the Talos API with ``rebootMode`` when its address is known;
+4. the outcome is written to the ledger, and an Event is recorded on the Machine's owner
+   (TalosControlPlane or MachineDeployment).
+
+With ``dryRun`` nothing is deleted, rebooted or recorded as an Event: the ledger notes "would delete /
+would reboot" so the summary can show what would have happened. Talos and Kubernetes are reached only
+through the adapters handed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from capi_rollout.adapters.kube import Kube
+from capi_rollout.domain.decide import Action
+from capi_rollout.domain.ledger import PhaseRecord, Remediation
+
+log = logging.getLogger("capi_rollout")
+
+
+class ProbeLike(Protocol):
+    @property
+    def address(self) -> str: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class RebootLike(Protocol):
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class TalosPort(Protocol):
+    """What the runner needs from Talos (``SyncTalosClient`` satisfies it)."""
+
+    def probe_many(self, addresses: Sequence[str]) -> Mapping[str, ProbeLike]: ...
+
+    def reboot(self, address: str, mode: str) -> RebootLike: ...
+
+
+class Executor:
+    def __init__(self, *, kube: Kube, talos: TalosPort | None, dry_run: bool,
+                 save: Callable[[PhaseRecord], None]) -> None:
+        self.kube = kube
+        self.talos = talos
+        self.dry_run = dry_run
+        self.save = save
+
+    def remediate(self, action: Action, *, owner: Mapping[str, Any] | None, reboot_mode: str,
+                  now: datetime) -> PhaseRecord:
+        machine = action.machine
+        assert machine is not None and action.kind == "remediate"
+        address = machine.address if action.reboot else None
+        entry = Remediation(
+            at=now, machine=machine.name, node=machine.node_name, address=address, reason=action.reason,
+            reboot_mode=reboot_mode, deleted=False, rebooted=False, outcome="started", dry_run=self.dry_run,
+        )
+        record = replace(action.record, remediations=(*action.record.remediations, entry), last_progress=now)
+        index = len(record.remediations) - 1
+
+        if self.dry_run:
+            would = [f"would delete Machine {machine.name}"] if action.delete else []
+            if address:
+                would.append(f"would reboot {address} ({reboot_mode})")
+            outcome = "dry run: " + (" and ".join(would) or "nothing possible")
+            log.info("DRY RUN: %s", action.reason)
+            return self._finish(record, index, outcome=outcome)
+
+        self.save(record)  # intent first: a retry sees this remediation even if we crash right now
+        deleted = False
+        notes: list[str] = []
+        if action.delete:
+            deleted = self.kube.delete_machine(machine.meta.namespace, machine.name, machine.meta.uid)
+            notes.append(f"deleted Machine {machine.name}" if deleted else f"Machine {machine.name} was already gone")
+            log.info("remediation: %s", notes[-1])
+        rebooted = False
+        if address:
+            if self.talos is None:
+                notes.append(f"could not reboot {address}: no Talos client")
+            else:
+                result = self.talos.reboot(address, reboot_mode)
+                rebooted = result.accepted
+                notes.append(f"reboot {address} ({reboot_mode}) " + ("accepted" if rebooted else "failed")
+                             + (f": {result.detail}" if result.detail else ""))
+            log.info("remediation: %s", notes[-1])
+        outcome = "; ".join(notes) or "nothing to do"
+        record = self._finish(record, index, outcome=outcome, deleted=deleted, rebooted=rebooted)
+        if owner is not None:
+            self.kube.record_event(
+                involved=owner, reason="CapiRolloutRemediation", now=now, warning=True,
+                message=f"capi-rollout remediated Machine {machine.name}: {outcome}. Why: {action.reason}",
+            )
+        return record
+
+    def _finish(self, record: PhaseRecord, index: int, *, outcome: str, deleted: bool = False,
+                rebooted: bool = False) -> PhaseRecord:
+        rems = list(record.remediations)
+        rems[index] = replace(rems[index], outcome=outcome, deleted=deleted, rebooted=rebooted)
+        record = replace(record, remediations=tuple(rems))
+        self.save(record)
+        return record

@@ -1,0 +1,326 @@
+"""The rollout loop: resolve → preflight → control plane → workers → summary, one step at a time.
+
+Contract: :func:`run_step` is what each workflow step (and ``capi-rollout run``) calls. It validates the
+parameters, connects the adapters, loads the ledger, runs one step and returns a :class:`StepResult`
+(``ok``, a message, and the step's output parameters). It never raises for an expected failure: bad
+parameters, an unresolvable cluster, a preflight violation, a phase timeout or an exhausted budget all come
+back as ``ok=False`` with a message saying what to do.
+
+A phase loop observes the cluster (Kubernetes adapter), asks Talos about unhealthy Machines, lets
+:func:`capi_rollout.domain.decide.decide` choose, hands remediations to the executor and waits for the next
+change (watch-driven, at most ``pollInterval``). Every state change goes to the ledger first, so a step that
+is killed and retried resumes with the same clocks and remediation count. A phase already finished in the
+ledger is not run again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from capi_rollout.adapters.kube import Kube, KubeError, connect, watching
+from capi_rollout.domain.decide import addresses_to_probe, decide
+from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, PhaseRecord
+from capi_rollout.domain.model import CLUSTER_NAME_LABEL
+from capi_rollout.domain.preflight import preflight
+from capi_rollout.domain.resolve import TALOSCONFIG_KEY, ResolveError, Targets, resolve_targets
+from capi_rollout.domain.state import ClusterState, NodeStatus
+from capi_rollout.executor import Executor, TalosPort
+from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
+from capi_rollout.params import ParamError, Params, format_duration, parse_params
+from capi_rollout.summary import build_summary, render_table
+
+log = logging.getLogger("capi_rollout")
+
+STEPS = ("resolve", "preflight", "control-plane", "workers", "summary")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    ok: bool
+    message: str
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+class StepFailed(Exception):
+    """An expected failure of a step; the message is what the user reads."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_talos_factory(talosconfig: str) -> TalosPort:
+    from capi_rollout.adapters.talos.client import SyncTalosClient
+    from capi_rollout.adapters.talos.config import parse_talosconfig
+
+    return SyncTalosClient(parse_talosconfig(talosconfig))
+
+
+class Runner:
+    """One cluster's rollout, step by step, against a ledger."""
+
+    def __init__(self, *, params: Params, kube: Kube, store: LedgerStore,
+                 talos_factory: Callable[[str], TalosPort] = default_talos_factory,
+                 clock: Callable[[], datetime] = _utcnow, out: Callable[[str], None] | None = None) -> None:
+        self.params = params
+        self.kube = kube
+        self.store = store
+        self.talos_factory = talos_factory
+        self.clock = clock
+        self.out = out or (lambda line: print(line, flush=True))
+        self._talos: TalosPort | None = None
+        self._ledger: Ledger | None = None
+
+    # --- ledger ----------------------------------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = self.store.load() or Ledger(cluster=self.params.cluster_name,
+                                                       namespace=self.params.cluster_namespace)
+        return self._ledger
+
+    def _save(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.store.save(ledger)
+
+    def _save_phase(self, record: PhaseRecord) -> None:
+        self._save(self.ledger.with_phase(record))
+
+    def say(self, line: str) -> None:
+        self.out(f"[{self.clock().strftime('%H:%M:%S')}] {line}")
+
+    @property
+    def selector(self) -> str:
+        return f"{CLUSTER_NAME_LABEL}={self.params.cluster_name}"
+
+    # --- steps -----------------------------------------------------------------------------------------
+    def resolve(self) -> Targets:
+        ns, name = self.params.cluster_namespace, self.params.cluster_name
+        version = self.kube.capi_version()
+        try:
+            targets = resolve_targets(
+                cluster_name=name, namespace=ns, capi_version=version,
+                cluster=self.kube.get_cluster(ns, name),
+                control_planes=self.kube.list_control_planes(ns, self.selector),
+                deployments=self.kube.list_machine_deployments(ns, self.selector),
+                secrets=self.kube.list_secrets(ns, self.selector),
+            )
+        except ResolveError as exc:
+            raise StepFailed("cannot resolve the cluster: " + "; ".join(exc.problems)) from exc
+        self._save(replace(self.ledger, targets=targets.to_dict()))
+        self.say(f"resolved {ns}/{name} (CAPI {version}): TalosControlPlane {targets.control_plane}, "
+                 f"MachineDeployments {', '.join(targets.deployments) or 'none'}, Secret {targets.talosconfig_secret}")
+        return targets
+
+    def targets(self) -> Targets:
+        if not self.ledger.targets:
+            return self.resolve()
+        return Targets.from_dict(self.ledger.targets)
+
+    def talos(self) -> TalosPort:
+        if self._talos is None:
+            t = self.targets()
+            secrets = [s for s in self.kube.list_secrets(t.namespace, self.selector)
+                       if s["metadata"]["name"] == t.talosconfig_secret]
+            if not secrets:
+                raise StepFailed(f"Secret {t.namespace}/{t.talosconfig_secret} disappeared")
+            raw = (secrets[0].get("data") or {}).get(TALOSCONFIG_KEY, "")
+            try:
+                text = base64.b64decode(raw).decode()
+                self._talos = self.talos_factory(text)
+            except ValueError as exc:
+                raise StepFailed(f"Secret {t.talosconfig_secret}: key {TALOSCONFIG_KEY} is not a usable "
+                                 f"talosconfig: {exc}") from exc
+        return self._talos
+
+    def observe(self, *, with_health_checks: bool = False) -> tuple[dict[str, Any], dict[str, Any],
+                                                                    list[dict[str, Any]], ClusterState]:
+        t = self.targets()
+        cluster = self.kube.get_cluster(t.namespace, t.cluster)
+        if cluster is None:
+            raise StepFailed(f"Cluster {t.namespace}/{t.cluster} disappeared during the rollout")
+        tcps = [o for o in self.kube.list_control_planes(t.namespace, self.selector)
+                if o["metadata"]["name"] == t.control_plane]
+        if not tcps:
+            raise StepFailed(f"TalosControlPlane {t.namespace}/{t.control_plane} disappeared during the rollout")
+        mds = [o for o in self.kube.list_machine_deployments(t.namespace, self.selector)
+               if o["metadata"]["name"] in t.deployments]
+        machines = self.kube.list_machines(t.namespace, self.selector)
+        mhcs = self.kube.list_health_checks(t.namespace) if with_health_checks else []
+        state = ClusterState.from_objects(cluster=cluster, control_plane=tcps[0], deployments=mds,
+                                          machines=machines, health_checks=mhcs)
+        return cluster, tcps[0], mds, state
+
+    def probe(self, addresses: list[str]) -> dict[str, NodeStatus]:
+        if not addresses:
+            return {}
+        found = self.talos().probe_many(addresses)
+        return {a: NodeStatus(a, str(getattr(p.state, "value", p.state)), p.detail) for a, p in found.items()}
+
+    def preflight(self) -> list[str]:
+        cluster, tcp, mds, state = self.observe(with_health_checks=True)
+        addresses = sorted({m.address for m in state.machines if m.address})
+        self.say(f"preflight: checking strategies, pause flags and the Talos stage of {len(addresses)} nodes")
+        report = preflight(cluster=cluster, control_plane=tcp, deployments=mds, state=state,
+                           nodes=self.probe(addresses))
+        ledger = replace(self.ledger, warnings=report.warnings,
+                         preflight=None if report.ok else "preflight failed: " + "; ".join(report.violations))
+        self._save(ledger)
+        for w in report.warnings:
+            self.say(f"warning: {w}")
+        if not report.ok:
+            for v in report.violations:
+                self.say(f"preflight violation: {v}")
+            raise StepFailed(ledger.preflight or "preflight failed")
+        self.say("preflight passed")
+        return list(report.warnings)
+
+    def phase(self, phase: str) -> PhaseRecord:
+        title = PHASE_TITLES[phase]
+        if phase == "workers":
+            cp = self.ledger.phase("control-plane")
+            if cp is None or cp.result != "succeeded":
+                raise StepFailed("the workers phase starts only after the control plane phase has succeeded")
+        record = self.ledger.phase(phase)
+        if record is not None and record.result == "succeeded":
+            self.say(f"{title}: already succeeded in this run")
+            return record
+        if record is not None and record.result == "failed":
+            raise StepFailed(record.message)
+        now = self.clock()
+        if record is None:
+            record = PhaseRecord(name=phase, started=now, last_progress=now)
+            self._save_phase(record)
+            self.say(f"{title}: phase started")
+        else:
+            self.say(f"{title}: resuming (started {record.started.isoformat()}, "
+                     f"{len(record.remediations)} remediations so far)")
+        executor = Executor(kube=self.kube, talos=None, dry_run=self.params.dry_run, save=self._save_phase)
+        t = self.targets()
+        min_gap = min(1.0, self.params.poll_interval / 4)
+        with watching(self.kube, t.namespace, t.cluster) as watcher:
+            while True:
+                started = time.monotonic()
+                _, tcp, mds, state = self.observe()
+                now = self.clock()
+                nodes = self.probe(addresses_to_probe(phase=phase, state=state, now=now, params=self.params))
+                action = decide(phase=phase, state=state, record=record, nodes=nodes, now=now, params=self.params)
+                if action.record != record:
+                    record = action.record
+                    self._save_phase(record)
+                self.say(action.progress)
+                if action.kind == "complete":
+                    record = replace(record, finished=now, result="succeeded", message=action.reason)
+                    self._save_phase(record)
+                    self.say(action.reason)
+                    return record
+                if action.kind == "fail":
+                    record = replace(record, finished=now, result="failed", message=action.reason)
+                    self._save_phase(record)
+                    raise StepFailed(action.reason)
+                if action.kind == "remediate":
+                    self.say(("DRY RUN — " if self.params.dry_run else "") + action.reason)
+                    executor.talos = None if self.params.dry_run else self.talos()
+                    owner = tcp if phase == "control-plane" else next(
+                        (md for md in mds if action.machine and md["metadata"]["name"] == action.machine.deployment),
+                        None)
+                    record = executor.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode, now=now)
+                    self.say(f"{title}: remediation recorded: {record.remediations[-1].outcome}")
+                    continue
+                waited = time.monotonic() - started
+                watcher.wait(max(self.params.poll_interval - waited, 0.0))
+                rest = min_gap - (time.monotonic() - started)
+                if rest > 0:
+                    time.sleep(rest)  # coalesce bursts of watch events into one evaluation
+
+    def summary(self, *, workflow_status: str | None = None, workflow_failures: str | None = None,
+                failure: str | None = None) -> dict[str, Any]:
+        summary = build_summary(self.store.load(), workflow_status=workflow_status,
+                                workflow_failures=workflow_failures, failure=failure)
+        self.out(render_table(summary))
+        return summary
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("capi_rollout")
+    if not root.handlers:
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_namespace: str,
+             owner: Mapping[str, str] | None = None, kubeconfig: str | None = None,
+             workflow_status: str | None = None, workflow_failures: str | None = None,
+             talos_factory: Callable[[str], TalosPort] = default_talos_factory) -> StepResult:
+    """Run one workflow step; expected failures come back as ``ok=False`` with the reason."""
+    configure_logging()
+    if step not in STEPS:
+        return StepResult(False, f"unknown step {step!r} (one of {', '.join(STEPS)})")
+    try:
+        params = parse_params(raw_params)
+    except ParamError as exc:
+        return StepResult(False, str(exc), {"summary": json.dumps({"result": "Failed", "reasons": [str(exc)]})}
+                          if step == "summary" else {})
+    try:
+        kube = Kube(connect(kubeconfig))
+        store: LedgerStore = ConfigMapLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
+        runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory)
+        return _run(runner, step, workflow_status=workflow_status, workflow_failures=workflow_failures)
+    except KubeError as exc:
+        return StepResult(False, f"{step}: Kubernetes API error: {exc}")
+
+
+def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
+         workflow_failures: str | None = None) -> StepResult:
+    try:
+        if step == "resolve":
+            t = runner.resolve()
+            return StepResult(True, "resolved", {"targets": json.dumps(t.to_dict(), sort_keys=True)})
+        if step == "preflight":
+            warnings = runner.preflight()
+            return StepResult(True, "preflight passed", {"warnings": json.dumps(warnings)})
+        if step in ("control-plane", "workers"):
+            rec = runner.phase(step)
+            return StepResult(True, rec.message, {"phase": json.dumps(rec.to_dict(), sort_keys=True),
+                                                  "remediations": str(len(rec.remediations))})
+        # The summary step itself succeeds whenever it could report; the rollout's result is in its outputs.
+        summary = runner.summary(workflow_status=workflow_status, workflow_failures=workflow_failures)
+        return StepResult(True, "; ".join(summary["reasons"]) or "rollout succeeded",
+                          {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
+    except StepFailed as exc:
+        outputs: dict[str, str] = {}
+        failed = runner.ledger.phase(step) if step in ("control-plane", "workers") else None
+        if failed is not None:
+            outputs = {"phase": json.dumps(failed.to_dict(), sort_keys=True),
+                       "remediations": str(len(failed.remediations))}
+        return StepResult(False, str(exc), outputs)
+
+
+def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None,
+            talos_factory: Callable[[str], TalosPort] = default_talos_factory,
+            out: Callable[[str], None] | None = None) -> StepResult:
+    """The whole rollout in one process (``capi-rollout run``): every step, then the summary."""
+    runner = Runner(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=talos_factory,
+                    out=out)
+    failure: str | None = None
+    for step in STEPS[:-1]:
+        result = _run(runner, step)
+        if not result.ok:
+            failure = result.message
+            break
+    summary = runner.summary(workflow_status="Failed" if failure else "Succeeded", failure=failure)
+    return StepResult(failure is None, failure or "rollout succeeded",
+                      {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
+
+
+__all__ = ["STEPS", "Runner", "StepFailed", "StepResult", "format_duration", "run_all", "run_step"]

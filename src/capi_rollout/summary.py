@@ -1,0 +1,87 @@
+"""The run's summary: a JSON document and a readable table, built from the ledger.
+
+Contract: pure. :func:`build_summary` turns a :class:`Ledger` (plus Argo's ``workflow.status`` and
+``workflow.failures`` when the exit hook passes them) into a JSON-ready dict; :func:`render_table` prints
+it for people.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from capi_rollout.domain.ledger import PHASE_TITLES, PHASES, Ledger
+from capi_rollout.params import format_duration
+
+
+def _failures(text: str | None) -> list[dict[str, Any]]:
+    if not text or text in ("null", "{{workflow.failures}}"):
+        return []
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return [{"message": text}]
+    return [f for f in parsed if isinstance(f, dict)] if isinstance(parsed, list) else []
+
+
+def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
+                  workflow_failures: str | None = None, failure: str | None = None) -> dict[str, Any]:
+    phases: dict[str, Any] = {}
+    result = "Succeeded"
+    failures = _failures(workflow_failures)
+    if ledger is not None:
+        for name in PHASES:
+            rec = ledger.phase(name)
+            if rec is None:
+                phases[name] = {"result": "not started"}
+                continue
+            duration = (rec.finished - rec.started).total_seconds() if rec.finished else None
+            phases[name] = {
+                "started": rec.to_dict()["started"],
+                "finished": rec.to_dict()["finished"],
+                "durationSeconds": duration,
+                "result": rec.result or "running",
+                "message": rec.message,
+                "remediations": [r.to_dict() for r in rec.remediations],
+            }
+            if rec.result == "failed":
+                result = "Failed"
+    if ledger is None or ledger.preflight or any(p.get("result") != "succeeded" for p in phases.values()):
+        result = "Failed"
+    if workflow_status and workflow_status not in ("Succeeded", "{{workflow.status}}"):
+        result = "Failed"
+    reasons = [failure] if failure else []
+    if ledger is not None and ledger.preflight:
+        reasons.append(ledger.preflight)
+    reasons += [p["message"] for p in phases.values() if p.get("result") == "failed" and p.get("message")]
+    reasons += [f"{f.get('displayName') or f.get('templateName', 'step')}: {f.get('message', '')}" for f in failures
+                if f.get("message") and not any(f.get("message", "") in r for r in reasons)]
+    return {
+        "cluster": ledger.cluster if ledger else None,
+        "namespace": ledger.namespace if ledger else None,
+        "result": result,
+        "workflowStatus": workflow_status,
+        "reasons": reasons,
+        "targets": ledger.targets if ledger else {},
+        "warnings": list(ledger.warnings) if ledger else [],
+        "phases": phases,
+        "remediations": sum(len(p.get("remediations", [])) for p in phases.values()),
+    }
+
+
+def render_table(summary: dict[str, Any]) -> str:
+    lines = [f"capi-rollout summary for {summary.get('namespace')}/{summary.get('cluster')}: {summary['result']}"]
+    lines.append(f"{'PHASE':<15}{'RESULT':<13}{'DURATION':<11}REMEDIATIONS")
+    for name, p in summary["phases"].items():
+        dur = p.get("durationSeconds")
+        lines.append(f"{PHASE_TITLES[name]:<15}{p['result']:<13}{format_duration(dur) if dur is not None else '-':<11}"
+                     f"{len(p.get('remediations', []))}")
+        for r in p.get("remediations", []):
+            where = f"{r['node'] or '-'} ({r['address'] or 'no address'})"
+            lines.append(f"  - {r['at']} Machine {r['machine']} node {where}, reboot {r['reboot_mode']}: "
+                         f"{r['outcome']}")
+    for w in summary.get("warnings", []):
+        lines.append(f"warning: {w}")
+    for reason in summary.get("reasons", []):
+        lines.append(f"why: {reason}")
+    return "\n".join(lines)
