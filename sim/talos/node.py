@@ -1,0 +1,140 @@
+"""State of one simulated Talos node and the records the fake keeps about it.
+
+Contract: plain data, thread-safe through a lock; no I/O. Changes that affect the endpoint (maintenance,
+unreachable) are handed to the owning fleet, which applies them on its loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from capi_rollout.adapters.talos.client import parse_version
+
+if TYPE_CHECKING:
+    from sim.talos.fleet import FakeTalosFleet
+
+
+class RebootOutcome(StrEnum):
+    """What a node does after a reboot (the CAPI simulator decides through ``FakeTalosFleet.on_reboot``)."""
+
+    RUNNING = "running"  # comes back running and ready, same certificate
+    MAINTENANCE = "maintenance"  # comes back in maintenance mode (lost its machine config)
+    NEVER = "never"  # stays down
+
+
+@dataclass(frozen=True)
+class RebootRecord:
+    node: str
+    address: str
+    mode: str  # as requested: default, powercycle, force
+    effective_mode: str  # what this Talos version does with it (force → default before v1.12)
+    role: str
+    boot_id_before: str
+    at: float  # fleet clock
+
+
+class FakeTalosNode:
+    """One simulated node. ``address`` is the host (IP); the endpoint is ``address:port``."""
+
+    def __init__(self, fleet: FakeTalosFleet, name: str, address: str, port: int, talos_version: str,
+                 stage: str, ready: bool) -> None:
+        self._fleet = fleet
+        self._lock = threading.Lock()
+        self.name = name
+        self.address = address
+        self.port = port
+        self.talos_version = talos_version
+        self._stage = stage
+        self._ready = ready
+        self._boot_id = str(uuid.uuid4())
+        self._maintenance = stage == "maintenance"
+        self._unreachable = False
+        self._up = False
+
+    def __repr__(self) -> str:
+        return (f"FakeTalosNode({self.name!r}, {self.endpoint!r}, {self.talos_version}, stage={self.stage!r}, "
+                f"ready={self.ready}, up={self.up})")
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+    @property
+    def version_tuple(self) -> tuple[int, int]:
+        return parse_version(self.talos_version) or (0, 0)
+
+    @property
+    def maintenance_reboot_behaviour(self) -> str:
+        """How maintenance mode answers Reboot: ``"unimplemented"`` (Talos ≤ 1.12, a separate maintenance
+        server) or ``"permission-denied"`` (≥ 1.13, apid serves maintenance with the reader role)."""
+        return "unimplemented" if self.version_tuple <= (1, 12) else "permission-denied"
+
+    @property
+    def supports_force(self) -> bool:
+        return self.version_tuple >= (1, 12)
+
+    @property
+    def stage(self) -> str:
+        with self._lock:
+            return self._stage
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready
+
+    @property
+    def boot_id(self) -> str:
+        with self._lock:
+            return self._boot_id
+
+    @property
+    def maintenance(self) -> bool:
+        with self._lock:
+            return self._maintenance
+
+    @property
+    def unreachable(self) -> bool:
+        with self._lock:
+            return self._unreachable
+
+    @property
+    def up(self) -> bool:
+        """True while the endpoint accepts connections."""
+        with self._lock:
+            return self._up
+
+    def set_stage(self, stage: str, ready: bool) -> None:
+        """Change what MachineStatus says (no effect on TLS; use :meth:`enter_maintenance` for that)."""
+        with self._lock:
+            self._stage, self._ready = stage, ready
+
+    def enter_maintenance(self) -> None:
+        """Serve as Talos maintenance mode: self-signed cert, no client cert, reader role, stage maintenance."""
+        self._fleet.set_maintenance(self.name)
+
+    def set_unreachable(self, unreachable: bool) -> None:
+        """Take the endpoint down (True) or bring it back (False)."""
+        self._fleet.set_unreachable(self.name, unreachable)
+
+    # --- used by the fleet -------------------------------------------------------------------------------
+    def _set(self, *, stage: str | None = None, ready: bool | None = None, maintenance: bool | None = None,
+             unreachable: bool | None = None, up: bool | None = None, new_boot: bool = False) -> None:
+        with self._lock:
+            if stage is not None:
+                self._stage = stage
+            if ready is not None:
+                self._ready = ready
+            if maintenance is not None:
+                self._maintenance = maintenance
+            if unreachable is not None:
+                self._unreachable = unreachable
+            if up is not None:
+                self._up = up
+            if new_boot:
+                self._boot_id = str(uuid.uuid4())

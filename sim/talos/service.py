@@ -1,0 +1,135 @@
+"""The gRPC handlers of one fake Talos endpoint and the TLS/identity rules Talos applies.
+
+Contract: request in, reply or ``GRPCError`` out; node state comes from :class:`FakeTalosNode`, side effects
+(reboots) go through the ``on_reboot`` hook the fleet passes in. Identity:
+
+* normal mode: the client certificate is required (handshake) and must carry ExtKeyUsage exactly ClientAuth,
+  roles are its Subject Organization values; Reboot needs ``os:admin`` or ``os:operator``
+  (PermissionDenied "not authorized" otherwise).
+* maintenance mode: no client certificate, everyone is ``os:reader``; Reboot is answered Unimplemented
+  (Talos ≤ 1.12, whose separate maintenance server embeds ``UnimplementedMachineServiceServer``) or
+  PermissionDenied (≥ 1.13).
+* ``RebootRequest.Mode.FORCE`` on Talos < 1.12: proto3 keeps the unknown enum value and that Talos's reboot
+  sequence only tests for POWERCYCLE, so it is accepted and performed as a default reboot (recorded as
+  ``effective_mode=default``). siderolabs/talos v1.11 ``v1alpha1_sequencer_tasks.go``.
+
+Method descriptors are written by hand exactly as grpclib's generated ``*_grpc.py`` files do
+(``grpclib.const.Handler(func, Cardinality.UNARY_UNARY, Request, Reply)`` keyed by the ``:path``).
+"""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpclib.const
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from capi_rollout.adapters.talos import messages
+from capi_rollout.adapters.talos.status import MachineStatus, to_proto, to_yaml
+from sim.talos.node import FakeTalosNode
+
+REBOOT_ROLES = frozenset({"os:admin", "os:operator"})
+READ_ROLES = frozenset({"os:admin", "os:operator", "os:reader", "os:etcd:backup"})
+
+# (node, requested mode, effective mode, role) -> None; called on the loop after the reply is sent.
+RebootHook = Callable[[FakeTalosNode, str, str, str], None]
+
+
+def peer_certificate(stream: Stream) -> bytes | None:
+    """The DER client certificate of the connection behind ``stream`` (grpclib keeps the transport private)."""
+    transport: Any = getattr(stream.peer, "_transport", None)
+    ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+
+
+def roles_of(der: bytes) -> list[str]:
+    """Roles from a client certificate; raises ``GRPCError`` when its ExtKeyUsage is not exactly ClientAuth."""
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        ekus = []
+    if ekus != [ExtendedKeyUsageOID.CLIENT_AUTH]:
+        raise GRPCError(Status.UNAUTHENTICATED, "client certificate ExtKeyUsage must be exactly ClientAuth")
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+
+
+class TalosService:
+    """``machine.MachineService`` (Reboot, Version) and ``cosi.resource.State`` (Get) for one node."""
+
+    def __init__(self, node: FakeTalosNode, on_reboot: RebootHook) -> None:
+        self.node = node
+        self._on_reboot = on_reboot
+
+    def _identity(self, stream: Stream) -> list[str]:
+        if self.node.maintenance:
+            return ["os:reader"]
+        der = peer_certificate(stream)
+        if der is None:  # cannot happen with CERT_REQUIRED; refuse rather than guess
+            raise GRPCError(Status.UNAUTHENTICATED, "client certificate required")
+        return roles_of(der)
+
+    def _require(self, roles: list[str], allowed: frozenset[str]) -> str:
+        granted = [r for r in roles if r in allowed]
+        if not granted:
+            raise GRPCError(Status.PERMISSION_DENIED, "not authorized")
+        return granted[0]
+
+    async def reboot(self, stream: Stream) -> None:
+        request: Any = await stream.recv_message()
+        roles = self._identity(stream)
+        if self.node.maintenance:
+            if self.node.maintenance_reboot_behaviour == "unimplemented":
+                raise GRPCError(Status.UNIMPLEMENTED, "method Reboot not implemented")
+            raise GRPCError(Status.PERMISSION_DENIED, "not authorized")
+        role = self._require(roles, REBOOT_ROLES)
+        number = int(request.mode) if request is not None else 0
+        mode = messages.REBOOT_MODE_NAMES.get(number, f"mode-{number}")
+        effective = mode if mode in ("default", "powercycle") or (mode == "force" and self.node.supports_force) \
+            else "default"
+        actor_id = str(uuid.uuid4())
+        reply = messages.RebootResponse(messages=[messages.Reboot(
+            metadata=messages.Metadata(hostname=self.node.name), actor_id=actor_id)])
+        await stream.send_message(reply)
+        await stream.send_trailing_metadata()
+        self._on_reboot(self.node, mode, effective, role)
+
+    async def version(self, stream: Stream) -> None:
+        await stream.recv_message()
+        self._require(self._identity(stream), READ_ROLES)
+        info = messages.VersionInfo(tag=self.node.talos_version, os="linux", arch="amd64")
+        await stream.send_message(messages.VersionResponse(
+            messages=[messages.Version(metadata=messages.Metadata(hostname=self.node.name), version=info)]))
+
+    async def state_get(self, stream: Stream) -> None:
+        request: Any = await stream.recv_message()
+        self._require(self._identity(stream), READ_ROLES)
+        pointer = (request.namespace, request.type, request.id)
+        if pointer != (messages.MACHINE_STATUS_NAMESPACE, messages.MACHINE_STATUS_TYPE, messages.MACHINE_STATUS_ID):
+            raise GRPCError(Status.NOT_FOUND, f"resource {request.type}({request.namespace}/{request.id}@undefined) "
+                            "doesn't exist")
+        status = MachineStatus(stage=self.node.stage, ready=self.node.ready)
+        resource = messages.Resource(
+            metadata=messages.ResourceMetadata(namespace=request.namespace, type=request.type, id=request.id,
+                                               version="1", owner="runtime.MachineStatusController", phase="running"),
+            spec=messages.ResourceSpec(proto_spec=to_proto(status), yaml_spec=to_yaml(status)),
+        )
+        await stream.send_message(messages.GetResponse(resource=resource))
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        unary = grpclib.const.Cardinality.UNARY_UNARY
+        return {
+            messages.REBOOT_PATH: grpclib.const.Handler(
+                self.reboot, unary, messages.RebootRequest, messages.RebootResponse),
+            messages.VERSION_PATH: grpclib.const.Handler(
+                self.version, unary, messages.Empty, messages.VersionResponse),
+            messages.STATE_GET_PATH: grpclib.const.Handler(
+                self.state_get, unary, messages.GetRequest, messages.GetResponse),
+        }
