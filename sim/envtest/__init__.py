@@ -1,0 +1,11 @@
+"""A real Kubernetes API server for tests: etcd + kube-apiserver built from pinned Go modules (``make tools``),
+the pinned upstream CRDs, and helpers to act as a ServiceAccount.
+
+Contract: test infrastructure only (the product never imports ``sim``). ``assets`` locates binaries and CRDs,
+``server.LocalAPIServer`` runs one server, ``pytest_plugin`` exposes it as fixtures.
+"""
+
+from sim.envtest.assets import Assets, AssetsMissingError, binaries, crd_paths, kustomize
+from sim.envtest.server import LocalAPIServer
+
+__all__ = ["Assets", "AssetsMissingError", "LocalAPIServer", "binaries", "crd_paths", "kustomize"]

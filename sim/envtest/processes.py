@@ -1,0 +1,97 @@
+"""Child processes for the local API server: free loopback ports, start in a new process group, bounded
+readiness polling, and teardown of the whole group.
+
+Contract: every wait has a deadline; a child that exits early is reported with the tail of its log; stopping
+sends SIGTERM to the process group, then SIGKILL after a grace period, and always reaps the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+POLL_INTERVAL_SECONDS = 0.05
+
+
+class ProcessFailedError(RuntimeError):
+    """A child process exited or did not become ready in time."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free on ``host`` a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file ("" if it does not exist)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ChildProcess:
+    """One long-running child with its output in a log file, in its own process group."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def wait_until(self, ready: Callable[[], bool], *, timeout: float, what: str) -> float:
+        """Poll ``ready`` until it holds; return the seconds it took. Raise if the child exits or time runs out."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            if not self.running():
+                code = self._popen.returncode if self._popen else None
+                raise ProcessFailedError(f"{self.name} exited with {code} before {what}:\n{log_tail(self.log_path)}")
+            if ready():
+                return time.monotonic() - started
+            if time.monotonic() >= deadline:
+                raise ProcessFailedError(f"{self.name} not {what} within {timeout:.1f}s:\n{log_tail(self.log_path)}")
+            time.sleep(POLL_INTERVAL_SECONDS)
+
+    def stop(self, *, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group, wait up to ``grace`` seconds, then SIGKILL it; always reap."""
+        popen, self._popen = self._popen, None
+        if popen is None:
+            return
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, sig)
+            try:
+                popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait(timeout=grace)
