@@ -58,17 +58,18 @@ def _server_context(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None) -> ss
 class _TrackedProtocol(H2Protocol):
     """grpclib's protocol, remembering its transport so a reboot can cut open connections."""
 
-    def __init__(self, *args: Any, transports: set[asyncio.BaseTransport]) -> None:
+    def __init__(self, *args: Any, transports: set[asyncio.Transport]) -> None:
         super().__init__(*args)
-        self._transports = transports
-        self._transport: asyncio.BaseTransport | None = None
+        self._transports: set[asyncio.Transport] = transports
+        self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._transports.add(transport)
         super().connection_made(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         if self._transport is not None:
             self._transports.discard(self._transport)
         super().connection_lost(exc)
@@ -79,7 +80,7 @@ class _Endpoint(Server):
 
     def __init__(self, handlers: list[Any]) -> None:
         super().__init__(handlers)
-        self.transports: set[asyncio.BaseTransport] = set()
+        self.transports: set[asyncio.Transport] = set()
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
@@ -277,7 +278,7 @@ class FakeTalosFleet:
             await self._down(name, record=False)
             await self._up(name)
 
-    def _accept_reboot(self, node: FakeTalosNode, mode: str, effective: str, role: str) -> None:
+    def _accept_reboot(self, node: FakeTalosNode, mode: str, effective: str, role: str) -> Callable[[], None]:
         record = RebootRecord(node.name, node.address, mode, effective, role, node.boot_id, self.clock())
         with self._lock:
             self._reboots.append(record)
@@ -285,10 +286,14 @@ class FakeTalosFleet:
                      **({"effective_mode": effective} if effective != mode else {}))
         outcome = RebootOutcome.RUNNING
         if self._callback is not None:
-            outcome = self._callback(node, mode, role) or RebootOutcome.RUNNING
-        task = asyncio.get_running_loop().create_task(self._reboot(node.name, RebootOutcome(outcome)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            outcome = RebootOutcome(self._callback(node, mode, role) or RebootOutcome.RUNNING)
+
+        def start() -> None:
+            task = asyncio.get_running_loop().create_task(self._reboot(node.name, outcome))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return start
 
     async def _reboot(self, name: str, outcome: RebootOutcome) -> None:
         await asyncio.sleep(0)  # let grpclib finish writing the reply before connections are cut

@@ -38,11 +38,12 @@ from sim.talos.node import FakeTalosNode
 REBOOT_ROLES = frozenset({"os:admin", "os:operator"})
 READ_ROLES = frozenset({"os:admin", "os:operator", "os:reader", "os:etcd:backup"})
 
-# (node, requested mode, effective mode, role) -> None; called on the loop after the reply is sent.
-RebootHook = Callable[[FakeTalosNode, str, str, str], None]
+# (node, requested mode, effective mode, role) -> start: records the reboot before the reply is sent and
+# returns the function that starts it (endpoint down, ...), called once the reply is written.
+RebootHook = Callable[[FakeTalosNode, str, str, str], Callable[[], None]]
 
 
-def peer_certificate(stream: Stream) -> bytes | None:
+def peer_certificate(stream: Stream[Any, Any]) -> bytes | None:
     """The DER client certificate of the connection behind ``stream`` (grpclib keeps the transport private)."""
     transport: Any = getattr(stream.peer, "_transport", None)
     ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object") if transport is not None else None
@@ -68,7 +69,7 @@ class TalosService:
         self.node = node
         self._on_reboot = on_reboot
 
-    def _identity(self, stream: Stream) -> list[str]:
+    def _identity(self, stream: Stream[Any, Any]) -> list[str]:
         if self.node.maintenance:
             return ["os:reader"]
         der = peer_certificate(stream)
@@ -82,7 +83,7 @@ class TalosService:
             raise GRPCError(Status.PERMISSION_DENIED, "not authorized")
         return granted[0]
 
-    async def reboot(self, stream: Stream) -> None:
+    async def reboot(self, stream: Stream[Any, Any]) -> None:
         request: Any = await stream.recv_message()
         roles = self._identity(stream)
         if self.node.maintenance:
@@ -94,21 +95,22 @@ class TalosService:
         mode = messages.REBOOT_MODE_NAMES.get(number, f"mode-{number}")
         effective = mode if mode in ("default", "powercycle") or (mode == "force" and self.node.supports_force) \
             else "default"
+        start = self._on_reboot(self.node, mode, effective, role)
         actor_id = str(uuid.uuid4())
         reply = messages.RebootResponse(messages=[messages.Reboot(
             metadata=messages.Metadata(hostname=self.node.name), actor_id=actor_id)])
         await stream.send_message(reply)
         await stream.send_trailing_metadata()
-        self._on_reboot(self.node, mode, effective, role)
+        start()
 
-    async def version(self, stream: Stream) -> None:
+    async def version(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
         self._require(self._identity(stream), READ_ROLES)
         info = messages.VersionInfo(tag=self.node.talos_version, os="linux", arch="amd64")
         await stream.send_message(messages.VersionResponse(
             messages=[messages.Version(metadata=messages.Metadata(hostname=self.node.name), version=info)]))
 
-    async def state_get(self, stream: Stream) -> None:
+    async def state_get(self, stream: Stream[Any, Any]) -> None:
         request: Any = await stream.recv_message()
         self._require(self._identity(stream), READ_ROLES)
         pointer = (request.namespace, request.type, request.id)
