@@ -21,11 +21,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from capi_rollout.adapters.kube import Kube, KubeError, connect, watching
+from capi_rollout.adapters.kube import ChangeWatcher, Kube, KubeError, connect, watching
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
@@ -69,13 +70,17 @@ class Runner:
 
     def __init__(self, *, params: Params, kube: Kube, store: LedgerStore,
                  talos_factory: Callable[[str], TalosPort] = default_talos_factory,
-                 clock: Callable[[], datetime] = _utcnow, out: Callable[[str], None] | None = None) -> None:
+                 clock: Callable[[], datetime] = _utcnow, out: Callable[[str], None] | None = None,
+                 watch: Callable[[Kube, str, str], AbstractContextManager[ChangeWatcher]] = watching,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.params = params
         self.kube = kube
         self.store = store
         self.talos_factory = talos_factory
         self.clock = clock
         self.out = out or (lambda line: print(line, flush=True))
+        self.watch = watch
+        self.sleep = sleep
         self._talos: TalosPort | None = None
         self._ledger: Ledger | None = None
 
@@ -206,9 +211,8 @@ class Runner:
         executor = Executor(kube=self.kube, talos=None, dry_run=self.params.dry_run, save=self._save_phase)
         t = self.targets()
         min_gap = min(1.0, self.params.poll_interval / 4)
-        with watching(self.kube, t.namespace, t.cluster) as watcher:
+        with self.watch(self.kube, t.namespace, t.cluster) as watcher:
             while True:
-                started = time.monotonic()
                 _, tcp, mds, state = self.observe()
                 now = self.clock()
                 nodes = self.probe(addresses_to_probe(phase=phase, state=state, now=now, params=self.params))
@@ -235,11 +239,11 @@ class Runner:
                     record = executor.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode, now=now)
                     self.say(f"{title}: remediation recorded: {record.remediations[-1].outcome}")
                     continue
-                waited = time.monotonic() - started
+                waited = (self.clock() - now).total_seconds()
                 watcher.wait(max(self.params.poll_interval - waited, 0.0))
-                rest = min_gap - (time.monotonic() - started)
+                rest = min_gap - (self.clock() - now).total_seconds()
                 if rest > 0:
-                    time.sleep(rest)  # coalesce bursts of watch events into one evaluation
+                    self.sleep(rest)  # coalesce bursts of watch events into one evaluation
 
     def summary(self, *, workflow_status: str | None = None, workflow_failures: str | None = None,
                 failure: str | None = None) -> dict[str, Any]:

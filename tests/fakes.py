@@ -1,0 +1,222 @@
+"""In-memory fakes at the project's own adapter boundary, for fast sequence tests of the runner.
+
+* :class:`FakeKube` implements the :class:`~capi_rollout.adapters.kube.Kube` methods the runner calls over
+  dicts; any other attribute access fails loudly ("must not be called").
+* :class:`FakeControlPlaneController` / :class:`FakeDeploymentController` replace Machines like CACPPT and the
+  MachineDeployment controller do with maxSurge 0 (one at a time), on a fake clock, with seeded jitter and
+  per-ordinal faults: a faulty new Machine never becomes Ready until it is deleted.
+* :class:`FakeWatch` stands in for the change watcher: each wait advances the fake clock by the timeout and
+  lets the controllers act once.
+* :class:`FakeTalos` answers probes and records reboots.
+
+They fake what the runner observes and nothing more; the real API server tests cover the real adapter.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tests import builders as b
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def ts(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeKube:
+    def __init__(self, *, version: str = "v1beta2") -> None:
+        self.version = version
+        self.cluster: dict[str, Any] | None = b.cluster(v=version)
+        self.tcps: list[dict[str, Any]] = []
+        self.mds: list[dict[str, Any]] = []
+        self.machines: dict[str, dict[str, Any]] = {}
+        self.secrets: list[dict[str, Any]] = [{"metadata": {"name": "homelab-talosconfig", "namespace": b.NS},
+                                               "data": {"talosconfig": "Y29udGV4dDogaG9tZWxhYgo="}}]
+        self.config_maps: dict[str, tuple[dict[str, str], int]] = {}
+        self.events: list[tuple[str, str]] = []
+        self.deleted: list[str] = []
+        self.log: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"FakeKube.{name} must not be called")
+
+    def capi_version(self) -> str:
+        return self.version
+
+    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.cluster) if self.cluster and self.cluster["metadata"]["name"] == name else None
+
+    def list_control_planes(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.tcps)
+
+    def list_machine_deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.mds)
+
+    def list_machines(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(list(self.machines.values()))
+
+    def list_health_checks(self, namespace: str) -> list[dict[str, Any]]:
+        return []
+
+    def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.secrets)
+
+    def delete_machine(self, namespace: str, name: str, uid: str) -> bool:
+        m = self.machines.get(name)
+        if m is None or m["metadata"]["uid"] != uid:
+            return False
+        self.deleted.append(name)
+        m["metadata"].setdefault("deletionTimestamp", "pending")
+        return True
+
+    def record_event(self, *, involved: Mapping[str, Any], reason: str, message: str, warning: bool = False,
+                     now: datetime | None = None) -> None:
+        self.events.append((involved["metadata"]["name"], reason))
+
+    def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        found = self.config_maps.get(name)
+        return (dict(found[0]), str(found[1])) if found else None
+
+    def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
+                         labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
+        current = self.config_maps.get(name)
+        if (current is None) != (resource_version is None) or (current and str(current[1]) != resource_version):
+            raise AssertionError(f"conflicting write of ConfigMap {name}")
+        version = (current[1] if current else 0) + 1
+        self.config_maps[name] = (dict(data), version)
+        return str(version)
+
+
+@dataclass
+class FakeTalos:
+    stages: dict[str, str] = field(default_factory=dict)
+    reboots: list[tuple[str, str]] = field(default_factory=list)
+
+    @dataclass(frozen=True)
+    class Probe:
+        address: str
+        state: str
+        detail: str = ""
+
+    @dataclass(frozen=True)
+    class Reboot:
+        accepted: bool
+        detail: str = ""
+
+    def probe_many(self, addresses: Sequence[str]) -> dict[str, FakeTalos.Probe]:
+        return {a: FakeTalos.Probe(a, self.stages.get(a, "running")) for a in addresses}
+
+    def reboot(self, address: str, mode: str) -> FakeTalos.Reboot:
+        self.reboots.append((address, mode))
+        return FakeTalos.Reboot(self.stages.get(address, "running") != "maintenance")
+
+
+class FakeControlPlaneController:
+    """CACPPT with maxSurge 0: delete one old Machine, create its replacement, wait until it is Ready."""
+
+    def __init__(self, kube: FakeKube, clock: Clock, *, replicas: int = 3, boot_seconds: float = 120,
+                 faulty: Mapping[int, str] | None = None, seed: int = 1) -> None:
+        self.kube, self.clock, self.replicas = kube, clock, replicas
+        self.boot_seconds = boot_seconds
+        # ordinal of a new Machine (0-based) -> "provisioning" (never gets a node) or "not-ready" (node NotReady)
+        self.faulty = dict(faulty or {})
+        self.rng = random.Random(seed)
+        self.created = 0
+        self.generation = 2
+        kube.tcps = [b.tcp(replicas=replicas, generation=2, observed=1, up_to_date=False, ready=replicas)]
+        for i in range(replicas):
+            m = b.machine(f"cp-old-{i}", cp=True, address=f"10.0.0.{10 + i}")
+            m["spec"]["version"] = "v1"
+            kube.machines[m["metadata"]["name"]] = m
+        self.boot_at: dict[str, tuple[datetime, bool]] = {}
+
+    def tick(self) -> None:
+        now = self.clock()
+        ms = self.kube.machines
+        for name, m in list(ms.items()):
+            if m["metadata"].get("deletionTimestamp"):
+                self.kube.log.append(f"{ts(now)} controller: Machine {name} deleted")
+                del ms[name]
+        for name, (at, ready) in list(self.boot_at.items()):
+            if name in ms and now >= at:
+                ms[name] = b.machine(name, cp=True, address=f"10.0.1.{name.rsplit('-', 1)[1]}", ready=ready,
+                                     created=ms[name]["metadata"]["creationTimestamp"])
+                ms[name]["spec"]["version"] = "v2"
+                state = "Ready" if ready else "booted, NotReady"
+                self.kube.log.append(f"{ts(now)} controller: Machine {name} {state}")
+                del self.boot_at[name]
+        cps = list(ms.values())
+        busy = any(m["spec"].get("version") == "v2" and not _ready(m) for m in cps)
+        old = sorted(m["metadata"]["name"] for m in cps if m["spec"].get("version") == "v1")
+        if len(cps) < self.replicas:
+            self._create(now)
+        elif old and not busy:
+            ms[old[0]]["metadata"]["deletionTimestamp"] = ts(now)
+            self.kube.log.append(f"{ts(now)} controller: deleting old Machine {old[0]}")
+        self._status()
+
+    def _create(self, now: datetime) -> None:
+        ordinal = self.created
+        self.created += 1
+        name = f"cp-new-{ordinal}"
+        m = b.machine(name, cp=True, node=False, phase="Provisioning", ready=False, created=ts(now))
+        m["spec"]["version"] = "v2"
+        self.kube.machines[name] = m
+        fault = self.faulty.get(ordinal)
+        self.kube.log.append(f"{ts(now)} controller: created Machine {name}" + (f" (fault: {fault})" if fault else ""))
+        if fault != "provisioning":
+            jitter = self.rng.uniform(0, self.boot_seconds / 4)
+            self.boot_at[name] = (now + timedelta(seconds=self.boot_seconds + jitter), fault != "not-ready")
+
+    def _status(self) -> None:
+        cps = list(self.kube.machines.values())
+        ready = sum(1 for m in cps if _ready(m) and not m["metadata"].get("deletionTimestamp"))
+        done = all(m["spec"].get("version") == "v2" for m in cps) and len(cps) == ready == self.replicas
+        self.kube.tcps = [b.tcp(replicas=self.replicas, generation=2, observed=2, up_to_date=done, ready=ready)]
+
+
+def _ready(m: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in m["status"].get("conditions", []))
+
+
+class FakeWatch:
+    """Each wait advances the fake clock by the timeout and lets the controllers act once."""
+
+    def __init__(self, clock: Clock, controllers: Sequence[Any], *, max_waits: int = 500,
+                 crash_after_waits: int | None = None) -> None:
+        self.clock, self.controllers = clock, controllers
+        self.waits = 0
+        self.max_waits = max_waits
+        self.crash_after_waits = crash_after_waits
+
+    def wait(self, timeout: float) -> bool:
+        self.waits += 1
+        if self.waits > self.max_waits:
+            raise AssertionError("iteration cap reached: the runner never finished")
+        if self.crash_after_waits is not None and self.waits > self.crash_after_waits:
+            raise KeyboardInterrupt("step killed")
+        self.clock.advance(timeout)
+        for c in self.controllers:
+            c.tick()
+        return True
+
+    @contextmanager
+    def __call__(self, kube: Any, namespace: str, cluster: str) -> Iterator[FakeWatch]:
+        yield self

@@ -1,0 +1,201 @@
+"""Sequence tests: the real runner and decision code alternate with a small fake CAPI controller.
+
+Each wait advances a fake clock and lets the controller act once; seeded jitter mimics production without
+flakiness; invariants are checked on every remediation; an iteration cap stops runaway loops; the whole run is
+written as a readable golden log (regenerate on purpose with ``UPDATE_GOLDEN=1``, never in CI).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capi_rollout.domain.ledger import Ledger
+from capi_rollout.ledger_store import ConfigMapLedgerStore, MemoryLedgerStore
+from capi_rollout.params import parse_params
+from capi_rollout.runner import Runner, StepFailed
+from tests.fakes import Clock, FakeControlPlaneController, FakeKube, FakeTalos, FakeWatch
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make(faulty: dict[int, str] | None = None, *, seed: int = 7, max_remediations: str = "2",
+         store: Any = None, kube: FakeKube | None = None, controller: Any = None, clock: Clock | None = None,
+         crash_after_waits: int | None = None, dry_run: str = "false") -> tuple[Runner, FakeKube, FakeTalos, FakeWatch]:
+    clock = clock or Clock(T0)
+    kube = kube or FakeKube()
+    controller = controller or FakeControlPlaneController(kube, clock, faulty=faulty, seed=seed)
+    talos = FakeTalos()
+    watch = FakeWatch(clock, [controller], crash_after_waits=crash_after_waits)
+    lines: list[str] = kube.log
+    params = parse_params({"clusterName": "homelab", "pollInterval": "30s", "stallTimeout": "10m",
+                           "controlPlaneTimeout": "45m", "maxRemediations": max_remediations, "dryRun": dry_run})
+    runner = Runner(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=lambda _: talos,
+                    clock=clock, out=lines.append, watch=watch, sleep=lambda _: None)
+    return runner, kube, talos, watch
+
+
+def check_golden(name: str, lines: list[str]) -> None:
+    text = "\n".join(lines) + "\n"
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"golden file {path} missing: run with UPDATE_GOLDEN=1 once, on purpose, and review it"
+    assert text == path.read_text()
+
+
+def test_a_control_plane_rollout_without_faults_completes_without_remediation() -> None:
+    runner, kube, talos, _ = make()
+    runner.resolve()
+    record = runner.phase("control-plane")
+    assert record.result == "succeeded" and record.remediations == ()
+    assert kube.deleted == [] and talos.reboots == []
+    assert sorted(kube.machines) == ["cp-new-0", "cp-new-1", "cp-new-2"]
+    check_golden("cp-rollout-no-faults", kube.log)
+
+
+def test_a_control_plane_stall_is_recovered_by_one_remediation() -> None:
+    runner, kube, talos, _ = make({1: "not-ready"})
+    runner.resolve()
+    record = runner.phase("control-plane")
+    assert record.result == "succeeded"
+    assert [r.machine for r in record.remediations] == ["cp-new-1"]
+    assert kube.deleted == ["cp-new-1"]
+    assert talos.reboots == [("10.0.1.1", "powercycle")]
+    assert kube.events == [("homelab-cp", "CapiRolloutRemediation")]
+    stalled_since = [line for line in kube.log if "remediation 1 of 2" in line]
+    assert len(stalled_since) == 1
+    check_golden("cp-stall-one-remediation", kube.log)
+
+
+def test_a_persistent_stall_spends_exactly_the_budget_then_fails() -> None:
+    runner, kube, talos, _ = make({1: "provisioning", 2: "provisioning", 3: "provisioning"})
+    runner.resolve()
+    with pytest.raises(StepFailed, match=r"remediation budget exhausted \(2 of 2 used\)"):
+        runner.phase("control-plane")
+    assert kube.deleted == ["cp-new-1", "cp-new-2"]
+    assert talos.reboots == []  # provisioning Machines have no address to reboot
+    record = runner.ledger.phase("control-plane")
+    assert record is not None and record.result == "failed" and len(record.remediations) == 2
+
+
+def test_max_remediations_zero_fails_at_the_first_stall_and_touches_nothing() -> None:
+    runner, kube, talos, _ = make({0: "not-ready"}, max_remediations="0")
+    runner.resolve()
+    with pytest.raises(StepFailed, match=r"remediation budget exhausted \(0 of 0 used\)"):
+        runner.phase("control-plane")
+    assert kube.deleted == [] and talos.reboots == [] and kube.events == []
+
+
+def test_dry_run_reports_the_stall_and_writes_nothing_to_the_cluster() -> None:
+    runner, kube, talos, _ = make({0: "not-ready"}, dry_run="true", max_remediations="1")
+    runner.resolve()
+    with pytest.raises(StepFailed, match="remediation budget exhausted"):
+        runner.phase("control-plane")
+    assert kube.deleted == [] and talos.reboots == [] and kube.events == []
+    record = runner.ledger.phase("control-plane")
+    assert record is not None
+    (rem,) = record.remediations
+    assert rem.dry_run
+    assert rem.outcome == "dry run: would delete Machine cp-new-0 and would reboot 10.0.1.0 (powercycle)"
+
+
+def test_a_step_killed_mid_phase_resumes_with_the_same_clock_and_remediation_count() -> None:
+    kube = FakeKube()
+    clock = Clock(T0)
+    controller = FakeControlPlaneController(kube, clock, faulty={0: "not-ready", 1: "not-ready", 2: "not-ready"})
+    store = ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-1")  # type: ignore[arg-type]
+    first, *_ = make(store=store, kube=kube, controller=controller, clock=clock, crash_after_waits=40)
+    first.resolve()
+    with pytest.raises(KeyboardInterrupt):
+        first.phase("control-plane")
+    saved = Ledger.from_json(kube.config_maps["capi-rollout-wf-1"][0]["ledger"])
+    before = saved.phase("control-plane")
+    assert before is not None and len(before.remediations) == 1 and before.result is None
+
+    retried, *_ = make(store=ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-1"),  # type: ignore[arg-type]
+                       kube=kube, controller=controller, clock=clock)
+    with pytest.raises(StepFailed, match=r"remediation budget exhausted \(2 of 2 used\)"):
+        retried.phase("control-plane")
+    after = retried.ledger.phase("control-plane")
+    assert after is not None and after.started == before.started
+    assert [r.machine for r in after.remediations] == ["cp-new-0", "cp-new-1"]
+    assert kube.deleted == ["cp-new-0", "cp-new-1"]
+
+
+def test_a_failed_phase_is_never_run_again_by_a_retry() -> None:
+    runner, kube, _, _ = make({0: "provisioning", 1: "provisioning", 2: "provisioning"}, max_remediations="1")
+    runner.resolve()
+    with pytest.raises(StepFailed):
+        runner.phase("control-plane")
+    deleted = list(kube.deleted)
+    with pytest.raises(StepFailed, match="remediation budget exhausted"):
+        runner.phase("control-plane")
+    assert kube.deleted == deleted
+
+
+def test_workers_never_start_before_the_control_plane_succeeded() -> None:
+    runner, *_ = make()
+    runner.resolve()
+    with pytest.raises(StepFailed, match="only after the control plane phase has succeeded"):
+        runner.phase("workers")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_invariants_hold_for_any_boot_jitter(seed: int) -> None:
+    runner, _, _, watch = make({1: "not-ready"}, seed=seed)
+    runner.resolve()
+    record = runner.phase("control-plane")
+    assert record.result == "succeeded"
+    assert len(record.remediations) == 1, "one faulty machine needs exactly one remediation"
+    stamps = [r.at for r in record.remediations]
+    assert stamps == sorted(stamps)
+    assert watch.waits < 200
+
+
+def test_preflight_fails_fast_on_a_node_in_maintenance_and_touches_nothing() -> None:
+    runner, kube, talos, _ = make()
+    talos.stages["10.0.0.11"] = "maintenance"
+    runner.resolve()
+    with pytest.raises(StepFailed) as err:
+        runner.preflight()
+    assert "node node-cp-old-1 (10.0.0.11) is in Talos maintenance mode: manual intervention required" in str(err.value)
+    assert kube.deleted == [] and talos.reboots == []
+    assert runner.ledger.preflight is not None
+
+
+def test_preflight_lists_every_violation_at_once() -> None:
+    runner, kube, _, _ = make()
+    kube.tcps[0]["spec"]["rolloutStrategy"] = {"type": "RollingUpdate"}
+    kube.cluster["spec"]["paused"] = True  # type: ignore[index]
+    runner.resolve()
+    with pytest.raises(StepFailed) as err:
+        runner.preflight()
+    assert "maxSurge is not set" in str(err.value) and "spec.paused: true" in str(err.value)
+
+
+def test_maintenance_appearing_mid_rollout_fails_within_one_evaluation() -> None:
+    runner, kube, talos, _ = make({0: "not-ready"})
+    runner.resolve()
+    talos.stages["10.0.1.0"] = "maintenance"
+    with pytest.raises(StepFailed, match=r"node node-cp-new-0 \(10.0.1.0\) is in Talos maintenance mode"):
+        runner.phase("control-plane")
+    assert kube.deleted == [] and talos.reboots == []
+    booted = next(line for line in kube.log if "cp-new-0 booted, NotReady" in line)
+    assert booted.startswith("2026-03-01T12:03:30Z")
+    record = runner.ledger.phase("control-plane")
+    assert record is not None and record.finished is not None and record.finished.strftime("%H:%M:%S") == "12:03:30"
+
+
+def test_resolve_names_every_missing_piece() -> None:
+    runner, kube, _, _ = make()
+    kube.secrets = []
+    kube.tcps = kube.tcps * 2
+    with pytest.raises(StepFailed) as err:
+        runner.resolve()
+    assert "2 TalosControlPlanes carry" in str(err.value) and "no Secret named *-talosconfig" in str(err.value)
