@@ -170,3 +170,31 @@ def test_through_the_hera_runner_a_failed_step_exits_non_zero(hera_pod: tuple[Pa
         _runner("capi_rollout.workflow.steps:workers", as_runner_inputs(PARAMS))
     assert exit_info.value.code == 1
     assert read_outputs(outputs_dir)["remediations"] == "0"
+
+
+def test_the_real_run_step_accepts_exactly_what_the_steps_pass() -> None:
+    import inspect
+
+    from capi_rollout import runner
+
+    assert steps._load_run_step() is runner.run_step
+    assert set(runner.STEPS) == set(steps.STEP_OUTPUTS)
+    inspect.signature(runner.run_step).bind(
+        "resolve",
+        PARAMS,
+        run_id="wf",
+        ledger_namespace="argo",
+        owner=None,
+        kubeconfig=None,
+        workflow_status=None,
+        workflow_failures=None,
+    )
+
+
+def test_with_the_real_runner_bad_parameters_fail_the_step_before_any_api_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = steps.run("resolve", {**PARAMS, "maxRemediations": "-1"}, env=ENV, outputs_dir=tmp_path)
+    assert code == 1
+    assert "maxRemediations: must be a whole number" in capsys.readouterr().err
+    assert set(read_outputs(tmp_path).values()) == {""}
