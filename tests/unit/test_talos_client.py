@@ -19,7 +19,7 @@ from capi_rollout.adapters.talos import (
     TalosConfig,
     parse_talosconfig,
 )
-from capi_rollout.adapters.talos.client import NodeProbe, TalosCallError
+from capi_rollout.adapters.talos.client import NodeProbe, RebootResult, TalosCallError
 from sim.pki import ClusterPKI
 from sim.talos import FakeTalosFleet, RebootOutcome, loopback_block
 from sim.timeline import Timeline
@@ -295,3 +295,45 @@ def test_key_material_never_appears_in_reprs_or_logs(
         assert secret not in caplog.text
     assert "key_pem=<hidden>" in repr(config)
     assert "talos reboot" in caplog.text  # the logs do say what happened
+
+
+def test_unavailable_right_after_the_request_was_sent_counts_as_accepted(pki: ClusterPKI) -> None:
+    """Talos may drop the connection as it starts rebooting; the request was sent, so the reboot is accepted."""
+    import grpclib.const
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
+    from grpclib.server import Server, Stream
+
+    from capi_rollout.adapters.talos import messages
+    from sim.talos.fleet import _server_context
+
+    received: list[int] = []
+
+    class GoingDown:
+        async def reboot(self, stream: Stream[object, object]) -> None:
+            request: object = await stream.recv_message()
+            received.append(request.mode)  # type: ignore[attr-defined]
+            raise GRPCError(Status.UNAVAILABLE, "connection closing")
+
+        def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+            return {messages.REBOOT_PATH: grpclib.const.Handler(
+                self.reboot, grpclib.const.Cardinality.UNARY_UNARY, messages.RebootRequest, messages.RebootResponse)}
+
+    a, b = loopback_block()
+    host = f"127.{a}.{b}.251"
+    cert = pki.server_cert(host, "cp-9")
+
+    async def scenario() -> RebootResult:
+        server = Server([GoingDown()])
+        await server.start(host, 0, ssl=_server_context(cert.cert_pem, cert.key_pem, pki.ca.cert_pem))
+        port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            return await TalosClient(config_for(pki), timeout=TIMEOUT).reboot(f"{host}:{port}", "powercycle")
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    result = asyncio.run(scenario())
+    assert received == [1]
+    assert result.accepted
+    assert "UNAVAILABLE right after the request was sent" in result.detail
