@@ -198,3 +198,37 @@ def test_with_the_real_runner_bad_parameters_fail_the_step_before_any_api_call(
     assert code == 1
     assert "maxRemediations: must be a whole number" in capsys.readouterr().err
     assert set(read_outputs(tmp_path).values()) == {""}
+
+
+def test_the_rendered_script_runs_as_a_pod_would_and_fails_cleanly_on_bad_parameters(tmp_path: Path) -> None:
+    """The resolve template's own command, args and source, run as Argo runs a script template."""
+    import os
+    import subprocess
+    import sys
+
+    from capi_rollout.workflow import template
+
+    (resolve,) = [t for t in template.manifest()["spec"]["templates"] if t["name"] == "resolve"]
+    script = resolve["script"]
+    inputs = [{"name": p["name"], "value": PARAMS[p["name"]]} for p in resolve["inputs"]["parameters"]]
+    inputs[0]["value"] = "Not_A_DNS_Label"  # clusterName
+    source = tmp_path / "script"
+    source.write_text(script["source"].replace("{{inputs.parameters}}", json.dumps(inputs)))
+    env = {e["name"]: e["value"] for e in script["env"]} | ENV
+    env[steps.OUTPUTS_DIRECTORY_ENV] = str(tmp_path / "out")
+    command = [sys.executable if script["command"] == ["python"] else script["command"][0], *script["args"]]
+    proc = subprocess.run(
+        [*command, str(source)],
+        env={**env, "PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "clusterName: must be a DNS-1123 label" in proc.stderr
+    assert read_outputs(tmp_path / "out") == {
+        "controlPlaneDeadlineSeconds": "",
+        "targets": "",
+        "workersDeadlineSeconds": "",
+    }

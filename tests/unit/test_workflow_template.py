@@ -167,3 +167,18 @@ def test_render_writes_the_file_then_check_accepts_it(tmp_path: Path) -> None:
 
 def test_the_repository_root_is_found_from_a_subdirectory() -> None:
     assert render.find_root(ROOT / "src" / "capi_rollout") == ROOT
+
+
+def test_the_dockerfile_runs_as_the_user_the_pods_require_and_ships_the_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    instructions = [line.split(maxsplit=1) for line in dockerfile.splitlines() if line[:1].isupper() and " " in line]
+    users = [rest for word, rest in instructions if word == "USER"]
+    assert users == [f"{template.RUN_AS_USER}:{template.RUN_AS_USER}"]
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
+    copied = [src.rstrip("/") for word, rest in instructions if word == "COPY" for src in rest.split()[:-1]]
+    assert copied and all((ROOT / src).exists() for src in copied), copied
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for package in pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]:
+        assert package.split("/")[0] in copied, f"the wheel build needs {package}"
+    allowed = {line.removeprefix("!").rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert set(copied) <= allowed, "the build context (.dockerignore) must let every COPY source through"
