@@ -179,8 +179,8 @@ class Controllers:
                 ordinal = self._ordinals.get(f"new-{m.role}-{m.deployment}", 0) - 1
             if not flt.matches(f, name=m.name, role=m.role, deployment=m.deployment, ordinal=ordinal):
                 continue
-            if existing and f.when == "mid" and f.kind != "slow":
-                continue  # armed at trigger time
+            if existing and (f.kind == "slow" or f.when == "mid"):
+                continue  # existing machines already booted: slowness is moot; `mid` faults arm at the trigger
             m.armed.append(flt.Armed(f, m.created_at if not existing else min(now, 0.0)))
             self.timeline.record("fault.injected", m.name, fault=f.kind, when=f.when, recover=f.recover)
         family = m.owner if m.role == "cp" else (m.deployment or m.owner)

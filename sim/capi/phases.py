@@ -99,7 +99,8 @@ def progress(f: MachineFacts, now: float, t: Timings) -> Progress:
         reason = "node is not ready yet" if now < b_ready else "node is ready"
     ready = node_ref and now >= b_ready
 
-    window = next((w for w in f.unready if w.covers(now)), None)
+    covering = sorted((w for w in f.unready if w.covers(now)), key=lambda w: not w.maintenance)
+    window = covering[0] if covering else None  # maintenance wins over a plain NotReady
     if window is not None and stage is not None:
         ready = False
         if window.maintenance:

@@ -227,3 +227,9 @@ def test_a_scenario_reads_faults_and_the_n_reboots_shorthand() -> None:
 def test_both_surge_and_unavailable_zero_is_rejected() -> None:
     with pytest.raises(ScenarioError, match="both be 0"):
         from_dict({"deployments": [{"name": "w", "max_surge": 0, "max_unavailable": 0}]})
+
+
+def test_maintenance_wins_over_a_plain_not_ready_window() -> None:
+    f = MachineFacts(created_at=-100, unready=(Window(0), Window(10, maintenance=True)))
+    assert progress(f, 20, T).talos_stage == "maintenance"
+    assert progress(f, 5, T).talos_stage == "running"
