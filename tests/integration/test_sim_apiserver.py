@@ -42,7 +42,7 @@ def scenario(line: str = "v1.14", **kw: Any) -> Scenario:
 def api(apiserver: LocalAPIServer) -> Iterator[client.ApiClient]:
     c = apiserver.api_client()
     yield c
-    c.close()
+    c.close()  # type: ignore[no-untyped-call]
 
 
 def get(api: client.ApiClient, s: Scenario, plural: str, name: str) -> dict[str, Any]:
@@ -50,10 +50,10 @@ def get(api: client.ApiClient, s: Scenario, plural: str, name: str) -> dict[str,
         ("controlplane.cluster.x-k8s.io", "v1alpha3") if plural == "taloscontrolplanes"
         else ("cluster.x-k8s.io", capi_version(s.capi_line))
     )
-    out: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+    out: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
         group, version, s.namespace, plural, name
     )
-    return out
+    return dict(out)
 
 
 def listed(api: client.ApiClient, s: Scenario, plural: str) -> list[dict[str, Any]]:
@@ -86,7 +86,7 @@ def make(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     yield build
     if api is not None:
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def cond(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -123,7 +123,8 @@ def test_the_cluster_appears_with_the_exact_fields_of_the_capi_line(
         assert {"type": "InternalIP", "address": node.address} in m["status"]["addresses"]
         if line == "v1.14":
             assert m["status"]["nodeRef"] == {"name": "demo-cp-0"}
-            assert cond(m, "Ready")["status"] == "True" and "observedGeneration" in cond(m, "Ready")  # type: ignore[index]
+            ready = cond(m, "Ready")
+            assert ready is not None and ready["status"] == "True" and "observedGeneration" in ready
         else:
             assert m["status"]["nodeRef"]["kind"] == "Node" and m["status"]["nodeRef"]["name"] == "demo-cp-0"
             assert cond(m, "NodeHealthy")["status"] == "True"  # type: ignore[index]
@@ -228,7 +229,9 @@ def test_tcp_and_md_roll_independently_when_both_change(make: Any) -> None:
         sim.trigger_rollout()
         sim.wait_until(lambda: completed(sim, "demo-cp") and completed(sim, "demo-workers"), WAIT)
         started = {e.subject: e.sim_seconds for e in sim.timeline.events("rollout.started")}
-        first_cp_done = sim.timeline.first("rollout.completed", "demo-cp").sim_seconds  # type: ignore[union-attr]
+        done_event = sim.timeline.first("rollout.completed", "demo-cp")
+        assert done_event is not None
+        first_cp_done = done_event.sim_seconds
         assert started["demo-workers"] < first_cp_done, "workers did not wait for the control plane"
 
 
@@ -269,7 +272,8 @@ def test_stall_provisioning_never_recovers_and_replacements_inherit_it(make: Any
         sim.wait_until(lambda: sim.now() > start + 20, WAIT)
         m = sget(sim, "machines", "demo-cp-4")
         assert m["status"]["phase"] == "Provisioning"
-        assert sim.timeline.first("fault.injected", "demo-cp-4").details["inherited"]  # type: ignore[union-attr]
+        inherited = sim.timeline.first("fault.injected", "demo-cp-4")
+        assert inherited is not None and inherited.details["inherited"]
 
 
 def test_worker_recovers_after_replacement(make: Any) -> None:
