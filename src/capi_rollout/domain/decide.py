@@ -61,6 +61,8 @@ def addresses_to_probe(*, phase: str, state: ClusterState, now: datetime, params
     stuck_after = timedelta(seconds=params.stall_timeout)
     out: list[str] = []
     for m in state.phase_machines(phase):
+        if m.healthy:
+            continue
         unhealthy = classify(m, now=now, stuck_after=stuck_after) is not None or (m.deleting and m.node_name)
         if unhealthy and m.address and m.address not in out:
             out.append(m.address)
@@ -93,10 +95,11 @@ def decide(
     if status.complete:
         return Action("complete", f"{title} rollout complete: {status.counters}", progress, record)
 
-    for m in state.phase_machines(phase):
-        node = nodes.get(m.address or "")
-        if node is not None and node.state == MAINTENANCE and (not m.healthy or m.deleting):
-            return Action("fail", maintenance_message(m, node.address), progress, record, machine=m)
+    in_maintenance = {a for a, n in nodes.items() if n.state == MAINTENANCE}
+    if in_maintenance:
+        for m in state.phase_machines(phase):
+            if not m.healthy and m.address in in_maintenance:
+                return Action("fail", maintenance_message(m, nodes[m.address].address), progress, record, machine=m)
 
     limit = phase_timeout(phase, params)
     if elapsed >= limit:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
@@ -124,46 +125,59 @@ class Address:
     address: str
 
 
-@dataclass(frozen=True)
 class Machine:
-    """A CAPI Machine as the rollout sees it."""
+    """A CAPI Machine as the rollout sees it.
 
-    meta: Meta
-    phase: str
-    node_name: str | None
-    addresses: tuple[Address, ...]
-    conditions: Mapping[str, Condition]
-    version: str | None
+    The fields every poll needs (name, role, phase, nodeRef, readiness, deletion) are read eagerly with plain
+    dict lookups; everything else (metadata, conditions, addresses) is parsed on first use. A 5,000-Machine
+    snapshot is read in a few milliseconds this way (``make bench``).
+    """
+
+    __slots__ = ("__dict__", "deleting", "deployment", "is_control_plane", "name", "node_name", "obj", "phase",
+                 "ready")
+
+    def __init__(self, obj: Obj) -> None:
+        # Hot path (once per Machine per poll): plain dict lookups only, no ABC isinstance checks.
+        self.obj = obj
+        md = obj.get("metadata") or _EMPTY
+        status = obj.get("status") or _EMPTY
+        labels = md.get("labels") or _EMPTY
+        self.name: str = md.get("name", "")
+        self.is_control_plane: bool = CONTROL_PLANE_LABEL in labels
+        self.deployment: str | None = labels.get(DEPLOYMENT_NAME_LABEL)
+        self.phase: str = status.get("phase") or "Unknown"
+        node_ref = status.get("nodeRef")
+        self.node_name: str | None = node_ref.get("name") or None if node_ref else None
+        self.deleting: bool = "deletionTimestamp" in md and bool(md["deletionTimestamp"])
+        self.ready: bool = _ready(status) if status else False
 
     @classmethod
     def from_obj(cls, obj: Obj) -> Machine:
-        node_ref = _get(obj, "status", "nodeRef")
-        return cls(
-            meta=Meta.from_obj(obj),
-            phase=str(_get(obj, "status", "phase") or "Unknown"),
-            node_name=str(node_ref["name"]) if isinstance(node_ref, Mapping) and node_ref.get("name") else None,
-            addresses=tuple(
-                Address(str(a.get("type", "")), str(a.get("address", "")))
-                for a in _get(obj, "status", "addresses") or []
-                if isinstance(a, Mapping) and a.get("address")
-            ),
-            conditions=conditions_of(obj),
-            version=_get(obj, "spec", "version"),
+        return cls(obj)
+
+    def __repr__(self) -> str:
+        return f"Machine({self.name!r}, phase={self.phase}, node={self.node_name}, ready={self.ready})"
+
+    @cached_property
+    def meta(self) -> Meta:
+        return Meta.from_obj(self.obj)
+
+    @cached_property
+    def conditions(self) -> Mapping[str, Condition]:
+        return conditions_of(self.obj)
+
+    @cached_property
+    def addresses(self) -> tuple[Address, ...]:
+        return tuple(
+            Address(str(a.get("type", "")), str(a.get("address", "")))
+            for a in _get(self.obj, "status", "addresses") or []
+            if isinstance(a, Mapping) and a.get("address")
         )
 
     @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def deleting(self) -> bool:
-        return self.meta.deleting_since is not None
-
-    @property
-    def ready(self) -> bool:
-        """Ready condition True (NodeHealthy as a fallback for providers that do not set Ready)."""
-        cond = self.conditions.get("Ready") or self.conditions.get("NodeHealthy")
-        return bool(cond and cond.is_true)
+    def version(self) -> str | None:
+        value = _get(self.obj, "spec", "version")
+        return str(value) if value else None
 
     @property
     def failed(self) -> bool:
@@ -172,9 +186,9 @@ class Machine:
     @property
     def healthy(self) -> bool:
         """Serving: not deleting, not failed, has a node and is Ready."""
-        return not self.deleting and not self.failed and self.node_name is not None and self.ready
+        return self.ready and not self.deleting and self.node_name is not None and self.phase != "Failed"
 
-    @property
+    @cached_property
     def address(self) -> str | None:
         """The address to dial Talos on: InternalIP, then ExternalIP, then a DNS name, then Hostname."""
         for kind in ("InternalIP", "ExternalIP", "InternalDNS", "ExternalDNS", "Hostname"):
@@ -184,16 +198,24 @@ class Machine:
         return None
 
     @property
-    def is_control_plane(self) -> bool:
-        return CONTROL_PLANE_LABEL in self.meta.labels
-
-    @property
-    def deployment(self) -> str | None:
-        return self.meta.labels.get(DEPLOYMENT_NAME_LABEL)
-
-    @property
     def skip_remediation(self) -> bool:
-        return SKIP_REMEDIATION_ANNOTATION in self.meta.annotations
+        return SKIP_REMEDIATION_ANNOTATION in ((self.obj.get("metadata") or {}).get("annotations") or {})
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _ready(status: Mapping[str, Any]) -> bool:
+    """Ready condition True; NodeHealthy as a fallback for providers that do not set Ready (either shape)."""
+    fallback: bool | None = None
+    for source in (status.get("conditions") or (), (status.get("v1beta2") or {}).get("conditions") or ()):
+        for c in source:
+            kind = c.get("type")
+            if kind == "Ready":
+                return bool(c.get("status") == "True")
+            if kind == "NodeHealthy" and fallback is None:
+                fallback = c.get("status") == "True"
+    return bool(fallback)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ nodeRef, readiness or deletion changes: that is what "progress" means for the st
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,12 +32,13 @@ class PhaseStatus:
     fingerprint: str
 
 
-def _machines_key(machines: Sequence[Machine]) -> list[list[object]]:
-    return [[m.name, m.phase, m.node_name is not None, m.ready, m.deleting] for m in machines]
+def _machines_key(machines: Sequence[Machine]) -> list[tuple[str, str, bool, bool, bool]]:
+    return [(m.name, m.phase, m.node_name is not None, m.ready, m.deleting) for m in machines]
 
 
 def _digest(payload: object) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short stable hash of plain data (tuples, lists, str, int, bool, None): repr is deterministic for them."""
+    return hashlib.sha256(repr(payload).encode()).hexdigest()[:16]
 
 
 def control_plane_status(state: ClusterState) -> PhaseStatus:

@@ -40,7 +40,7 @@ class Candidate:
 
 def classify(machine: Machine, *, now: datetime, stuck_after: timedelta) -> Candidate | None:
     """The machine's most urgent problem as a :class:`Candidate`, or None when it needs no remediation."""
-    if machine.skip_remediation:
+    if machine.healthy or machine.skip_remediation:
         return None
     if machine.deleting:
         since = machine.meta.deleting_since or now

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from capi_rollout.domain.model import Cluster, ControlPlane, HealthCheck, Machine, MachineDeployment
@@ -25,6 +26,10 @@ class NodeStatus:
     address: str
     state: str
     detail: str = ""
+
+
+def _name(m: Machine) -> str:
+    return m.name
 
 
 @dataclass(frozen=True)
@@ -49,19 +54,28 @@ class ClusterState:
             cluster=Cluster.from_obj(cluster) if cluster is not None else None,
             control_plane=ControlPlane.from_obj(control_plane),
             deployments=tuple(sorted((MachineDeployment.from_obj(o) for o in deployments), key=lambda d: d.meta.name)),
-            machines=tuple(sorted((Machine.from_obj(o) for o in machines), key=lambda m: m.name)),
+            machines=tuple(sorted((Machine(o) for o in machines), key=_name)),
             health_checks=tuple(HealthCheck.from_obj(o) for o in health_checks),
         )
 
-    @property
+    @cached_property
     def control_plane_machines(self) -> list[Machine]:
         return [m for m in self.machines if m.is_control_plane]
 
+    @cached_property
+    def _by_deployment(self) -> dict[str, list[Machine]]:
+        index: dict[str, list[Machine]] = {d.meta.name: [] for d in self.deployments}
+        for m in self.machines:
+            if not m.is_control_plane and m.deployment in index:
+                index[m.deployment].append(m)
+        return index
+
     def deployment_machines(self, name: str) -> list[Machine]:
-        return [m for m in self.machines if m.deployment == name and not m.is_control_plane]
+        return self._by_deployment.get(name, [])
+
+    @cached_property
+    def worker_machines(self) -> list[Machine]:
+        return [m for ms in self._by_deployment.values() for m in ms]
 
     def phase_machines(self, phase: str) -> list[Machine]:
-        if phase == "control-plane":
-            return self.control_plane_machines
-        names = {d.meta.name for d in self.deployments}
-        return [m for m in self.machines if not m.is_control_plane and m.deployment in names]
+        return self.control_plane_machines if phase == "control-plane" else self.worker_machines

@@ -1,0 +1,66 @@
+"""``make bench``: how long one engine evaluation takes over a large snapshot.
+
+One evaluation = reading every object into the domain views, deciding which addresses to probe, and the
+per-poll decision — exactly what the runner does between two API reads. Reported as median / p95 / max
+over repeated runs; never asserted in tests (targets are read by people, not by CI).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from capi_rollout.domain.decide import addresses_to_probe, decide
+from capi_rollout.domain.ledger import PhaseRecord
+from capi_rollout.domain.state import ClusterState
+from capi_rollout.params import parse_params
+from tests import builders as b
+
+
+def snapshot(machines: int) -> dict[str, object]:
+    deployments = 50
+    objs = [b.machine(f"cp-{i}", cp=True, address=f"10.0.0.{i}") for i in range(5)]
+    mds = []
+    for d in range(deployments):
+        name = f"md-{d:02d}"
+        per_md = (machines - 5) // deployments + (1 if d < (machines - 5) % deployments else 0)
+        mds.append(b.md(name, replicas=per_md, up_to_date=per_md - 1))
+        for i in range(per_md):
+            ready = not (d == 7 and i == 3)
+            objs.append(b.machine(f"{name}-m{i:04d}", deployment=name, ready=ready,
+                                  address=f"10.{d}.{i // 250}.{i % 250}"))
+    return {"cluster": b.cluster(), "control_plane": b.tcp(replicas=5, ready=5), "deployments": mds,
+            "machines": objs}
+
+
+def main(machines: int = 5000, rounds: int = 50) -> int:
+    snap = snapshot(machines)
+    params = parse_params({"clusterName": "homelab"})
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    record = PhaseRecord(name="workers", started=t0, last_progress=t0, fingerprint="stale")
+    now = t0 + timedelta(minutes=11)
+    samples = []
+    cpu = []
+    kind = ""
+    for _ in range(rounds):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        state = ClusterState.from_objects(**snap)  # type: ignore[arg-type]
+        addresses_to_probe(phase="workers", state=state, now=now, params=params)
+        action = decide(phase="workers", state=state, record=record, nodes={}, now=now, params=params)
+        samples.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        kind = action.kind
+    samples.sort()
+    p95 = samples[int(len(samples) * 0.95) - 1]
+    print(f"engine evaluation over {len(snap['machines'])} Machines in {len(snap['deployments'])} "  # type: ignore[arg-type]
+          f"MachineDeployments ({rounds} rounds, decision: {kind}):")
+    print(f"  wall: median {statistics.median(samples):.1f} ms   p95 {p95:.1f} ms   max {samples[-1]:.1f} ms   "
+          f"(target: median <= 20 ms)")
+    print(f"  cpu:  median {statistics.median(cpu):.1f} ms   (differs from wall when other processes share the cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*(int(a) for a in sys.argv[1:])))
