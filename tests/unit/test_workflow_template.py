@@ -182,3 +182,13 @@ def test_the_dockerfile_runs_as_the_user_the_pods_require_and_ships_the_package(
         assert package.split("/")[0] in copied, f"the wheel build needs {package}"
     allowed = {line.removeprefix("!").rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert set(copied) <= allowed, "the build context (.dockerignore) must let every COPY source through"
+
+
+def test_the_docs_parameter_table_matches_the_single_source() -> None:
+    doc = (ROOT / "docs" / "workflow.md").read_text()
+    section = doc.split("| Parameter | Default | Meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:4] for line in section.splitlines() if line.startswith("| `")]
+    table = {name.strip().strip("`"): (default.strip(), meaning.strip()) for name, default, meaning in rows}
+    assert list(table) == list(DEFAULTS)
+    for name, default in DEFAULTS.items():
+        assert table[name] == ("(required)" if default is None else f"`{default}`", DESCRIPTIONS[name])
