@@ -1,0 +1,296 @@
+"""The ``kind`` and ``existing`` e2e backends: the WorkflowTemplate run by a real Argo Workflows controller.
+
+Contract: :class:`ClusterBackend` talks to a cluster that already runs Argo Workflows v4 (``existing``:
+``KUBECONFIG``, a throwaway namespace): ``install`` server-side-applies documents (re-homing namespaced ones
+into its namespace and overriding step images when asked), ``submit`` creates a ``Workflow`` with a
+``workflowTemplateRef`` (exactly what ``argo submit --from workflowtemplate/<name>`` creates), ``wait`` polls
+its phase with a deadline and converts it with :func:`e2e.argo_local.run_from_argo_workflow`, saving each pod's
+``main`` log. :class:`KindBackend` adds the cluster's life cycle (pytest-kind-ng), the Argo install from the
+pinned ``github.com/argoproj/argo-workflows/v4`` module zip (``kustomize build`` of
+``manifests/cluster-install`` with the images pinned to the same version), and the step/simulator images
+(``docker build`` + ``kind load``). Pure helpers (:func:`workflow_object`, :func:`argo_kustomization`,
+:func:`override_images`, :func:`rehome`) carry the decisions and are unit-tested; the rest needs Docker.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+
+from e2e.argo_local import KillStep, WorkflowRun, run_from_argo_workflow
+from e2e.argo_local.model import COMPLETED_PHASES, POD, pod_name
+from e2e.backends import RUNNER_SERVICE_ACCOUNT, Manifest, load_manifests
+
+ARGO_GROUP, ARGO_VERSION = "argoproj.io", "v1alpha1"
+ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
+ARGO_IMAGES = ("quay.io/argoproj/workflow-controller", "quay.io/argoproj/argocli")
+# The parts of the module's manifests/ that cluster-install is built from.
+# CRDs are applied from the files ``make tools`` extracted (kustomize is slow on the large full CRDs).
+ARGO_INSTALL_DIRS = ("cluster-install-no-crds", "base/workflow-controller", "base/argo-server")
+POLL_SECONDS = 1.0
+# Kinds whose objects live in a namespace; anything else is cluster-scoped and applied as is.
+CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                            "PriorityClass", "ClusterWorkflowTemplate"})
+
+
+# --- pure helpers ------------------------------------------------------------------------------------------
+
+
+def workflow_object(template: str, namespace: str, parameters: Mapping[str, str], *,
+                    generate_name: str | None = None) -> dict[str, Any]:
+    """The Workflow ``argo submit --from workflowtemplate/<template> -p k=v`` creates."""
+    return {
+        "apiVersion": f"{ARGO_GROUP}/{ARGO_VERSION}",
+        "kind": "Workflow",
+        "metadata": {"generateName": generate_name or f"{template}-", "namespace": namespace,
+                     "labels": {"workflows.argoproj.io/workflow-template": template}},
+        "spec": {
+            "workflowTemplateRef": {"name": template},
+            "arguments": {"parameters": [{"name": k, "value": str(v)} for k, v in parameters.items()]},
+        },
+    }
+
+
+def argo_kustomization(version: str, namespace: str = "argo") -> dict[str, Any]:
+    """A kustomization of the module's ``manifests/cluster-install-no-crds``; Argo images pinned to ``version``."""
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": namespace,
+        "resources": ["manifests/cluster-install-no-crds"],
+        "images": [{"name": image, "newTag": version} for image in ARGO_IMAGES],
+    }
+
+
+def override_images(doc: Mapping[str, Any], images: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of a WorkflowTemplate whose script/container ``image`` values are replaced per ``images``."""
+    out = yaml.safe_load(yaml.safe_dump(dict(doc)))
+    if out.get("kind") != "WorkflowTemplate":
+        return dict(out)
+    for tmpl in out["spec"].get("templates", []):
+        for kind in ("script", "container"):
+            if kind in tmpl and tmpl[kind].get("image") in images:
+                tmpl[kind]["image"] = images[tmpl[kind]["image"]]
+    return dict(out)
+
+
+def rehome(doc: Mapping[str, Any], namespace: str, *, from_namespace: str = "argo") -> dict[str, Any]:
+    """A copy of ``doc`` moved from ``from_namespace`` into ``namespace`` (binding subjects too)."""
+    out = yaml.safe_load(yaml.safe_dump(dict(doc)))
+    if out.get("kind") not in CLUSTER_SCOPED and out["metadata"].get("namespace", from_namespace) == from_namespace:
+        out["metadata"]["namespace"] = namespace
+    for subject in out.get("subjects", []) or []:
+        if subject.get("kind") == "ServiceAccount" and subject.get("namespace", from_namespace) == from_namespace:
+            subject["namespace"] = namespace
+    if out.get("kind") == "ClusterRoleBinding":  # one per throwaway namespace, so runs never share a binding
+        out["metadata"]["name"] = f"{out['metadata']['name']}-{namespace}"
+    return dict(out)
+
+
+def module_zip(cache: Path, module: str, version: str) -> Path:
+    """The Go module zip under the project's GOMODCACHE (``<cache>/go/mod``), as ``make tools`` fetched it."""
+    return cache / "go" / "mod" / "cache" / "download" / module / "@v" / f"{version}.zip"
+
+
+def build_argo_install(zip_path: Path, version: str, kustomize: Path) -> list[dict[str, Any]]:
+    """``kustomize build`` of the module zip's ``manifests/cluster-install-no-crds``, images pinned to ``version``."""
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"{zip_path} missing: run `make tools` (it fetches the Argo module zip)")
+    prefix = f"{ARGO_MODULE}@{version}/"
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path) as z:
+        for member in z.namelist():
+            wanted = any(member.startswith(f"{prefix}manifests/{d}/") for d in ARGO_INSTALL_DIRS)
+            if wanted and not member.endswith("/"):
+                target = Path(tmp) / member.removeprefix(prefix)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(z.read(member))
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(argo_kustomization(version)))
+        built = subprocess.run([str(kustomize), "build", tmp], capture_output=True, text=True, check=True,
+                               timeout=120).stdout
+    return [d for d in yaml.safe_load_all(built) if d]
+
+
+# --- a cluster that runs Argo ------------------------------------------------------------------------------
+
+
+class ClusterBackend:
+    """The ``existing`` backend (and the base of ``kind``): Argo already runs in the cluster of ``kubeconfig``."""
+
+    name = "existing"
+
+    def __init__(self, kubeconfig: Path, results_dir: Path, *, namespace: str | None = None,
+                 images: Mapping[str, str] | None = None, kubectl: Sequence[str] = ("kubectl",)) -> None:
+        self.kubeconfig = Path(kubeconfig)
+        self.results_dir = Path(results_dir)
+        self.namespace = namespace or f"capi-rollout-e2e-{uuid.uuid4().hex[:6]}"
+        self.images = dict(images or {})
+        self.kubectl_argv = list(kubectl)
+        self.templates: list[str] = []
+        self._api: Any = None
+
+    @classmethod
+    def from_kubeconfig(cls, *, results_dir: Path, **options: Any) -> ClusterBackend:
+        path = options.pop("kubeconfig", None) or os.environ.get("KUBECONFIG")
+        if not path:
+            raise ValueError("E2E_CLUSTER=existing needs KUBECONFIG (a cluster with Argo Workflows installed)")
+        return cls(Path(path), results_dir, **options)
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 300) -> str:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        done = subprocess.run([*self.kubectl_argv, *args], input=stdin, capture_output=True, text=True,
+                              env=env, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def apply(self, docs: Iterable[Mapping[str, Any]]) -> None:
+        text = yaml.safe_dump_all([dict(d) for d in docs])
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=text)
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            from kubernetes import config
+
+            self._api = config.new_client_from_config(str(self.kubeconfig))
+        return self._api
+
+    # -- Backend ------------------------------------------------------------------------------------------
+
+    def install(self, manifests: Iterable[Manifest]) -> None:
+        docs = [override_images(rehome(d, self.namespace), self.images) for d in load_manifests(manifests)]
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
+        self.apply([ns, *[d for d in docs if d.get("kind") == "Namespace"]])
+        self.apply([d for d in docs if d.get("kind") != "Namespace"])
+        self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
+
+    def submit(self, parameters: Mapping[str, str], *, template: str | None = None,
+               faults: Sequence[KillStep] = ()) -> WorkflowRun:
+        if faults:
+            raise NotImplementedError(f"{self.name}: fault injection (faults=...) exists only in the local backend")
+        if template is None:
+            if len(self.templates) != 1:
+                raise ValueError(f"name the template to run: installed {self.templates}")
+            template = self.templates[0]
+        from kubernetes import client
+
+        created = cast(dict[str, Any], client.CustomObjectsApi(self.api).create_namespaced_custom_object(
+            ARGO_GROUP, ARGO_VERSION, self.namespace, "workflows", workflow_object(template, self.namespace, parameters)
+        ))
+        return run_from_argo_workflow(created)
+
+    def wait(self, run: WorkflowRun, timeout: float) -> WorkflowRun:
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(self.api)
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = cast(dict[str, Any], custom.get_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, self.namespace, "workflows", run.name))
+            if (obj.get("status") or {}).get("phase") in COMPLETED_PHASES:
+                break
+            if time.monotonic() >= deadline:
+                current = run_from_argo_workflow(obj)
+                raise TimeoutError(f"{run.name} did not complete within {timeout:g}s:\n{current.text()}")
+            time.sleep(POLL_SECONDS)  # polling a remote controller's status: bounded by the deadline above
+        done = run_from_argo_workflow(obj)
+        self._save_logs(done)
+        done.results_dir = done.write(self.results_dir / done.name)
+        return done
+
+    def _save_logs(self, run: WorkflowRun) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        core = client.CoreV1Api(self.api)
+        directory = self.results_dir / run.name
+        directory.mkdir(parents=True, exist_ok=True)
+        for node in run.nodes.values():
+            if node.type != POD:
+                continue
+            path = directory / f"{node.name.removeprefix(run.name) or node.name}.log"
+            try:
+                text = core.read_namespaced_pod_log(pod_name(run.name, node.name, node.template), self.namespace,
+                                                    container="main")
+            except ApiException as exc:
+                text = f"# log unavailable: {exc.status} {exc.reason}\n"
+            path.write_text(text)
+            node.log_path = str(path)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+
+class KindBackend(ClusterBackend):
+    """The ``kind`` backend: create the cluster, install Argo v4, build and load the images, then as above."""
+
+    name = "kind"
+
+    def __init__(self, results_dir: Path, *, cluster_name: str = "capi-rollout-e2e", repo_root: Path | None = None,
+                 cache: Path | None = None, argo_version: str | None = None, keep: bool = False,
+                 images: Mapping[str, str] | None = None, namespace: str = "argo") -> None:
+        from pytest_kind import KindCluster
+
+        from sim.envtest import assets
+
+        self.repo_root = repo_root or Path(__file__).resolve().parents[1]
+        self.cache = cache or assets.cache_dir()
+        self.argo_version = argo_version or assets.versions()["ARGO_WORKFLOWS_VERSION"]
+        self.keep = keep
+        self.cluster = KindCluster(cluster_name)
+        self.cluster.create()
+        super().__init__(self.cluster.kubeconfig_path, results_dir, namespace=namespace, images=images,
+                         kubectl=(str(self.cluster.kubectl_path),))
+        self.cluster.ensure_kubectl()
+        self.install_argo()
+
+    def install_argo(self, timeout: float = 300) -> None:
+        """Install Argo Workflows from the pinned module zip and wait for the controller to be available."""
+        from sim.envtest import assets
+
+        docs = build_argo_install(module_zip(self.cache, ARGO_MODULE, self.argo_version), self.argo_version,
+                                  assets.kustomize())
+        crd_dir = self.cache / "crds" / f"argo-workflows-{self.argo_version}"  # written by `make tools`
+        crds = load_manifests(sorted(crd_dir.glob("*.yaml")))
+        if len(crds) < 8:
+            raise FileNotFoundError(f"{crd_dir}: the Argo CRDs are missing: run `make tools`")
+        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argo"}}])
+        self.apply(crds)
+        self.apply(docs)
+        self.kubectl("-n", "argo", "rollout", "status", "deployment/workflow-controller", f"--timeout={int(timeout)}s",
+                     timeout=timeout + 30)
+
+    def build_and_load(self, tag: str, dockerfile: str = "Dockerfile", context: str = ".") -> str:
+        """``docker build`` an image from the repository and ``kind load`` it; returns the tag."""
+        subprocess.run(["docker", "build", "-t", tag, "-f", dockerfile, context], cwd=self.repo_root, check=True,
+                       timeout=1800)
+        self.cluster.load_docker_image(tag)
+        return tag
+
+    def runner_identity(self) -> str:
+        """The ServiceAccount the steps run as, for scenario assertions about RBAC."""
+        return f"system:serviceaccount:{self.namespace}:{RUNNER_SERVICE_ACCOUNT}"
+
+    def install(self, manifests: Iterable[Manifest]) -> None:
+        docs = [override_images(d, self.images) for d in load_manifests(manifests)]
+        self.apply([d for d in docs if d.get("kind") == "Namespace"])
+        self.apply([d for d in docs if d.get("kind") != "Namespace"])
+        self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
+
+    def close(self) -> None:
+        super().close()
+        if not self.keep:
+            self.cluster.delete()
