@@ -1,0 +1,144 @@
+"""The Kubernetes adapter against a real kube-apiserver with the real CAPI CRDs (both lines)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from capi_rollout.adapters.kube import Backoff, Kube, KubeError, watching
+from capi_rollout.domain.ledger import Ledger
+from capi_rollout.ledger_store import ConfigMapLedgerStore
+from sim import objects as o
+from sim.envtest.server import LocalAPIServer
+
+pytestmark = pytest.mark.apiserver
+
+
+def seed(server: LocalAPIServer, line: str, namespace: str, cluster: str) -> dict[str, Any]:
+    """One cluster's Cluster, TalosControlPlane, MachineDeployment and a control-plane Machine."""
+    tcp = o.talos_control_plane(name=f"{cluster}-cp", namespace=namespace, cluster_name=cluster, replicas=1,
+                                version="v1.34.1", max_surge=0, talos_version="v1.12")
+    template = o.machine_template(line, cluster_name=cluster, namespace=namespace, version="v1.34.1",
+                                  infra_template=o.infra_template_name(cluster, "worker", 1),
+                                  bootstrap_template=f"{cluster}-worker-bootstrap")
+    md = o.machine_deployment(line, name=f"{cluster}-workers", namespace=namespace, cluster_name=cluster, replicas=1,
+                              max_surge=0, max_unavailable=1, strategy="RollingUpdate", template=template)
+    server.apply_manifests([o.cluster(line, cluster, namespace), tcp, md], namespace=namespace)
+    created = client.CustomObjectsApi(server.admin).get_namespaced_custom_object(
+        o.TCP_GROUP, o.TCP_VERSION, namespace, "taloscontrolplanes", f"{cluster}-cp")
+    machine = o.machine(line, name=f"{cluster}-cp-a", namespace=namespace, cluster_name=cluster, owner=created,
+                        version="v1.34.1", infra_template="t", labels={o.CONTROL_PLANE_LABEL: ""})
+    machine["metadata"].pop("finalizers")
+    (live,) = server.apply_manifests([machine], namespace=namespace)
+    return live
+
+
+def test_discovery_reads_v1beta2_on_capi_1_14(apiserver: LocalAPIServer) -> None:
+    assert Kube(apiserver.api_client()).capi_version() == "v1beta2"
+
+
+def test_discovery_falls_back_to_v1beta1_on_capi_1_10(apiserver_v110: LocalAPIServer) -> None:
+    assert Kube(apiserver_v110.api_client()).capi_version() == "v1beta1"
+
+
+@pytest.mark.parametrize("line", ["v1.14", "v1.10"])
+def test_objects_are_selected_by_the_cluster_name_label_only(line: str, request: pytest.FixtureRequest) -> None:
+    server: LocalAPIServer = request.getfixturevalue("apiserver" if line == "v1.14" else "apiserver_v110")
+    ns = f"sel-{line.replace('.', '')}-{int(time.time() * 1000) % 100000}"
+    server.create_namespace(ns)
+    seed(server, line, ns, "alpha")
+    seed(server, line, ns, "beta")
+    kube = Kube(server.api_client())
+    sel = "cluster.x-k8s.io/cluster-name=alpha"
+    assert [m["metadata"]["name"] for m in kube.list_machines(ns, sel)] == ["alpha-cp-a"]
+    assert [t["metadata"]["name"] for t in kube.list_control_planes(ns, sel)] == ["alpha-cp"]
+    mds = kube.list_machine_deployments(ns, sel)
+    assert [m["metadata"]["name"] for m in mds] == ["alpha-workers"]
+    assert mds[0]["apiVersion"] == f"cluster.x-k8s.io/{o.capi_version(line)}"
+    assert kube.get_cluster(ns, "alpha") is not None and kube.get_cluster(ns, "gamma") is None
+
+
+def test_a_machine_is_deleted_only_when_its_uid_still_matches(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    live = seed(apiserver, "v1.14", kube_namespace, "gamma")
+    kube = Kube(apiserver.api_client())
+    with pytest.raises(KubeError, match=r"409|Precondition"):
+        kube.delete_machine(kube_namespace, "gamma-cp-a", "not-the-uid")
+    assert kube.delete_machine(kube_namespace, "gamma-cp-a", live["metadata"]["uid"]) is True
+    assert kube.delete_machine(kube_namespace, "gamma-cp-a", live["metadata"]["uid"]) is False
+
+
+def test_events_are_recorded_on_the_owner(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    seed(apiserver, "v1.14", kube_namespace, "delta")
+    kube = Kube(apiserver.api_client())
+    (tcp,) = kube.list_control_planes(kube_namespace, "cluster.x-k8s.io/cluster-name=delta")
+    kube.record_event(involved=tcp, reason="CapiRolloutRemediation", message="deleted Machine x", warning=True)
+    events = client.CoreV1Api(apiserver.admin).list_namespaced_event(kube_namespace).items
+    assert [(e.involved_object.name, e.reason, e.type) for e in events] == [
+        ("delta-cp", "CapiRolloutRemediation", "Warning")]
+
+
+def test_the_ledger_config_map_uses_optimistic_concurrency(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    kube = Kube(apiserver.api_client())
+    store = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
+    assert store.load() is None
+    store.save(Ledger(cluster="c", namespace="n"))
+    other = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
+    assert other.load() == Ledger(cluster="c", namespace="n")
+    other.save(Ledger(cluster="c", namespace="n", warnings=("w",)))
+    with pytest.raises(KubeError, match="409"):
+        store.save(Ledger(cluster="c", namespace="n", warnings=("stale",)))
+    assert ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1").load().warnings == ("w",)  # type: ignore[union-attr]
+
+
+def test_waiting_is_woken_by_a_watch_event_within_a_second(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    live = seed(apiserver, "v1.14", kube_namespace, "eps")
+    kube = Kube(apiserver.api_client())
+    api = client.CustomObjectsApi(apiserver.admin)
+    with watching(kube, kube_namespace, "eps") as watcher:
+        watcher.wait(2.0)  # initial ADDED events
+        time.sleep(0.3)
+        watcher.wait(0.01)
+
+        def touch() -> None:
+            time.sleep(0.5)
+            api.patch_namespaced_custom_object_status(
+                o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", live["metadata"]["name"],
+                {"status": {"phase": "Running"}})
+
+        threading.Thread(target=touch, daemon=True).start()
+        start = time.monotonic()
+        assert watcher.wait(30.0) is True
+        woke = time.monotonic() - start
+    assert 0.4 < woke < 1.5, f"woke after {woke:.2f}s"
+
+
+def test_reads_survive_the_api_server_being_killed_and_restarted(apiserver: LocalAPIServer,
+                                                                  kube_namespace: str) -> None:
+    seed(apiserver, "v1.14", kube_namespace, "zeta")
+    retries: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        retries.append(seconds)
+        time.sleep(seconds)
+
+    kube = Kube(apiserver.api_client(), backoff=Backoff(initial=0.1, cap=1.0, retry_for=60, sleep=sleep))
+    kube.capi_version()
+    restarter = threading.Thread(target=apiserver.restart_apiserver, daemon=True)
+    restarter.start()
+    time.sleep(0.2)  # SIGKILL is immediate; the restart then takes seconds
+    machines = kube.list_machines(kube_namespace, "cluster.x-k8s.io/cluster-name=zeta")
+    restarter.join(60)
+    assert [m["metadata"]["name"] for m in machines] == ["zeta-cp-a"]
+    assert retries, "the list should have met the dead API server and retried"
+
+
+def test_a_non_transient_error_is_not_retried(apiserver: LocalAPIServer) -> None:
+    sleeps: list[float] = []
+    kube = Kube(apiserver.api_client(), backoff=Backoff(sleep=sleeps.append))
+    with pytest.raises(KubeError, match=r"404|not found"):
+        kube._list(o.CAPI_GROUP, "v1beta2", "nosuchthings", "default", None)
+    assert sleeps == []
