@@ -99,6 +99,13 @@ class Runner:
     def _save_phase(self, record: PhaseRecord) -> None:
         self._save(self.ledger.with_phase(record))
 
+    def close(self) -> None:
+        """Release the Talos client (its connections and event loop thread)."""
+        close = getattr(self._talos, "close", None)
+        self._talos = None
+        if callable(close):
+            close()
+
     def say(self, line: str) -> None:
         self.out(f"[{self.clock().strftime('%H:%M:%S')}] {line}")
 
@@ -279,7 +286,10 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
         kube = Kube(connect(kubeconfig))
         store: LedgerStore = ConfigMapLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
         runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory)
-        return _run(runner, step, workflow_status=workflow_status, workflow_failures=workflow_failures)
+        try:
+            return _run(runner, step, workflow_status=workflow_status, workflow_failures=workflow_failures)
+        finally:
+            runner.close()
     except KubeError as exc:
         return StepResult(False, f"{step}: Kubernetes API error: {exc}")
 
@@ -317,11 +327,14 @@ def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None,
     runner = Runner(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=talos_factory,
                     out=out)
     failure: str | None = None
-    for step in STEPS[:-1]:
-        result = _run(runner, step)
-        if not result.ok:
-            failure = result.message
-            break
+    try:
+        for step in STEPS[:-1]:
+            result = _run(runner, step)
+            if not result.ok:
+                failure = result.message
+                break
+    finally:
+        runner.close()
     summary = runner.summary(workflow_status="Failed" if failure else "Succeeded", failure=failure)
     return StepResult(failure is None, failure or "rollout succeeded",
                       {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
