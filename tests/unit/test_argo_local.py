@@ -401,3 +401,58 @@ def test_text_is_an_argo_like_tree(opts: ExecutorOptions) -> None:
     text = r.text()
     assert "Status:      Succeeded" in text
     assert "✔ toy-1" in text and "  ✔ [0]" in text and "    ✔ one" in text
+
+
+# --- a real Hera-rendered template with runner scripts ------------------------------------------------------
+
+HERA_MODULE = '''
+from typing import Annotated
+
+from hera.workflows import Parameter, RetryStrategy, Steps, WorkflowTemplate, script
+from hera.workflows.models import Mutex, Synchronization
+
+
+@script(constructor="runner", image="capi-rollout:dev")
+def produce(who: str) -> Annotated[str, Parameter(name="greeting")]:
+    print("producing for", who)
+    return f"hello {who}"
+
+
+@script(constructor="runner", image="capi-rollout:dev", retry_strategy=RetryStrategy(limit=1),
+        active_deadline_seconds=5)
+def consume(greeting: str) -> None:
+    print("got", greeting)
+    if greeting != "hello ann":
+        raise SystemExit(4)
+
+
+def build() -> WorkflowTemplate:
+    with WorkflowTemplate(name="toy", namespace="argo", entrypoint="main", arguments=[Parameter(name="who")],
+                          synchronization=Synchronization(mutexes=[Mutex(name="{{workflow.parameters.who}}")])) as w:
+        with Steps(name="main"):
+            p = produce(arguments={"who": "{{workflow.parameters.who}}"})
+            consume(arguments={"greeting": p.get_parameter("greeting")})
+    return w
+'''
+
+
+def test_a_hera_rendered_template_runs_its_runner_scripts_for_real(opts: ExecutorOptions, tmp_path: Path) -> None:
+    import importlib
+    import sys
+
+    (tmp_path / "heratoy.py").write_text(HERA_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        rendered = importlib.import_module("heratoy").build().to_dict()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("heratoy", None)
+    opts.env = {"PYTHONPATH": str(tmp_path)}
+    r = run(rendered, opts, {"who": "ann"})
+    assert r.phase == "Succeeded", r.text()
+    assert r.node("produce").outputs == {"greeting": "hello ann"}
+    assert [n.phase for n in r.attempts("consume")] == ["Succeeded"]
+    assert any(n.startswith("env hera__outputs_directory: /tmp/hera-outputs -> ") for n in r.node("produce").notes)
+    failing = run(rendered, opts, {"who": "bob"}, name="toy-2")
+    assert [n.message for n in failing.attempts("consume")] == ["main: Error (exit code 4)"] * 2
+    assert failing.node("consume").message == "No more retries left"
