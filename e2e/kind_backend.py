@@ -219,7 +219,7 @@ class ClusterBackend:
         for node in run.nodes.values():
             if node.type != POD:
                 continue
-            path = directory / f"{node.name.removeprefix(run.name) or node.name}.log"
+            path = directory / f"{node.name}.log"
             try:
                 text = core.read_namespaced_pod_log(pod_name(run.name, node.name, node.template), self.namespace,
                                                     container="main")

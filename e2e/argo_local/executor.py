@@ -396,7 +396,7 @@ class _Execution:
         tname = tmpl["name"]
         node = self._new_node(name, display, POD, tname, parent)
         root = self.work / node.id
-        log_path = self.dir / f"{_safe(name.removeprefix(self.run.name) or name)}.log"
+        log_path = self.dir / f"{_safe(name)}.log"
         node.log_path = str(log_path)
         pod_scope = {**scope, "pod.name": pod_name(self.run.name, name, tname), "retries": str(retries)}
         kind = "script" if "script" in tmpl else "container"

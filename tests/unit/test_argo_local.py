@@ -456,3 +456,34 @@ def test_a_hera_rendered_template_runs_its_runner_scripts_for_real(opts: Executo
     failing = run(rendered, opts, {"who": "bob"}, name="toy-2")
     assert [n.message for n in failing.attempts("consume")] == ["main: Error (exit code 4)"] * 2
     assert failing.node("consume").message == "No more retries left"
+
+
+def test_a_step_without_deadline_is_still_bounded_by_the_executors_safety_timeout(opts: ExecutorOptions) -> None:
+    opts.safety_timeout = 0.5
+    started = time.monotonic()
+    r = run(wft([py("main", "import time; time.sleep(30)")]), opts)
+    assert time.monotonic() - started < 5
+    assert r.phase == "Error"
+    assert r.message.startswith("local executor: step ran longer than the safety timeout of 0.5s")
+
+
+def test_a_template_mutex_serialises_that_template_across_runs(opts: ExecutorOptions) -> None:
+    t = wft([steps("main", ("crit", "critical", {})),
+             py("critical", "import time; time.sleep(0.5)", synchronization={"mutexes": [{"name": "remediate"}]})])
+    runs: list[WorkflowRun] = []
+    threads = [threading.Thread(target=lambda n=n: runs.append(run(t, opts, name=n))) for n in ("m1", "m2")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=20)
+    first, second = sorted((r.node("crit") for r in runs), key=lambda n: n.started or 0)
+    assert first.finished is not None and second.started is not None and second.started >= first.finished
+
+
+def test_each_attempt_has_its_own_log_and_pod_root(opts: ExecutorOptions) -> None:
+    r = run(wft([py("main", "print('try {{retries}}'); raise SystemExit(1)", retryStrategy={"limit": 1})]), opts)
+    logs = [Path(n.log_path or "") for n in r.attempts("toy-1")]
+    assert [p.name for p in logs] == ["toy-1(0).log", "toy-1(1).log"]
+    assert ["try 0" in logs[0].read_text(), "try 1" in logs[1].read_text()] == [True, True]
+    roots = {p.name for p in (opts.results_dir / "toy-1" / "pods").iterdir()}
+    assert roots == {n.id for n in r.attempts("toy-1")}
