@@ -280,10 +280,19 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
     try:
         params = parse_params(raw_params)
     except ParamError as exc:
-        return StepResult(False, str(exc), {"summary": json.dumps({"result": "Failed", "reasons": [str(exc)]})}
+        if step == "summary":  # the exit hook still reports why the run failed
+            summary = {"result": "Failed", "reasons": [str(exc)]}
+            print(f"capi-rollout summary: Failed\nwhy: {exc}", flush=True)
+            return StepResult(True, str(exc), {"summary": json.dumps(summary), "result": "Failed"})
+        return StepResult(False, str(exc))
+    try:
+        api = connect(kubeconfig)
+    except Exception as exc:  # kubeconfig missing or malformed, no in-cluster service account
+        return StepResult(False, f"{step}: cannot connect to the Kubernetes API: {exc}",
+                          {"result": "Failed", "summary": json.dumps({"result": "Failed", "reasons": [str(exc)]})}
                           if step == "summary" else {})
     try:
-        kube = Kube(connect(kubeconfig))
+        kube = Kube(api)
         store: LedgerStore = ConfigMapLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
         runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory)
         try:
