@@ -108,7 +108,8 @@ class KillStep:
 class ExecutorOptions:
     results_dir: Path
     kubeconfig: Path | None = None
-    service_account: str | None = "capi-rollout-runner"
+    # The ServiceAccount whose token ``kubeconfig`` carries; every leaf must run as it (None: no token, no check).
+    service_account: str | None = None
     python: str = sys.executable
     env: Mapping[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] | None = None
@@ -282,8 +283,11 @@ class _Execution:
             return self._attempt(tmpl, name, display, parent, scope, retries=0, step=display)
 
     def _check_service_account(self, tmpl: Mapping[str, Any], tname: str) -> None:
-        sa = tmpl.get("serviceAccountName") or self.spec.get("serviceAccountName")
-        if sa and self.opts.service_account is not None and sa != self.opts.service_account:
+        """A pod runs as the template's, else the workflow's, else the namespace's ``default`` ServiceAccount."""
+        if self.opts.service_account is None:  # no token given: the steps do not talk to an API server
+            return
+        sa = tmpl.get("serviceAccountName") or self.spec.get("serviceAccountName") or "default"
+        if sa != self.opts.service_account:
             raise ValueError(f"templates.{tname}: runs as ServiceAccount {sa!r} but the local executor was given "
                              f"the token of {self.opts.service_account!r}")
 
@@ -429,11 +433,14 @@ class _Execution:
         kill_after = next((f.after for f in self.opts.faults if f.step == step and f.attempt == retries), None)
         if kill_after is not None:
             self.run.note(f"fault: {display} will be killed (SIGKILL) after {kill_after:g}s")
-        outcome = run_attempt(
-            argv, env=env, cwd=root, log_path=log_path, prefix=f"[{self.run.name} {display}]", echo=self.opts.echo,
-            deadline=deadline, kill_after=kill_after, safety_timeout=self.opts.safety_timeout,
-            grace=self.opts.kill_grace,
-        )
+        try:
+            outcome = run_attempt(
+                argv, env=env, cwd=root, log_path=log_path, prefix=f"[{self.run.name} {display}]",
+                echo=self.opts.echo, deadline=deadline, kill_after=kill_after,
+                safety_timeout=self.opts.safety_timeout, grace=self.opts.kill_grace,
+            )
+        except OSError as exc:  # the kubelet's StartError: the container never ran
+            return self._end(node, ERROR, f"failed to start {argv[0]}: {exc.strerror or exc}")
         node.started, node.exit_code = outcome.started, outcome.exit_code
         if outcome.how == KILLED:
             return self._end(node, ERROR, POD_DELETED_MESSAGE)

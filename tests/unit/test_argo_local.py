@@ -391,9 +391,18 @@ def test_a_step_cannot_reference_a_later_step(opts: ExecutorOptions) -> None:
 
 
 def test_a_service_account_other_than_the_token_holder_is_refused(opts: ExecutorOptions) -> None:
-    t = wft([py("main", "pass")], serviceAccountName="someone-else")
-    with pytest.raises(ValueError, match="someone-else"):
-        run(t, opts)
+    opts.service_account = "capi-rollout-runner"
+    with pytest.raises(ValueError, match="'someone-else' but the local executor was given the token of"):
+        run(wft([py("main", "pass")], serviceAccountName="someone-else"), opts)
+    with pytest.raises(ValueError, match="runs as ServiceAccount 'default'"):
+        run(wft([py("main", "pass")]), opts)
+    ok = run(wft([py("main", "pass", serviceAccountName="capi-rollout-runner")]), opts)
+    assert ok.phase == "Succeeded"
+
+
+def test_a_command_that_cannot_start_is_a_node_error(opts: ExecutorOptions) -> None:
+    r = run(wft([{"name": "main", "container": {"image": "x", "command": ["/nonexistent/tool"]}}]), opts)
+    assert r.phase == "Error" and r.message.startswith("failed to start /nonexistent/tool")
 
 
 def test_text_is_an_argo_like_tree(opts: ExecutorOptions) -> None:
