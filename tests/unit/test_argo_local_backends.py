@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,43 +176,35 @@ def _toy_template(image: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def local_apiserver() -> Iterator[Any]:
-    from sim.envtest.server import LocalAPIServer
-
-    with LocalAPIServer(capi_line="v1.14", extra_crds=("argo-workflows",)) as server:
-        yield server
-
-
-@pytest.mark.apiserver
 def test_the_local_backend_runs_steps_under_the_runner_service_accounts_real_token(
-    local_apiserver: Any, tmp_path: Path
+    apiserver: Any, kube_namespace: str, tmp_path: Path
 ) -> None:
+    ns = kube_namespace
     rbac: list[dict[str, Any]] = [
-        _rbac("argo"),
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "namespace": "argo"},
+        _rbac(ns),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "namespace": ns},
          "data": {"k": "seen"}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "probe", "namespace": "argo"},
+         "metadata": {"name": "probe", "namespace": ns},
          "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": "probe", "namespace": "argo"},
+         "metadata": {"name": "probe", "namespace": ns},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "probe"},
-         "subjects": [{"kind": "ServiceAccount", "name": "capi-rollout-runner", "namespace": "argo"}]},
+         "subjects": [{"kind": "ServiceAccount", "name": "capi-rollout-runner", "namespace": ns}]},
     ]
     source = (
         "from kubernetes import client, config\n"
         "from kubernetes.client.exceptions import ApiException\n"
         "config.load_kube_config()\n"
         "core = client.CoreV1Api()\n"
-        "print(core.read_namespaced_config_map('probe', 'argo').data['k'], end=' ')\n"
-        "try:\n    core.read_namespaced_secret('x', 'argo')\n"
+        "print(core.read_namespaced_config_map('probe', '{{workflow.namespace}}').data['k'], end=' ')\n"
+        "try:\n    core.read_namespaced_secret('x', '{{workflow.namespace}}')\n"
         "except ApiException as e:\n    print(e.status, end=' ')\n"
         "print('{{workflow.parameters.who}}')\n"
     )
     wft = {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate",
-        "metadata": {"name": "probe", "namespace": "argo"},
+        "metadata": {"name": "probe", "namespace": ns},
         "spec": {"entrypoint": "main", "serviceAccountName": "capi-rollout-runner",
                  "arguments": {"parameters": [{"name": "who"}]},
                  "templates": [
@@ -223,7 +214,7 @@ def test_the_local_backend_runs_steps_under_the_runner_service_accounts_real_tok
                  ]},
     }
     lines: list[str] = []
-    backend = LocalBackend(local_apiserver, tmp_path, python=sys.executable, echo=lines.append)
+    backend = LocalBackend(apiserver, tmp_path, namespace=ns, python=sys.executable, echo=lines.append)
     backend.install([*rbac, wft])
     run = backend.wait(backend.submit({"who": "local"}), timeout=60)
     assert run.phase == "Succeeded", run.text()
