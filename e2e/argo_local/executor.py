@@ -118,6 +118,8 @@ class ExecutorOptions:
     safety_timeout: float = 900.0
     kill_grace: float = 1.0
     mutex_timeout: float = 600.0
+    # Multiplies retryStrategy.backoff waits (1.0 = Argo's real durations); a declared, logged difference.
+    backoff_scale: float = 1.0
     mutexes: MutexRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
 
 
@@ -376,7 +378,10 @@ class _Execution:
                 if cap is not None:
                     wait = min(wait, cap)
                 node.message = f"Backoff for {wait:g}s"
-                self.run.note(f"{display}: backoff {wait:g}s before retry {attempts}")
+                scaled = wait * self.opts.backoff_scale
+                self.run.note(f"{display}: backoff {wait:g}s before retry {attempts}"
+                              + (f" (scaled to {scaled:g}s)" if self.opts.backoff_scale != 1.0 else ""))
+                wait = scaled
                 time.sleep(wait)  # Argo's backoff is itself a wait: the semantics being reproduced
                 node.message = ""
 
@@ -404,7 +409,8 @@ class _Execution:
         node.log_path = str(log_path)
         pod_scope = {**scope, "pod.name": pod_name(self.run.name, name, tname), "retries": str(retries)}
         kind = "script" if "script" in tmpl else "container"
-        body_src = {k: v for k, v in tmpl.items() if k not in ("name", "retryStrategy", "synchronization")}
+        skip = ("name", "retryStrategy", "synchronization", "metrics")  # handled elsewhere / recorded only
+        body_src = {k: v for k, v in tmpl.items() if k not in skip}
         try:
             body = substitute(body_src, pod_scope, f"templates.{tname}")
         except (UnresolvedReference, ExpressionRefused) as exc:

@@ -360,7 +360,8 @@ def check_references(spec: Mapping[str, Any], parameters: Mapping[str, str]) -> 
         ok |= {f"inputs.parameters.{n}" for n in inputs} | {"inputs.parameters"}
         if "steps" not in tmpl:
             ok |= POD_TAGS
-            body = {k: v for k, v in tmpl.items() if k not in ("name",)}
+            # metrics are recorded, never evaluated (their tags may use outputs.*, status, duration): not checked.
+            body = {k: v for k, v in tmpl.items() if k not in ("name", "metrics")}
             for tag, path in all_tags(body, f"templates.{name}"):
                 if tag not in ok:
                     raise InvalidSpec(f"{path}: failed to resolve {{{{{tag}}}}}")

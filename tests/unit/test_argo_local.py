@@ -496,3 +496,12 @@ def test_each_attempt_has_its_own_log_and_pod_root(opts: ExecutorOptions) -> Non
     assert ["try 0" in logs[0].read_text(), "try 1" in logs[1].read_text()] == [True, True]
     roots = {p.name for p in (opts.results_dir / "toy-1" / "pods").iterdir()}
     assert roots == {n.id for n in r.attempts("toy-1")}
+
+
+def test_backoff_can_be_scaled_and_the_scaling_is_recorded(opts: ExecutorOptions) -> None:
+    opts.backoff_scale = 0.1
+    t = wft([py("main", "raise SystemExit(1)", retryStrategy={"limit": 1, "backoff": {"duration": "3s"}})])
+    r = run(t, opts)
+    a0, a1 = r.attempts("toy-1")
+    assert a1.started is not None and a0.finished is not None and 0.3 <= a1.started - a0.finished < 2.5
+    assert "toy-1: backoff 3s before retry 1 (scaled to 0.3s)" in r.events
