@@ -505,3 +505,15 @@ def test_backoff_can_be_scaled_and_the_scaling_is_recorded(opts: ExecutorOptions
     a0, a1 = r.attempts("toy-1")
     assert a1.started is not None and a0.finished is not None and 0.3 <= a1.started - a0.finished < 2.5
     assert "toy-1: backoff 3s before retry 1 (scaled to 0.3s)" in r.events
+
+
+def test_the_rendered_product_template_is_fully_supported_by_the_local_executor() -> None:
+    import yaml
+
+    from e2e.argo_local.spec import check_references, merge_arguments
+
+    path = Path(__file__).parents[2] / "overlay/management/argo-workflows/capi-rollout-workflowtemplate.yaml"
+    template = yaml.safe_load(path.read_text())
+    acceptance = check_supported(template)
+    assert not any(a.endswith((".command", ".args", ".env", ".source")) for a in acceptance.accepted)
+    check_references(template["spec"], merge_arguments(template["spec"], {"clusterName": "c1"}))
