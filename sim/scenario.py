@@ -156,7 +156,7 @@ class Scenario:
 def _problems(s: Scenario) -> list[str]:
     p: list[str] = []
     for label, value in (("cluster", s.cluster), ("namespace", s.namespace)):
-        if not (0 < len(value) <= 40 and _DNS_LABEL.match(value)):
+        if not (0 < len(value) <= (40 if label == "cluster" else 63) and _DNS_LABEL.match(value)):
             p.append(f"{label}: must be a short DNS-1123 label, got {value!r}")
     if s.capi_line not in CAPI_LINES:
         p.append(f"capi_line: must be one of {', '.join(CAPI_LINES)}, got {s.capi_line!r}")

@@ -261,13 +261,17 @@ def test_stall_provisioning_never_recovers_and_replacements_inherit_it(make: Any
     s = scenario(faults=(Fault(kind="stall-provisioning", target=Target(role="cp", ordinal=0), recover="never"),))
     with make(s) as sim:
         sim.trigger_rollout()
-        sim.wait_until(lambda: sim.now() > 20, WAIT)
+        sim.wait_until(lambda: sget(sim, "machines", "demo-cp-3").get("status", {}).get("phase") == "Provisioning",
+                       WAIT)
+        later = sim.now() + 20  # well past provisioning + boot
+        sim.wait_until(lambda: sim.now() > later, WAIT)
         m = sget(sim, "machines", "demo-cp-3")
         assert m["status"]["phase"] == "Provisioning" and "nodeRef" not in m["status"]
         # the engine's remediation: delete the stuck machine
         sim.store.delete("machines", "demo-cp-3")
         sim.wait_until(lambda: sim.timeline.first("machine.deleted", "demo-cp-3"), WAIT)
-        sim.wait_until(lambda: sim.machine("demo-cp-4"), WAIT)
+        sim.wait_until(lambda: sget(sim, "machines", "demo-cp-4").get("status", {}).get("phase") == "Provisioning",
+                       WAIT)
         start = sim.now()
         sim.wait_until(lambda: sim.now() > start + 20, WAIT)
         m = sget(sim, "machines", "demo-cp-4")
@@ -363,7 +367,10 @@ def test_slow_makes_the_rollout_miss_a_deadline(make: Any) -> None:
     s = scenario(faults=(Fault(kind="slow", factor=20),))
     with make(s) as sim:
         sim.trigger_rollout()
-        sim.wait_until(lambda: sim.now() > 60, WAIT)
+        sim.wait_until(lambda: sget(sim, "machines", "demo-cp-3").get("status"), WAIT)
+        created = sim.machine("demo-cp-3")
+        assert created is not None
+        sim.wait_until(lambda: sim.now() > created.created_at + 60, WAIT)  # 60 s: 4x a normal boot
         m = sget(sim, "machines", "demo-cp-3")
         assert m["status"]["phase"] in ("Pending", "Provisioning")
 
