@@ -27,9 +27,10 @@ bindir="$cache/bin/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kustomize-$
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
-# Stamp content: the pins plus the go.sum files, so a changed pin or dependency rebuilds.
+# Stamp content: the binary pins plus the module files, so a changed pin or dependency rebuilds (CRD pins do not).
 stamp_content() {
-  cat "$here/versions.env" "$here/kube/go.sum" "$here/etcd/go.sum" "$here/kustomize/go.sum" | sha256sum | cut -d' ' -f1
+  { grep -E '^(KUBERNETES|ETCD|KUSTOMIZE)_VERSION=' "$here/versions.env"
+    cat "$here"/{kube,etcd,kustomize}/go.{mod,sum}; } | sha256sum | cut -d' ' -f1
 }
 
 build_one() { # build_one <name> <module dir> <package> [ldflags]

@@ -6,6 +6,14 @@ Contract: test infrastructure only (the product never imports ``sim``). ``assets
 """
 
 from sim.envtest.assets import Assets, AssetsMissingError, binaries, crd_paths, kustomize
-from sim.envtest.server import LocalAPIServer
+from sim.envtest.server import LocalAPIServer, client_from_kubeconfig
 
-__all__ = ["Assets", "AssetsMissingError", "LocalAPIServer", "binaries", "crd_paths", "kustomize"]
+__all__ = [
+    "Assets",
+    "AssetsMissingError",
+    "LocalAPIServer",
+    "binaries",
+    "client_from_kubeconfig",
+    "crd_paths",
+    "kustomize",
+]

@@ -23,6 +23,9 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 
 Manifest = Path | str | dict[str, Any]
 
+# libyaml's loader parses the multi-megabyte Argo CRDs about 7x faster than the pure-Python one.
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def request_json(
     api_client: ApiClient,
@@ -108,7 +111,7 @@ def load_documents(manifests: Iterable[Manifest]) -> list[dict[str, Any]]:
             documents.append(item)
             continue
         with Path(item).open(encoding="utf-8") as stream:
-            for document in yaml.safe_load_all(stream):
+            for document in yaml.load_all(stream, Loader=_SAFE_LOADER):
                 if document is None:
                     continue
                 if not isinstance(document, dict):
@@ -126,14 +129,14 @@ def apply_document(
     dry_run: bool = False,
     field_manager: str = FIELD_MANAGER,
 ) -> dict[str, Any]:
-    """Server-side apply one document (forcing conflicts); returns the object the server answered with.
+    """Server-side apply one document (forcing conflicts, strict field validation); returns the server's answer.
 
     ``namespace`` fills in a namespaced document that names none.
     """
     info = mapper.resolve(document["apiVersion"], document["kind"])
     name = document["metadata"]["name"]
     target_namespace = (document["metadata"].get("namespace") or namespace) if info.namespaced else None
-    query = [("fieldManager", field_manager), ("force", "true")]
+    query = [("fieldManager", field_manager), ("force", "true"), ("fieldValidation", "Strict")]
     if dry_run:
         query.append(("dryRun", "All"))
     result: dict[str, Any] = request_json(

@@ -33,7 +33,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from sim.envtest import assets as assets_module
-from sim.envtest import kubeconfig, pki, rest
+from sim.envtest import kubeconfig, pki, rest, template
 from sim.envtest.processes import (
     LOOPBACK,
     POLL_INTERVAL_SECONDS,
@@ -60,12 +60,14 @@ class LocalAPIServer:
         workdir: Path | None = None,
         binaries: assets_module.Assets | None = None,
         start_timeout: float = START_TIMEOUT_SECONDS,
+        etcd_template: bool = True,
     ) -> None:
         self.capi_line = capi_line
         self.extra_crds = tuple(extra_crds)
         self._given_workdir = workdir
         self._binaries = binaries
         self._start_timeout = start_timeout
+        self._use_template = etcd_template
         self._workdir: Path | None = None
         self._pki: pki.Pki | None = None
         self._etcd: ChildProcess | None = None
@@ -88,39 +90,87 @@ class LocalAPIServer:
         self.stop()
 
     def start(self) -> LocalAPIServer:
-        """Start etcd and kube-apiserver, wait until ready, install the CRDs. Stops everything on failure."""
+        """Start etcd and kube-apiserver, wait until ready, install the CRDs. Stops everything on failure.
+
+        With ``etcd_template`` (the default) the first server for a CRD set saves etcd's data once the CRDs are
+        installed; later servers start from that copy and only wait until the CRDs are served.
+        """
         if self._apiserver is not None:
             raise RuntimeError("LocalAPIServer already started")
         started = time.monotonic()
         crds = assets_module.crd_paths(self.capi_line, self.extra_crds)
         binaries = self._binaries or assets_module.binaries()
+        template_dir = template.directory(assets_module.cache_dir(), template.key(assets_module.versions(), crds))
+        seeded = template.load(template_dir) if self._use_template else None
         atexit.register(self.stop)
         try:
             self._workdir = self._given_workdir or Path(tempfile.mkdtemp(prefix="capi-rollout-envtest-"))
             self._workdir.mkdir(parents=True, exist_ok=True)
             self._pki = pki.generate(self._workdir / "pki")
-            self._start_etcd(binaries.etcd)
-            self._start_apiserver_on_free_port(binaries.kube_apiserver)
-            self.timings["ready_seconds"] = time.monotonic() - started
-            kubeconfig.write_cert_kubeconfig(
-                self.kubeconfig_path,
-                server=self.url,
-                ca_cert=self._pki.ca_cert,
-                client_cert=self._pki.admin_cert,
-                client_key=self._pki.admin_key,
-            )
-            self._admin = self.api_client()
-            self._mapper = rest.ResourceMapper(self._admin)
-            self.install_crds(crds)
+            if seeded is not None:
+                try:
+                    self._boot(binaries, seed=template_dir / "data", started=started)
+                    self._wait_served(seeded)
+                except (ProcessFailedError, TimeoutError):
+                    # An unusable template (e.g. from an interrupted save): drop it and install from scratch.
+                    template.discard(template_dir)
+                    self._stop_processes()
+                    seeded = None
+            if seeded is None:
+                self._boot(binaries, seed=None, started=started)
+                answers = self.install_crds(crds)
+                if self._use_template:
+                    self._save_template(template_dir, [template.CrdRef.from_crd(crd) for crd in answers])
             self.timings["crds_ready_seconds"] = time.monotonic() - started
+            self.timings["from_template"] = float(seeded is not None)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def stop(self) -> None:
-        """Stop kube-apiserver and etcd, close the admin client, remove the work directory if we made it."""
-        atexit.unregister(self.stop)
+    def _boot(self, binaries: assets_module.Assets, *, seed: Path | None, started: float) -> None:
+        assert self._pki is not None
+        self._start_etcd(binaries.etcd, seed=seed)
+        self._start_apiserver_on_free_port(binaries.kube_apiserver)
+        self.timings["ready_seconds"] = time.monotonic() - started
+        kubeconfig.write_cert_kubeconfig(
+            self.kubeconfig_path,
+            server=self.url,
+            ca_cert=self._pki.ca_cert,
+            client_cert=self._pki.admin_cert,
+            client_key=self._pki.admin_key,
+        )
+        self._admin = self.api_client()
+        self._mapper = rest.ResourceMapper(self._admin)
+
+    def _save_template(self, template_dir: Path, crds: list[template.CrdRef]) -> None:
+        """Stop both processes cleanly, copy etcd's data into the template, start both again on the same ports."""
+        assert self._etcd is not None and self._apiserver is not None
+        apiserver_binary = Path(self._apiserver.argv[0])
+        self._apiserver.stop()
+        self._etcd.stop()
+        template.save(self.workdir / "etcd-data", crds, template_dir)
+        self._etcd.start()
+        self._etcd.wait_until(
+            functools.partial(_etcd_healthy, self._etcd_url), timeout=self._start_timeout, what="healthy"
+        )
+        self._apiserver = self._launch_apiserver(apiserver_binary, self._port)
+        self._wait_apiserver_ready(self._apiserver)
+        self._wait_served(crds)
+
+    def _wait_served(self, crds: Iterable[template.CrdRef]) -> None:
+        """Wait (bounded) until discovery serves every version of every CRD."""
+        deadline = time.monotonic() + CRD_TIMEOUT_SECONDS
+        for crd in crds:
+            for version in crd.versions:
+                while True:
+                    try:
+                        self.mapper.resolve(f"{crd.group}/{version}", crd.kind)
+                        break
+                    except LookupError:
+                        _sleep_before(deadline, f"{crd.kind}.{crd.group}/{version} in discovery")
+
+    def _stop_processes(self) -> None:
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 cast(Any, self._admin).close()
@@ -129,6 +179,11 @@ class LocalAPIServer:
             if process is not None:
                 process.stop()
         self._apiserver = self._etcd = None
+
+    def stop(self) -> None:
+        """Stop kube-apiserver and etcd, close the admin client, remove the work directory if we made it."""
+        atexit.unregister(self.stop)
+        self._stop_processes()
         if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir = None
@@ -150,12 +205,14 @@ class LocalAPIServer:
             raise RuntimeError("LocalAPIServer is not running")
         return self._workdir
 
-    def _start_etcd(self, binary: Path) -> None:
+    def _start_etcd(self, binary: Path, *, seed: Path | None) -> None:
         for attempt in range(_PORT_ATTEMPTS):
             client_port, peer_port = free_port(), free_port()
             client_url, peer_url = f"http://{LOOPBACK}:{client_port}", f"http://{LOOPBACK}:{peer_port}"
             data_dir = self.workdir / "etcd-data"
             shutil.rmtree(data_dir, ignore_errors=True)
+            if seed is not None:
+                shutil.copytree(seed, data_dir)
             process = ChildProcess(
                 "etcd",
                 [
@@ -264,8 +321,7 @@ class LocalAPIServer:
 
     def api_client(self) -> ApiClient:
         """A new admin ``ApiClient``; the caller closes it."""
-        client: ApiClient = cast(Any, kube_config).new_client_from_config(config_file=str(self.kubeconfig_path))
-        return client
+        return client_from_kubeconfig(self.kubeconfig_path)
 
     @property
     def admin(self) -> ApiClient:
@@ -329,24 +385,22 @@ class LocalAPIServer:
             token=token,
         )
 
-    def install_crds(self, paths: Iterable[Path]) -> None:
+    def install_crds(self, paths: Iterable[Path]) -> list[dict[str, Any]]:
         """Apply CRDs server-side, then wait until each is Established and its kinds are discoverable."""
         answers = self.apply_manifests(list(paths))
         deadline = time.monotonic() + CRD_TIMEOUT_SECONDS
         for crd in answers:
-            name = crd["metadata"]["name"]
-            while not _established(
-                rest.request_json(self.admin, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-            ):
-                _sleep_before(deadline, f"CRD {name} Established")
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in (v["name"] for v in crd["spec"]["versions"] if v.get("served")):
-                while True:
-                    try:
-                        self.mapper.resolve(f"{group}/{version}", kind)
-                        break
-                    except LookupError:
-                        _sleep_before(deadline, f"{kind}.{group}/{version} in discovery")
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}"
+            while not _established(rest.request_json(self.admin, "GET", path)):
+                _sleep_before(deadline, f"CRD {crd['metadata']['name']} Established")
+        self._wait_served(template.CrdRef.from_crd(crd) for crd in answers)
+        return answers
+
+
+def client_from_kubeconfig(path: Path) -> ApiClient:
+    """A new ``ApiClient`` for a kubeconfig file (e.g. one from ``serviceaccount_kubeconfig``); the caller closes it."""
+    client: ApiClient = cast(Any, kube_config).new_client_from_config(config_file=str(path))
+    return client
 
 
 def _log(process: ChildProcess) -> str:
@@ -360,7 +414,7 @@ def _sleep_before(deadline: float, what: str) -> None:
 
 
 def _established(crd: dict[str, Any]) -> bool:
-    conditions = crd.get("status", {}).get("conditions", [])
+    conditions = (crd.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
