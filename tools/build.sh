@@ -22,7 +22,7 @@ while IFS= read -r line; do
 done < "$here/versions.env"
 : "${KUBERNETES_VERSION:?}" "${ETCD_VERSION:?}" "${KUSTOMIZE_VERSION:?}"
 
-export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build" GOFLAGS="-mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local
+export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build" GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 GOTOOLCHAIN=local
 bindir="$cache/bin/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kustomize-$KUSTOMIZE_VERSION"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
