@@ -32,3 +32,4 @@ def test_an_unreadable_kubeconfig_is_a_clear_failure(tmp_path: Path) -> None:
 def test_an_unknown_step_is_refused() -> None:
     result = run_step("rollback", {"clusterName": "homelab"}, run_id="wf", ledger_namespace="argo")
     assert not result.ok and "unknown step 'rollback'" in result.message
+

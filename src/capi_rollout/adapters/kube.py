@@ -71,7 +71,7 @@ def connect(kubeconfig: str | None = None) -> client.ApiClient:
 
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
-        return exc.status in (0, 408, 409, 429, 500, 502, 503, 504) or exc.status is None
+        return exc.status in (0, 408, 429, 500, 502, 503, 504) or exc.status is None
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
 
 
