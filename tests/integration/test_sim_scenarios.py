@@ -97,6 +97,12 @@ def talos(sim: Simulator) -> SyncTalosClient:
     return SyncTalosClient(parse_talosconfig(sim.talosconfig), port=sim.fleet.port, timeout=5.0)
 
 
+def elapse(sim: Simulator, sim_seconds: float) -> None:
+    """Let ``sim_seconds`` of simulated time pass from now (the clock also counts the bootstrap)."""
+    until = sim.now() + sim_seconds
+    sim.wait_until(lambda: sim.now() > until, WAIT)
+
+
 def completed(sim: Simulator, name: str) -> bool:
     return sim.timeline.first("rollout.completed", name) is not None
 
@@ -243,7 +249,7 @@ def test_node_not_ready_recovers_after_a_talos_reboot_over_mtls(make: Any) -> No
     with make(s) as sim, talos(sim) as tc:
         sim.trigger_rollout()
         sim.wait_until(lambda: sget(sim, "machines", "demo-cp-3").get("status", {}).get("nodeRef"), WAIT)
-        sim.wait_until(lambda: sim.now() > 20, WAIT)  # well past node_ready: still NotReady
+        elapse(sim, 20)  # well past node_ready: still NotReady
         m = sget(sim, "machines", "demo-cp-3")
         assert m["status"]["phase"] == "Running" and cond(m, "Ready")["status"] == "False"  # type: ignore[index]
         assert not completed(sim, "demo-cp")
@@ -285,7 +291,8 @@ def test_worker_recovers_after_replacement(make: Any) -> None:
         Fault(kind="node-not-ready", target=Target(role="worker", ordinal=0), recover="after-replacement"),))
     with make(s) as sim:
         sim.trigger_rollout()
-        sim.wait_until(lambda: sim.machine("demo-workers-r2-0") and sim.now() > 20, WAIT)
+        sim.wait_until(lambda: sim.machine("demo-workers-r2-0"), WAIT)
+        elapse(sim, 20)
         assert not completed(sim, "demo-workers")
         sim.store.delete("machines", "demo-workers-r2-0")
         sim.wait_until(lambda: completed(sim, "demo-workers"), WAIT)
@@ -300,7 +307,7 @@ def test_stall_deletion_keeps_the_finalizer_until_the_node_is_rebooted(make: Any
     with make(s) as sim, talos(sim) as tc:
         sim.trigger_rollout()
         sim.wait_until(lambda: sim.timeline.first("machine.deleting", "demo-cp-0"), WAIT)
-        sim.wait_until(lambda: sim.now() > 20, WAIT)
+        elapse(sim, 20)
         m = sget(sim, "machines", "demo-cp-0")
         assert m["metadata"]["deletionTimestamp"] and m["metadata"]["finalizers"]
         assert m["status"]["phase"] == "Deleting"
@@ -359,7 +366,7 @@ def test_quorum_loss_shows_two_unhealthy_control_plane_machines(make: Any) -> No
         sim.wait_until(lambda: sget(sim, "taloscontrolplanes", "demo-cp").get("status", {}).get("readyReplicas")
                        == 1, WAIT)
         sim.trigger_rollout()
-        sim.wait_until(lambda: sim.now() > 30, WAIT)
+        elapse(sim, 30)
         assert sim.timeline.first("controller.delete") is None, "CACPPT does not scale down an unhealthy CP"
 
 
