@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export CAPI_ROLLOUT_CACHE ?= $(HOME)/.cache/capi-rollout
 
-.PHONY: setup tools lint render test e2e demo bench clean
+.PHONY: setup tools lint render test e2e demo bench image clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ demo: setup tools
 
 bench: setup
 	$(BIN)/python -m tests.bench
+
+# The step image (needs a Docker engine); its name and tag come from the package version.
+image: setup
+	docker build -t "$$($(BIN)/python -m capi_rollout.workflow.image)" .
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache
