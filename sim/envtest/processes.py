@@ -2,12 +2,15 @@
 readiness polling, and teardown of the whole group.
 
 Contract: every wait has a deadline; a child that exits early is reported with the tail of its log; stopping
-sends SIGTERM to the process group, then SIGKILL after a grace period, and always reaps the child.
+sends SIGTERM to the process group, then SIGKILL after a grace period, and always reaps the child. Children get
+SIGKILL from the kernel when the thread that started them dies (PR_SET_PDEATHSIG), so even a killed test run
+leaks no server; start servers from a thread that lives as long as they should (pytest's main thread does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -41,6 +44,21 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A pre-exec hook: the child gets SIGKILL when the thread that started it dies, even by SIGKILL (Linux)."""
+
+    def hook() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
+
+
 class ChildProcess:
     """One long-running child with its output in a log file, in its own process group."""
 
@@ -62,6 +80,7 @@ class ChildProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with(os.getpid()),
             )
 
     def running(self) -> bool:

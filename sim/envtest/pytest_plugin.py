@@ -7,7 +7,8 @@ Fixtures:
 - ``kube_namespace``: a fresh namespace on ``apiserver`` for one test (deleted afterwards; stays Terminating).
 - ``admin_api_client``: a session-scoped admin ``kubernetes.client.ApiClient`` for ``apiserver``.
 
-Contract: a test using any of these fixtures gets the ``apiserver`` marker automatically. Missing tools are an
+Contract: a test using any of these fixtures gets the ``apiserver`` marker automatically. SIGTERM is turned
+into KeyboardInterrupt (when nothing else handles it) so a terminated run still tears down. Missing tools are an
 error telling to run ``make tools``, never a skip. Servers stop at session end, also after failures and
 interrupts (finalizers, with ``atexit`` behind them).
 """
@@ -15,8 +16,10 @@ interrupts (finalizers, with ``atexit`` behind them).
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any, cast
 
 import pytest
@@ -25,6 +28,17 @@ from kubernetes.client import ApiClient
 from sim.envtest.server import LocalAPIServer
 
 _FIXTURES = {"apiserver", "apiserver_v110", "kube_namespace", "admin_api_client"}
+
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM (e.g. by `timeout`) tears down like Ctrl-C, so fixtures remove their servers'
+    # work directories; the processes themselves die with the test process in any case (PR_SET_PDEATHSIG).
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
