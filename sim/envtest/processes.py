@@ -3,8 +3,8 @@ readiness polling, and teardown of the whole group.
 
 Contract: every wait has a deadline; a child that exits early is reported with the tail of its log; stopping
 sends SIGTERM to the process group, then SIGKILL after a grace period, and always reaps the child. Children get
-SIGKILL from the kernel when the thread that started them dies (PR_SET_PDEATHSIG), so even a killed test run
-leaks no server; start servers from a thread that lives as long as they should (pytest's main thread does).
+SIGKILL from the kernel when the test process dies (PR_SET_PDEATHSIG, set from one long-lived spawner thread),
+so even a killed test run leaks no server.
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_SECONDS = 0.05
@@ -59,6 +63,40 @@ def _die_with(parent: int) -> Callable[[], None]:
     return hook
 
 
+class _Spawner:
+    """Starts children from one daemon thread that lives as long as the process.
+
+    PR_SET_PDEATHSIG follows the *thread* that forked the child: spawning from a caller's short-lived thread
+    (e.g. ``threading.Thread(target=server.restart_apiserver)``) would kill the child when that thread ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.Queue[tuple[list[str], dict[str, Any], Future[subprocess.Popen[bytes]]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="envtest-spawner", daemon=True)
+                self._thread.start()
+        done: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((list(argv), kwargs, done))
+        return done.result(timeout=_SPAWN_TIMEOUT_SECONDS)
+
+    def _serve(self) -> None:
+        while True:
+            argv, kwargs, done = self._requests.get()
+            try:
+                done.set_result(subprocess.Popen(argv, **kwargs))
+            except BaseException as error:
+                done.set_exception(error)
+
+
+_SPAWN_TIMEOUT_SECONDS = 30.0
+_SPAWNER = _Spawner()
+
+
 class ChildProcess:
     """One long-running child with its output in a log file, in its own process group."""
 
@@ -74,7 +112,7 @@ class ChildProcess:
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
-            self._popen = subprocess.Popen(
+            self._popen = _SPAWNER.popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import threading
 from pathlib import Path
 from typing import Any, cast
 
@@ -136,7 +137,9 @@ def test_kube_namespace_fixture_creates_a_fresh_namespace(admin_api_client: ApiC
     assert namespace["status"]["phase"] == "Active"
 
 
-def test_restarting_the_apiserver_keeps_url_and_data(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+def test_restarting_the_apiserver_from_a_thread_keeps_url_and_data(
+    apiserver: LocalAPIServer, kube_namespace: str
+) -> None:
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -145,7 +148,11 @@ def test_restarting_the_apiserver_keeps_url_and_data(apiserver: LocalAPIServer, 
     }
     apiserver.apply_manifests([config_map])
     url = apiserver.url
-    apiserver.restart_apiserver()
+    # From a short-lived thread, as tests that kill the server mid-call do: the new process must outlive it.
+    restarter = threading.Thread(target=apiserver.restart_apiserver)
+    restarter.start()
+    restarter.join(timeout=60)
+    assert not restarter.is_alive()
     assert apiserver.url == url
     read = _get(apiserver.admin, f"/api/v1/namespaces/{kube_namespace}/configmaps/survives")
     assert read["data"] == {"k": "v"}
