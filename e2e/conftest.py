@@ -52,3 +52,41 @@ def e2e_backend(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_resul
         yield backend
     finally:
         backend.close()
+
+
+# --- e2e scenarios (appended by the scenarios helper; see e2e/harness.py) ---------------------------------------
+from typing import Any  # noqa: E402
+
+from e2e.harness import Stage  # noqa: E402
+
+SIM_NEEDS_LOCAL = (
+    "the simulator's fake Talos endpoints listen on loopback addresses of the test process, which workflow pods "
+    "of the {backend} backend cannot reach (sim/README.md, Missing: no Service per simulated node)"
+)
+
+
+@pytest.fixture(scope="session")
+def local_backend_only(e2e_backend_name: str) -> None:
+    """Scenarios with the simulator run on the local backend only; elsewhere they skip, saying why."""
+    if e2e_backend_name != "local":
+        pytest.skip(SIM_NEEDS_LOCAL.format(backend=e2e_backend_name))
+
+
+@pytest.fixture(scope="session")
+def stage(local_backend_only: None, apiserver: Any, e2e_results_dir: Path) -> Iterator[Stage]:
+    """The CAPI v1.14 line (v1beta2): RBAC + rendered template installed, scenarios play on it one by one."""
+    s = Stage(apiserver, e2e_results_dir, echo=_live)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def stage_v110(local_backend_only: None, apiserver_v110: Any, e2e_results_dir: Path) -> Iterator[Stage]:
+    """The CAPI v1.10 line (v1beta1 only), started only when a scenario asks for it."""
+    s = Stage(apiserver_v110, e2e_results_dir, echo=_live)
+    try:
+        yield s
+    finally:
+        s.close()

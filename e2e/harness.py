@@ -1,0 +1,357 @@
+"""The e2e harness: one simulated Talos cluster, the rendered WorkflowTemplate run against it, and what happened.
+
+Contract: :class:`Stage` is one local API server (one CAPI line) with the runner RBAC and the rendered
+WorkflowTemplate installed, and a local backend bound to it. :meth:`Stage.run` plays one scenario:
+
+1. start the simulator (``sim.simulator.Simulator``) in a fresh namespace and wait until its cluster is settled
+   (every machine Ready);
+2. bind the runner's per-cluster-namespace ClusterRole there (a RoleBinding, as users do);
+3. apply the scenario's own preparation (``prepare(sim)``, e.g. remove the talosconfig Secret);
+4. trigger the rollout the way a GitOps change would (``sim.trigger_rollout()``), unless told not to;
+5. submit the real template through the backend and wait for its end (bounded by ``timeout``);
+6. read the run's ledger ConfigMap and the exit handler's summary, stop the simulator.
+
+The :class:`Outcome` answers the questions scenarios ask (what the engine deleted, which reboots the fake Talos
+saw, the remediations in the ledger, the summary) and :meth:`Outcome.write` leaves, under
+``results/e2e/<test>/``, the ``argo get``-like run text, the merged timeline (simulator events + the workflow's
+steps + the ledger's phases and remediations, on the simulator's clock) and the summary JSON, so a failing run is
+readable without rerunning it.
+
+Durations are scaled (:data:`FAST_TIMINGS`, :data:`SCALED_PARAMETERS`): a machine boots in about a second of wall
+time, the stall timeout is four times that, the phase timeouts are far above a normal rollout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from e2e.argo_local import ExecutorOptions, KillStep, WorkflowRun, new_run, start
+from e2e.argo_local.model import POD
+from e2e.backends import LocalBackend
+from sim.envtest import LocalAPIServer, rest
+from sim.scenario import Scenario, Timings, load
+from sim.simulator import Simulator
+from sim.timeline import Event, Timeline
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OVERLAY = REPO_ROOT / "overlay" / "management" / "argo-workflows"
+TEMPLATE_PATH = OVERLAY / "capi-rollout-workflowtemplate.yaml"
+RBAC_PATH = OVERLAY / "capi-rollout-rbac.yaml"
+RUNNER_NAMESPACE, RUNNER = "argo", "capi-rollout-runner"
+PER_CLUSTER_ROLE = "capi-rollout-cluster-namespace"
+
+# Simulated seconds at 60x: a machine boots in 55 simulated seconds (~0.9 s wall), a deletion takes ~0.2 s,
+# a Talos reboot keeps the node down ~0.5 s. Jitter is seeded, so every run is the same story.
+FAST_TIMINGS = Timings(pending=5, provisioning=20, boot=20, node_ready=10, deletion=10, reboot=30,
+                       jitter=0.1, seed=7, time_scale=60)
+
+# Wall-clock parameters for the engine against FAST_TIMINGS: the stall timeout is ~4x a machine's whole boot
+# (and ~12x its longest single phase), the phase timeouts ~10x a whole normal rollout.
+SCALED_PARAMETERS: dict[str, str] = {
+    "pollInterval": "1s",
+    "stallTimeout": "4s",
+    "controlPlaneTimeout": "60s",
+    "workersTimeout": "60s",
+    "maxRemediations": "2",
+    "rebootMode": "powercycle",
+    "dryRun": "false",
+}
+
+# Retry backoffs of the template (15s, 30s) are scaled by this in the local executor (declared in the run).
+BACKOFF_SCALE = 0.02
+
+
+def scaled(scenario: str | Scenario, *, namespace: str | None = None, safe_workers: bool = True,
+           **changes: Any) -> Scenario:
+    """A bundled (or given) scenario in a fresh namespace with :data:`FAST_TIMINGS`.
+
+    ``safe_workers`` gives every MachineDeployment the one strategy the engine accepts (maxSurge 0,
+    maxUnavailable 1; the bundled scenarios surge by one, which preflight refuses). ``changes`` replace
+    Scenario fields (``faults=...``, ``talos_version=...``); ``timings=`` may be a dict of FAST_TIMINGS changes.
+    """
+    s = load(scenario) if isinstance(scenario, str) else scenario
+    ns = namespace or f"e2e-{s.name}"[:50].rstrip("-") + "-" + uuid.uuid4().hex[:6]
+    timings = changes.pop("timings", {})
+    s = replace(s, namespace=ns, timings=replace(FAST_TIMINGS, **timings), **changes)
+    if safe_workers:
+        s = replace(s, deployments=tuple(replace(d, max_surge=0, max_unavailable=1) for d in s.deployments))
+    return s.validate()
+
+
+def parameters(scenario: Scenario, **overrides: str) -> dict[str, str]:
+    """The workflow's parameters for ``scenario``'s cluster: :data:`SCALED_PARAMETERS` plus ``overrides``."""
+    return {"clusterName": scenario.cluster, "clusterNamespace": scenario.namespace, **SCALED_PARAMETERS,
+            **overrides}
+
+
+class ScaledLocalBackend(LocalBackend):
+    """The local backend with the executor's ``backoff_scale`` (declared and logged in every run it scales)."""
+
+    def __init__(self, *args: Any, backoff_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.backoff_scale = backoff_scale
+
+    def submit(
+        self, parameters: Mapping[str, str], *, template: str | None = None, faults: Sequence[KillStep] = ()
+    ) -> WorkflowRun:
+        wft = self._template(template)
+        run = new_run(namespace=self.namespace, parameters=parameters, generate_name=f"{wft['metadata']['name']}-")
+        options = ExecutorOptions(
+            results_dir=self.results_dir,
+            kubeconfig=self.apiserver.serviceaccount_kubeconfig(self.namespace, self.service_account),
+            service_account=self.service_account,
+            python=self.python,
+            env=self.env,
+            echo=self.echo,
+            faults=tuple(faults),
+            safety_timeout=self.safety_timeout,
+            backoff_scale=self.backoff_scale,
+        )
+        self._threads[run.name] = start(wft, run, options)
+        return run
+
+
+def per_cluster_binding(namespace: str) -> dict[str, Any]:
+    """The RBAC manifest's own RoleBinding of the per-cluster-namespace ClusterRole, moved to ``namespace``."""
+    template = next(
+        d for d in rest.load_documents([RBAC_PATH])
+        if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"
+        and d["roleRef"]["name"] == PER_CLUSTER_ROLE
+    )
+    binding = copy.deepcopy(template)
+    binding["metadata"]["namespace"] = namespace
+    return binding
+
+
+def _settled(sim: Simulator) -> bool:
+    """Every machine of the scenario exists and is Running (Ready or not: ``when: before`` faults stay)."""
+    s = sim.scenario
+    machines = sim.store.list("machines")
+    expected = s.cp_replicas + sum(d.replicas for d in s.deployments)
+    return len(machines) == expected and all((m.get("status") or {}).get("phase") == "Running" for m in machines)
+
+
+# ------------------------------------------------------------------------------------------------ outcome
+
+
+@dataclass
+class Outcome:
+    """Everything one scenario produced; the queries scenarios assert on."""
+
+    name: str
+    scenario: Scenario
+    run: WorkflowRun
+    timeline: Timeline
+    ledger: dict[str, Any] | None
+    submitted_wall: float
+    finished_wall: float
+    notes: list[str] = field(default_factory=list)
+
+    # --- the workflow
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        text = self.run.exit_outputs.get("summary")
+        return json.loads(text) if text else None
+
+    def step_ran(self, step: str) -> bool:
+        return bool(self.run.attempts(step))
+
+    def step_log(self, step: str, attempt: int = -1) -> str:
+        """The log of one attempt of ``step`` (the last by default)."""
+        attempts = self.run.attempts(step)
+        if not attempts or attempts[attempt].log_path is None:
+            return ""
+        return Path(str(attempts[attempt].log_path)).read_text()
+
+    def logs(self) -> str:
+        return "\n".join(Path(n.log_path).read_text() for n in self.run.nodes.values()
+                         if n.type == POD and n.log_path and Path(n.log_path).exists())
+
+    # --- the ledger
+    def phase(self, name: str) -> dict[str, Any] | None:
+        return ((self.ledger or {}).get("phases") or {}).get(name)
+
+    def remediations(self, phase: str | None = None) -> list[dict[str, Any]]:
+        names = [phase] if phase else ["control-plane", "workers"]
+        return [r for n in names for r in ((self.phase(n) or {}).get("remediations") or [])]
+
+    # --- the simulated cluster
+    def engine_deletions(self) -> list[str]:
+        """Machines deleted by someone other than the fake CAPI controllers: the engine (in order)."""
+        by_controller = {e.subject for e in self.timeline.events("controller.delete")}
+        return [e.subject for e in self.timeline.events("machine.deleting") if e.subject not in by_controller]
+
+    def reboots(self) -> list[Event]:
+        return self.timeline.events("talos.reboot")
+
+    def sim_seconds(self, wall: float) -> float:
+        return _sim_seconds(self.timeline, wall)
+
+    # --- results
+    def merged_events(self) -> list[tuple[float, str]]:
+        """(wall time, line) of the simulator's events, the workflow's steps and the ledger, in time order."""
+        rows: list[tuple[float, str]] = [(e.wall, e.line()) for e in self.timeline.events()]
+
+        def line(wall: float, kind: str, subject: str, details: str = "") -> tuple[float, str]:
+            text = f"{self.sim_seconds(wall):9.1f}s  {kind:<22} {subject}" + (f"  {details}" if details else "")
+            return wall, text
+
+        rows.append(line(self.submitted_wall, "workflow.submitted", self.run.name))
+        for n in list(self.run.nodes.values()):
+            if n.type != POD:
+                continue
+            if n.started is not None:
+                rows.append(line(n.started, "step.started", n.display_name))
+            if n.finished is not None:
+                rows.append(line(n.finished, f"step.{n.phase.lower()}", n.display_name, n.message))
+        for name in ("control-plane", "workers"):
+            rec = self.phase(name)
+            if not rec:
+                continue
+            rows.append(line(_wall(rec["started"]), "engine.phase-started", name))
+            if rec.get("finished"):
+                rows.append(line(_wall(rec["finished"]), f"engine.phase-{rec.get('result')}", name,
+                                 str(rec.get("message", ""))[:160]))
+            for r in rec.get("remediations") or []:
+                rows.append(line(_wall(r["at"]), "engine.remediation", r["machine"],
+                                 f"deleted={r['deleted']} rebooted={r['rebooted']} mode={r['reboot_mode']} "
+                                 f"dry_run={r.get('dry_run', False)} outcome={r['outcome']}"))
+        if self.run.finished is not None:
+            rows.append(line(self.run.finished, f"workflow.{self.run.phase.lower()}", self.run.name, self.run.message))
+        return sorted(rows, key=lambda r: r[0])
+
+    def timeline_text(self) -> str:
+        head = (f"# {self.name}: scenario {self.scenario.name} ({self.scenario.capi_line}, namespace "
+                f"{self.scenario.namespace}, time scale {self.scenario.timings.time_scale:g}x; times are simulated "
+                f"seconds)\n")
+        return head + "\n".join(text for _, text in self.merged_events()) + "\n"
+
+    def write(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "run.txt").write_text(self.run.text())
+        (directory / "timeline.txt").write_text(self.timeline_text())
+        (directory / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
+        (directory / "ledger.json").write_text(json.dumps(self.ledger, indent=2, sort_keys=True) + "\n")
+        (directory / "steps.log").write_text(self.logs())
+        return directory
+
+
+def _wall(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _sim_seconds(timeline: Timeline, wall: float) -> float:
+    events = timeline.events()
+    if not events:
+        return 0.0
+    first = events[0]
+    return (wall - (first.wall - first.sim_seconds / timeline.scale)) * timeline.scale
+
+
+# ------------------------------------------------------------------------------------------------ stage
+
+
+class Stage:
+    """One API server with the runner RBAC and the WorkflowTemplate installed; plays scenarios on it."""
+
+    def __init__(self, server: LocalAPIServer, results_dir: Path, *, echo: Callable[[str], None] | None = None,
+                 backoff_scale: float = BACKOFF_SCALE, python: str = sys.executable) -> None:
+        self.server = server
+        self.results_dir = Path(results_dir)
+        self.backend = ScaledLocalBackend(server, self.results_dir, namespace=RUNNER_NAMESPACE,
+                                          python=python, echo=echo, backoff_scale=backoff_scale,
+                                          safety_timeout=300.0)
+        self.backend.install([RBAC_PATH, TEMPLATE_PATH])
+        self.api = server.api_client()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.api.close()
+
+    def bind_runner(self, namespace: str) -> None:
+        self.server.apply_manifests([per_cluster_binding(namespace)])
+
+    def ledger(self, run: WorkflowRun) -> dict[str, Any] | None:
+        from capi_rollout.ledger_store import LEDGER_KEY, ledger_name
+
+        try:
+            cm = client.CoreV1Api(self.api).read_namespaced_config_map(ledger_name(run.name), run.namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        text = (cm.data or {}).get(LEDGER_KEY)
+        return json.loads(text) if text else None
+
+    def start_simulator(self, scenario: Scenario, *, settle_timeout: float = 30.0) -> Simulator:
+        sim = Simulator(self.api, scenario).start()
+        try:
+            sim.wait_until(lambda: _settled(sim), settle_timeout)
+            self.bind_runner(scenario.namespace)
+        except BaseException:
+            sim.stop()
+            raise
+        return sim
+
+    def run_concurrently(self, cases: Sequence[Mapping[str, Any]]) -> list[Outcome]:
+        """Play independent scenarios at once (each ``dict`` holds :meth:`run`'s arguments); outcomes in order.
+
+        Only for scenarios whose result does not depend on timing (refusals before any remediation clock).
+        """
+        with ThreadPoolExecutor(max_workers=len(cases), thread_name_prefix="e2e-case") as pool:
+            futures = [pool.submit(self._run_case, case) for case in cases]
+            return [f.result() for f in futures]
+
+    def _run_case(self, case: Mapping[str, Any]) -> Outcome:
+        return self.run(**case)
+
+    def run(
+        self,
+        name: str,
+        scenario: Scenario,
+        params: Mapping[str, str],
+        *,
+        faults: Sequence[KillStep] = (),
+        trigger: bool = True,
+        prepare: Callable[[Simulator], None] | None = None,
+        during: Callable[[Simulator, WorkflowRun], None] | None = None,
+        timeout: float = 180.0,
+    ) -> Outcome:
+        """Play ``scenario`` with the workflow ``params`` (see the module docstring); results are written."""
+        sim = self.start_simulator(scenario)
+        try:
+            if prepare is not None:
+                prepare(sim)
+            if trigger:
+                sim.trigger_rollout()
+            submitted = time.time()
+            run = self.backend.submit(params, faults=faults)
+            if during is not None:
+                during(sim, run)
+            try:
+                self.backend.wait(run, timeout)
+            finally:  # also a run that did not end leaves its results
+                outcome = Outcome(name=name, scenario=scenario, run=run, timeline=sim.timeline,
+                                  ledger=self.ledger(run), submitted_wall=submitted, finished_wall=time.time())
+                outcome.write(self.results_dir / "e2e" / _safe(name))
+        finally:
+            sim.stop()
+        return outcome
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.[]" else "-" for c in name)[:150]
