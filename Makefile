@@ -29,11 +29,11 @@ render: setup
 
 test: setup tools lint
 	$(BIN)/capi-rollout render --check
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --tb=short
 
 e2e: setup tools
 	mkdir -p results
-	$(BIN)/pytest e2e --junitxml=results/e2e-junit.xml
+	$(BIN)/pytest e2e --tb=short --junitxml=results/e2e-junit.xml
 
 demo: setup tools
 	$(BIN)/python -m e2e.demo
