@@ -27,6 +27,7 @@ import contextlib
 import copy
 import json
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -277,6 +278,7 @@ class Stage:
                                           safety_timeout=300.0)
         self.backend.install([RBAC_PATH, TEMPLATE_PATH])
         self.api = server.api_client()
+        self._start_lock = threading.Lock()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -298,7 +300,8 @@ class Stage:
         return json.loads(text) if text else None
 
     def start_simulator(self, scenario: Scenario, *, settle_timeout: float = 30.0) -> Simulator:
-        sim = Simulator(self.api, scenario).start()
+        with self._start_lock:  # see run_concurrently
+            sim = Simulator(self.api, scenario).start()
         try:
             sim.wait_until(lambda: _settled(sim), settle_timeout)
             self.bind_runner(scenario.namespace)
@@ -310,8 +313,12 @@ class Stage:
     def run_concurrently(self, cases: Sequence[Mapping[str, Any]]) -> list[Outcome]:
         """Play independent scenarios at once (each ``dict`` holds :meth:`run`'s arguments); outcomes in order.
 
-        Only for scenarios whose result does not depend on timing (refusals before any remediation clock).
+        Only for refusals that need no rollout (``trigger=False``, enforced): the fake Talos fleets of simulators
+        in one process pick loopback addresses by "check, then bind" (``sim/talos/fleet.py``), so two fleets
+        adding nodes at once can collide; simulators therefore start one at a time and add no node afterwards.
         """
+        if any(case.get("trigger", True) for case in cases):
+            raise ValueError("concurrent cases must not trigger a rollout (trigger=False)")
         with ThreadPoolExecutor(max_workers=len(cases), thread_name_prefix="e2e-case") as pool:
             futures = [pool.submit(self._run_case, case) for case in cases]
             return [f.result() for f in futures]
