@@ -1,0 +1,179 @@
+"""Issue 6 scenarios 7, 8, 9 and 11: the workflow refuses, says why, and writes nothing to the cluster.
+
+"Nothing written" is checked on the simulated cluster itself: no Machine deleted by anyone but the fake CAPI
+controllers, no reboot seen by the fake Talos API, no remediation in the ledger (and, where the run stops before
+resolving, no ledger at all). Independent refusals that need no rollout run concurrently (``run_concurrently``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from e2e.harness import Outcome, Stage, parameters, scaled
+from sim.objects import TCP_GROUP, TCP_VERSION
+from sim.scenario import DeploymentSpec
+from sim.simulator import Simulator
+
+pytestmark = pytest.mark.e2e
+
+MAINTENANCE = "is in Talos maintenance mode: manual intervention required"
+TALOS_VERSIONS = {"talos-1.12": "v1.12.0", "talos-1.13": "v1.13.0"}
+
+
+def _wall(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _refused(out: Outcome, phrase: str, *, failed_step: str, in_summary: bool = True) -> dict[str, Any]:
+    """The run failed at ``failed_step`` saying ``phrase`` (in its log, and in the summary's reasons)."""
+    assert out.run.phase == "Failed", out.run.text()
+    summary = out.summary
+    assert summary is not None and summary["result"] == "Failed", summary
+    if in_summary:
+        assert any(phrase in r for r in summary["reasons"]), summary["reasons"]
+    assert phrase in out.step_log(failed_step), out.step_log(failed_step)
+    assert out.run.attempts(failed_step)[-1].phase == "Failed"
+    assert out.engine_deletions() == [] and out.reboots() == [] and out.remediations() == []
+    return summary
+
+
+def _not_started_after(out: Outcome, step: str) -> None:
+    order = ["resolve", "preflight", "control-plane", "workers"]
+    for later in order[order.index(step) + 1:]:
+        assert not out.step_ran(later), f"{later} ran after {step} failed"
+
+
+def test_7_maintenance_before_the_run_fails_preflight_on_both_talos_behaviours(
+        request: pytest.FixtureRequest, stage: Stage) -> None:
+    cases = []
+    for label, version in TALOS_VERSIONS.items():
+        s = scaled("maintenance-before", talos_version=version, target_talos_version=version)
+        cases.append({"name": f"{request.node.name}-{label}", "scenario": s, "params": parameters(s),
+                      "trigger": False})
+    for out in stage.run_concurrently(cases):
+        _refused(out, MAINTENANCE, failed_step="preflight")
+        assert "node demo-cp-1 (" in out.step_log("preflight")
+        assert out.timeline.first("talos.maintenance", "demo-cp-1") is not None
+        _not_started_after(out, "preflight")
+
+
+@pytest.mark.parametrize("label", list(TALOS_VERSIONS))
+def test_7_maintenance_appearing_mid_rollout_fails_within_one_evaluation(
+        request: pytest.FixtureRequest, stage: Stage, label: str) -> None:
+    version = TALOS_VERSIONS[label]
+    # The remediation's reboot lands the new node in maintenance mode (omni #877). The deletion is made long
+    # (4 s) so the deleting Machine, whose node the engine keeps probing, is still there when Talos comes back.
+    s = scaled("maintenance-after-reboot", talos_version=version, target_talos_version=version,
+               timings={"deletion": 240})
+    out = stage.run(request.node.name, s, parameters(s))
+
+    summary = _refused_after_one_remediation(out)
+    appeared = out.timeline.first("talos.maintenance", "demo-cp-3")
+    assert appeared is not None
+    cp = out.phase("control-plane")
+    assert cp is not None and cp["result"] == "failed" and MAINTENANCE in cp["message"]
+    latency = _wall(cp["finished"]) - appeared.wall
+    assert 0 <= latency <= 1.0 + 1.5, f"failed {latency:.2f}s after maintenance appeared (pollInterval 1s)"
+    assert "demo-cp-3" in summary["reasons"][0]
+    _not_started_after(out, "control-plane")
+
+
+def _refused_after_one_remediation(out: Outcome) -> dict[str, Any]:
+    assert out.run.phase == "Failed", out.run.text()
+    summary = out.summary
+    assert summary is not None and summary["result"] == "Failed"
+    assert any(MAINTENANCE in r for r in summary["reasons"]), summary["reasons"]
+    # Only the remediation that caused the reboot; nothing after maintenance appeared.
+    assert out.engine_deletions() == ["demo-cp-3"]
+    assert [e.subject for e in out.reboots()] == ["demo-cp-3"]
+    return summary
+
+
+def _drop_tcp_max_surge(sim: Simulator) -> None:
+    client.CustomObjectsApi(sim.api_client).patch_namespaced_custom_object(
+        TCP_GROUP, TCP_VERSION, sim.scenario.namespace, "taloscontrolplanes", "demo-cp",
+        {"spec": {"rolloutStrategy": {"rollingUpdate": {"maxSurge": None}}}},
+    )
+
+
+def test_8_unsafe_strategies_fail_preflight_and_nothing_is_done(
+        request: pytest.FixtureRequest, stage: Stage) -> None:
+    missing = scaled("happy", safe_workers=False,
+                     deployments=(DeploymentSpec(name="workers", replicas=3, max_surge=0, max_unavailable=2),))
+    surge = scaled("happy", cp_max_surge=1)
+    out_missing, out_surge = stage.run_concurrently([
+        {"name": f"{request.node.name}-tcp-maxsurge-missing-md-maxunavailable-2", "scenario": missing,
+         "params": parameters(missing), "trigger": False, "prepare": _drop_tcp_max_surge},
+        {"name": f"{request.node.name}-tcp-maxsurge-1", "scenario": surge, "params": parameters(surge),
+         "trigger": False},
+    ])
+
+    summary = _refused(out_missing, "preflight failed", failed_step="preflight")
+    (reason,) = summary["reasons"]
+    assert "maxSurge is not set" in reason
+    assert "maxUnavailable 2 resolves to 2 for 3 replicas; it must be 1" in reason
+    _not_started_after(out_missing, "preflight")
+
+    (reason,) = _refused(out_surge, "preflight failed", failed_step="preflight")["reasons"]
+    assert "maxSurge 1" in reason and "must be 0" in reason
+    _not_started_after(out_surge, "preflight")
+
+
+def test_9_two_unhealthy_control_plane_machines_of_three_fail_without_deleting(
+        request: pytest.FixtureRequest, stage: Stage) -> None:
+    s = scaled("etcd-quorum-loss")
+    out = stage.run(request.node.name, s, parameters(s))
+
+    assert out.run.phase == "Failed", out.run.text()
+    summary = out.summary
+    assert summary is not None and summary["result"] == "Failed"
+    assert any("would leave" in r and "below the quorum" in r for r in summary["reasons"]), summary["reasons"]
+    assert out.engine_deletions() == [] and out.reboots() == [] and out.remediations() == []
+    _not_started_after(out, "control-plane")
+
+
+def _delete_talosconfig(sim: Simulator) -> None:
+    client.CoreV1Api(sim.api_client).delete_namespaced_secret("demo-talosconfig", sim.scenario.namespace)
+
+
+def _duplicate_talosconfig(sim: Simulator) -> None:
+    api = client.CoreV1Api(sim.api_client)
+    original = api.read_namespaced_secret("demo-talosconfig", sim.scenario.namespace)
+    assert original.metadata is not None
+    api.create_namespaced_secret(sim.scenario.namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="demo-old-talosconfig", labels=original.metadata.labels),
+        data=original.data, type=original.type,
+    ))
+
+
+def test_11_missing_or_duplicate_secret_unknown_cluster_and_bad_parameters_fail_clearly_without_writes(
+        request: pytest.FixtureRequest, stage: Stage) -> None:
+    base = request.node.name[:40]
+    scenarios = [scaled("happy") for _ in range(4)]
+    missing, duplicate, unknown, bad = stage.run_concurrently([
+        {"name": f"{base}-missing-secret", "scenario": scenarios[0], "params": parameters(scenarios[0]),
+         "trigger": False, "prepare": _delete_talosconfig},
+        {"name": f"{base}-duplicate-secret", "scenario": scenarios[1], "params": parameters(scenarios[1]),
+         "trigger": False, "prepare": _duplicate_talosconfig},
+        {"name": f"{base}-unknown-cluster", "scenario": scenarios[2],
+         "params": parameters(scenarios[2], clusterName="nope"), "trigger": False},
+        {"name": f"{base}-bad-parameters", "scenario": scenarios[3],
+         "params": parameters(scenarios[3], maxRemediations="-1", pollInterval="soon"), "trigger": False},
+    ])
+
+    # A resolve failure is told in the resolve step's log (what `argo logs` shows); the summary only says Failed:
+    # resolve writes no ledger and the template passes no {{workflow.failures}} to the summary (reported).
+    _refused(missing, "cannot resolve the cluster: no Secret named *-talosconfig", failed_step="resolve",
+             in_summary=False)
+    _refused(duplicate, "cannot resolve the cluster: 2 Secrets named *-talosconfig", failed_step="resolve",
+             in_summary=False)
+    _refused(unknown, "cannot resolve the cluster: Cluster nope not found", failed_step="resolve", in_summary=False)
+    (reason,) = _refused(bad, "invalid parameters", failed_step="resolve")["reasons"]
+    assert "maxRemediations: must be a whole number ≥ 0, got '-1'" in reason and "pollInterval:" in reason
+    for out in (missing, duplicate, unknown, bad):
+        assert out.ledger is None, "a run that cannot resolve writes nothing, not even its ledger"
+        _not_started_after(out, "resolve")
