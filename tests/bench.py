@@ -1,7 +1,8 @@
 """``make bench``: how long one engine evaluation takes over a large snapshot.
 
 One evaluation = reading every object into the domain views, deciding which addresses to probe, and the
-per-poll decision — exactly what the runner does between two API reads. Reported as median / p95 / max
+per-poll decision — exactly what the runner does between two API reads. "Cold" reads every Machine
+afresh (the first poll); "warm" is a later poll where the runner's MachineViews reuses unchanged Machines. Reported as median / p95 / max
 over repeated runs; never asserted in tests (targets are read by people, not by CI).
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PhaseRecord
-from capi_rollout.domain.state import ClusterState
+from capi_rollout.domain.state import ClusterState, MachineViews
 from capi_rollout.params import parse_params
 from tests import builders as b
 
@@ -35,30 +37,48 @@ def snapshot(machines: int) -> dict[str, object]:
             "machines": objs}
 
 
+def stamp(snap: dict[str, object]) -> None:
+    """Give every Machine a uid and resourceVersion, as the API server does."""
+    for i, m in enumerate(snap["machines"]):  # type: ignore[attr-defined]
+        m["metadata"]["resourceVersion"] = str(1000 + i)
+
+
+def timed(rounds: int, evaluate: Callable[[], str]) -> tuple[list[float], str]:
+    samples = []
+    kind = ""
+    for _ in range(rounds):
+        start = time.perf_counter()
+        kind = evaluate()
+        samples.append((time.perf_counter() - start) * 1000)
+    return sorted(samples), kind
+
+
+def report(label: str, samples: list[float]) -> None:
+    p95 = samples[max(int(len(samples) * 0.95) - 1, 0)]
+    print(f"  {label:<44} median {statistics.median(samples):6.1f} ms   p95 {p95:6.1f} ms   max {samples[-1]:6.1f} ms")
+
+
 def main(machines: int = 5000, rounds: int = 50) -> int:
     snap = snapshot(machines)
+    stamp(snap)
     params = parse_params({"clusterName": "homelab"})
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     record = PhaseRecord(name="workers", started=t0, last_progress=t0, fingerprint="stale")
     now = t0 + timedelta(minutes=11)
-    samples = []
-    cpu = []
-    kind = ""
-    for _ in range(rounds):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        state = ClusterState.from_objects(**snap)  # type: ignore[arg-type]
+
+    def evaluate(views: MachineViews | None) -> str:
+        state = ClusterState.from_objects(**snap, views=views)  # type: ignore[arg-type]
         addresses_to_probe(phase="workers", state=state, now=now, params=params)
-        action = decide(phase="workers", state=state, record=record, nodes={}, now=now, params=params)
-        samples.append((time.perf_counter() - start) * 1000)
-        cpu.append((time.process_time() - start_cpu) * 1000)
-        kind = action.kind
-    samples.sort()
-    p95 = samples[int(len(samples) * 0.95) - 1]
+        return decide(phase="workers", state=state, record=record, nodes={}, now=now, params=params).kind
+
+    cold, kind = timed(rounds, lambda: evaluate(None))
+    views = MachineViews()
+    evaluate(views)
+    warm, _ = timed(rounds, lambda: evaluate(views))
     print(f"engine evaluation over {len(snap['machines'])} Machines in {len(snap['deployments'])} "  # type: ignore[arg-type]
-          f"MachineDeployments ({rounds} rounds, decision: {kind}):")
-    print(f"  wall: median {statistics.median(samples):.1f} ms   p95 {p95:.1f} ms   max {samples[-1]:.1f} ms   "
-          f"(target: median <= 20 ms)")
-    print(f"  cpu:  median {statistics.median(cpu):.1f} ms   (differs from wall when other processes share the cores)")
+          f"MachineDeployments, {rounds} rounds each (decision: {kind}); target: median <= 20 ms")
+    report("cold (every Machine read afresh):", cold)
+    report("warm (a later poll, unchanged Machines reused):", warm)
     return 0
 
 

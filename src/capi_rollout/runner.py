@@ -32,7 +32,7 @@ from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.resolve import TALOSCONFIG_KEY, ResolveError, Targets, resolve_targets
-from capi_rollout.domain.state import ClusterState, NodeStatus
+from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
 from capi_rollout.executor import Executor, TalosPort
 from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
 from capi_rollout.params import ParamError, Params, format_duration, parse_params
@@ -83,6 +83,7 @@ class Runner:
         self.sleep = sleep
         self._talos: TalosPort | None = None
         self._ledger: Ledger | None = None
+        self._views = MachineViews()
 
     # --- ledger ----------------------------------------------------------------------------------------
     @property
@@ -168,7 +169,7 @@ class Runner:
         machines = self.kube.list_machines(t.namespace, self.selector)
         mhcs = self.kube.list_health_checks(t.namespace) if with_health_checks else []
         state = ClusterState.from_objects(cluster=cluster, control_plane=tcps[0], deployments=mds,
-                                          machines=machines, health_checks=mhcs)
+                                          machines=machines, health_checks=mhcs, views=self._views)
         return cluster, tcps[0], mds, state
 
     def probe(self, addresses: list[str]) -> dict[str, NodeStatus]:

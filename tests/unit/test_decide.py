@@ -233,3 +233,19 @@ def test_only_unhealthy_machines_addresses_are_probed() -> None:
     state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, ready=False, address="10.0.0.9"),
                       b.machine("cp-prov", cp=True, node=False)], up_to_date=False)
     assert addresses_to_probe(phase="control-plane", state=state, now=T0, params=PARAMS) == ["10.0.0.9"]
+
+
+def test_machine_views_are_reused_only_while_the_resource_version_is_unchanged() -> None:
+    from capi_rollout.domain.state import MachineViews
+
+    objs = [b.machine("cp-0", cp=True), b.machine("cp-1", cp=True, ready=False)]
+    for i, o in enumerate(objs):
+        o["metadata"]["resourceVersion"] = str(i + 1)
+    views = MachineViews()
+    first = views.read(objs)
+    assert views.reused == 0
+    changed = b.machine("cp-1", cp=True, ready=True)
+    changed["metadata"]["resourceVersion"] = "9"
+    second = views.read([objs[0], changed])
+    assert views.reused == 1
+    assert second[0] is first[0] and second[1] is not first[1] and second[1].ready

@@ -16,8 +16,10 @@ nodeRef, readiness or deletion changes: that is what "progress" means for the st
 from __future__ import annotations
 
 import hashlib
+import marshal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from capi_rollout.domain.model import Machine, MachineDeployment
 from capi_rollout.domain.state import ClusterState
@@ -36,9 +38,13 @@ def _machines_key(machines: Sequence[Machine]) -> list[tuple[str, str, bool, boo
     return [(m.name, m.phase, m.node_name is not None, m.ready, m.deleting) for m in machines]
 
 
-def _digest(payload: object) -> str:
-    """A short stable hash of plain data (tuples, lists, str, int, bool, None): repr is deterministic for them."""
-    return hashlib.sha256(repr(payload).encode()).hexdigest()[:16]
+def _digest(payload: Any) -> str:
+    """A short hash of plain data (tuples, lists, str, int, bool, None) that depends only on the values.
+
+    marshal format version 0 writes no back-references, so equal values give equal bytes whatever the
+    objects' identity; the hash is stored in the ledger and compared by later steps of the same image.
+    """
+    return hashlib.sha256(marshal.dumps(payload, 0)).hexdigest()[:16]
 
 
 def control_plane_status(state: ClusterState) -> PhaseStatus:

@@ -32,6 +32,42 @@ def _name(m: Machine) -> str:
     return m.name
 
 
+class MachineViews:
+    """Reuses :class:`Machine` views across polls for objects whose ``resourceVersion`` has not changed.
+
+    Reading a Machine is the hot path of an evaluation; between two polls most Machines are unchanged, so
+    the runner keeps one of these. Only the current poll's views are kept (memory stays bounded); objects
+    without a ``resourceVersion`` (snapshot files) are always read afresh.
+    """
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[str, str], Machine] = {}
+        self.reused = 0
+
+    def read(self, objs: Sequence[Mapping[str, Any]]) -> list[Machine]:
+        fresh: dict[tuple[str, str], Machine] = {}
+        out: list[Machine] = []
+        views = self._views
+        reused = 0
+        for obj in objs:
+            md = obj.get("metadata") or {}
+            version = md.get("resourceVersion")
+            if version:
+                key = (md.get("uid") or md.get("name", ""), version)
+                m = views.get(key)
+                if m is None:
+                    m = Machine(obj)
+                else:
+                    reused += 1
+                fresh[key] = m
+            else:
+                m = Machine(obj)
+            out.append(m)
+        self._views = fresh
+        self.reused = reused
+        return out
+
+
 @dataclass(frozen=True)
 class ClusterState:
     cluster: Cluster | None
@@ -49,12 +85,13 @@ class ClusterState:
         deployments: Sequence[Mapping[str, Any]] = (),
         machines: Sequence[Mapping[str, Any]] = (),
         health_checks: Sequence[Mapping[str, Any]] = (),
+        views: MachineViews | None = None,
     ) -> ClusterState:
         return cls(
             cluster=Cluster.from_obj(cluster) if cluster is not None else None,
             control_plane=ControlPlane.from_obj(control_plane),
             deployments=tuple(sorted((MachineDeployment.from_obj(o) for o in deployments), key=lambda d: d.meta.name)),
-            machines=tuple(sorted((Machine(o) for o in machines), key=_name)),
+            machines=tuple(sorted(views.read(machines) if views else [Machine(o) for o in machines], key=_name)),
             health_checks=tuple(HealthCheck.from_obj(o) for o in health_checks),
         )
 
