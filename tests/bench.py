@@ -2,8 +2,8 @@
 
 One evaluation = reading every object into the domain views, deciding which addresses to probe, and the
 per-poll decision — exactly what the runner does between two API reads. "Cold" reads every Machine
-afresh (the first poll); "warm" is a later poll where the runner's MachineViews reuses unchanged Machines. Reported as median / p95 / max
-over repeated runs; never asserted in tests (targets are read by people, not by CI).
+afresh (the first poll); "warm" is a later poll where the runner's MachineViews reuses unchanged Machines.
+Reported as median / p95 / max over repeated runs; never asserted in tests (targets are read by people).
 """
 
 from __future__ import annotations
