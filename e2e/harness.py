@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -270,9 +272,11 @@ class Stage:
     """One API server with the runner RBAC and the WorkflowTemplate installed; plays scenarios on it."""
 
     def __init__(self, server: LocalAPIServer, results_dir: Path, *, echo: Callable[[str], None] | None = None,
-                 backoff_scale: float = BACKOFF_SCALE, python: str = sys.executable) -> None:
+                 backoff_scale: float = BACKOFF_SCALE, python: str = sys.executable,
+                 scenario_dir: Path | None = None) -> None:
         self.server = server
-        self.results_dir = Path(results_dir)
+        self.results_dir = Path(results_dir)  # the backend's runs: <results_dir>/<workflow>/
+        self.scenario_dir = Path(scenario_dir) if scenario_dir else self.results_dir / "e2e"  # <dir>/<scenario>/
         self.backend = ScaledLocalBackend(server, self.results_dir, namespace=RUNNER_NAMESPACE,
                                           python=python, echo=echo, backoff_scale=backoff_scale,
                                           safety_timeout=300.0)
@@ -283,6 +287,24 @@ class Stage:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.api.close()
+
+    def abort(self, timeout: float = 30.0) -> None:
+        """Stop every run still executing (after Ctrl-C): SIGKILL the step process groups until neither an
+        executor thread nor a step process is left (the executor would go on to retries and the exit handler)."""
+        deadline = time.monotonic() + timeout
+        threads = list(self.backend._threads.values())
+        while time.monotonic() < deadline:
+            pids = step_processes()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            alive = [t for t in threads if t.is_alive()]
+            if not pids and not alive:
+                return
+            for t in alive:
+                t.join(timeout=0.1)
+            if not alive:
+                time.sleep(0.05)  # a killed step is reaped by its executor thread or stays a zombie (no cmdline)
 
     def bind_runner(self, namespace: str) -> None:
         self.server.apply_manifests([per_cluster_binding(namespace)])
@@ -354,10 +376,23 @@ class Stage:
             finally:  # also a run that did not end leaves its results
                 outcome = Outcome(name=name, scenario=scenario, run=run, timeline=sim.timeline,
                                   ledger=self.ledger(run), submitted_wall=submitted, finished_wall=time.time())
-                outcome.write(self.results_dir / "e2e" / _safe(name))
+                outcome.write(self.scenario_dir / _safe(name))
         finally:
             sim.stop()
         return outcome
+
+
+def step_processes() -> list[int]:
+    """This process's children that are workflow steps (each leads its own process group, as a pod would)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == me and b"hera.workflows.runner" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
 
 
 def _safe(name: str) -> str:
