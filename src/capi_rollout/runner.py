@@ -219,6 +219,7 @@ class Runner:
         executor = Executor(kube=self.kube, talos=None, dry_run=self.params.dry_run, save=self._save_phase)
         t = self.targets()
         min_gap = min(1.0, self.params.poll_interval / 4)
+        last_counters, last_said = "", now
         with self.watch(self.kube, t.namespace, t.cluster) as watcher:
             while True:
                 _, tcp, mds, state = self.observe()
@@ -228,7 +229,9 @@ class Runner:
                 if action.record != record:
                     record = action.record
                     self._save_phase(record)
-                self.say(action.progress)
+                if action.counters != last_counters or (now - last_said).total_seconds() >= self.params.poll_interval:
+                    self.say(action.progress)  # on every change, and at least once per pollInterval
+                    last_counters, last_said = action.counters, now
                 if action.kind == "complete":
                     record = replace(record, finished=now, result="succeeded", message=action.reason)
                     self._save_phase(record)

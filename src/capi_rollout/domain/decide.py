@@ -26,7 +26,7 @@ from typing import Literal
 
 from capi_rollout.domain.ledger import PHASE_TITLES, PhaseRecord
 from capi_rollout.domain.model import Machine
-from capi_rollout.domain.progress import phase_status
+from capi_rollout.domain.progress import PhaseStatus, phase_status
 from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
 from capi_rollout.domain.state import MAINTENANCE, ClusterState, NodeStatus
 from capi_rollout.params import Params, format_duration
@@ -43,6 +43,7 @@ class Action:
     machine: Machine | None = None
     delete: bool = False
     reboot: bool = False
+    counters: str = ""
 
 
 def maintenance_message(machine: Machine, address: str) -> str:
@@ -78,8 +79,23 @@ def decide(
     now: datetime,
     params: Params,
 ) -> Action:
-    title = PHASE_TITLES[phase]
+    """The decision for this poll; ``counters`` carries the phase's counters alone (for throttled logging)."""
     status = phase_status(phase, state)
+    action = _decide(phase=phase, state=state, status=status, record=record, nodes=nodes, now=now, params=params)
+    return replace(action, counters=f"{PHASE_TITLES[phase]}: {status.counters}")
+
+
+def _decide(
+    *,
+    phase: str,
+    state: ClusterState,
+    status: PhaseStatus,
+    record: PhaseRecord,
+    nodes: Mapping[str, NodeStatus],
+    now: datetime,
+    params: Params,
+) -> Action:
+    title = PHASE_TITLES[phase]
     stuck_after = timedelta(seconds=params.stall_timeout)
 
     if status.fingerprint != record.fingerprint:
