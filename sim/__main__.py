@@ -5,9 +5,14 @@ Contract: a thin shell (argv in, exit code out) around :class:`sim.simulator.Sim
     python -m sim scenarios                       # list the bundled scenarios
     python -m sim run --kubeconfig KC --scenario happy [--namespace NS] [--time-scale 60]
                       [--trigger-after 5] [--duration 600] [--timeline-out timeline.txt] [--allow-real-capi]
+    python -m sim run --in-cluster --scenario FILE --namespace "$POD_NAMESPACE" --endpoints service
+                      --pod-ip "$POD_IP" --pod-labels app.kubernetes.io/name=capi-rollout-sim [--ready-file F]
 
 ``run`` prints the timeline as it grows, triggers the rollout (the GitOps change) after
-``--trigger-after`` wall seconds unless it is negative, and stops on SIGINT/SIGTERM or after ``--duration``.
+``--trigger-after`` wall seconds unless it is negative, or at the first SIGUSR1, and stops on SIGINT/SIGTERM
+or after ``--duration``. ``--in-cluster`` uses the pod's ServiceAccount; ``--endpoints service`` serves each
+fake Talos node on the pod address behind its own Service (see ``sim.simulator``); ``--ready-file`` is written
+once the simulated cluster exists and removed when the simulator stops (a readiness probe reads it).
 Exit codes: 0 stopped normally, 1 the simulator failed or refused the target, 2 bad usage or scenario.
 """
 
@@ -20,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -28,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the bundled scenarios")
     run = sub.add_parser("run", help="make a simulated cluster appear on an API server")
-    run.add_argument("--kubeconfig", required=True)
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--kubeconfig")
+    where.add_argument("--in-cluster", action="store_true", help="use the pod's ServiceAccount")
     run.add_argument("--context", default=None)
     run.add_argument("--scenario", required=True, help="a bundled scenario name or a YAML file")
     run.add_argument("--namespace", default=None, help="override the scenario's namespace")
@@ -39,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--talos-port", type=int, default=50000)
     run.add_argument("--allow-real-capi", action="store_true",
                      help="tolerate real CAPI controllers confined by --watch-filter or --namespace")
+    run.add_argument("--endpoints", choices=("loopback", "service"), default="loopback",
+                     help="loopback: 127.x.y.z:50000 per node; service: the pod address + one Service per node")
+    run.add_argument("--pod-ip", default=None, help="--endpoints service: the pod's IP (downward API)")
+    run.add_argument("--pod-labels", default="", help="--endpoints service: the pod's labels, k=v,k2=v2")
+    run.add_argument("--ready-file", default=None, help="written once the simulated cluster exists")
     return parser
 
 
@@ -60,35 +73,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ScenarioError) as exc:
         print(f"python -m sim: {exc}", file=sys.stderr)
         return 2
+    if args.endpoints == "service":
+        from sim.talos.exposure import parse_labels
+
+        try:
+            args.pod_labels = parse_labels(args.pod_labels)
+        except ValueError as exc:
+            print(f"python -m sim: --pod-labels: {exc}", file=sys.stderr)
+            return 2
+        if not args.pod_ip or not args.pod_labels:
+            print("python -m sim: --endpoints service needs --pod-ip and --pod-labels", file=sys.stderr)
+            return 2
     return _run(args, scenario)
 
 
-def _run(args: Any, scenario: Any) -> int:
-    from kubernetes import config
+def _api_client(args: Any) -> Any:
+    from kubernetes import client, config
 
+    if args.in_cluster:
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
+
+
+def _run(args: Any, scenario: Any) -> int:
     from sim.safety import UnsafeTargetError
     from sim.simulator import Simulator
 
-    api = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
+    api = _api_client(args)
     stop = threading.Event()
+    trigger_now = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    sim = Simulator(api, scenario, talos_port=args.talos_port, allow_real_capi=args.allow_real_capi)
+    signal.signal(signal.SIGUSR1, lambda *_: trigger_now.set())
+    service: dict[str, Any] = {}
+    if args.endpoints == "service":
+        service = {"endpoints": "service", "pod_ip": args.pod_ip, "pod_labels": args.pod_labels}
+    sim = Simulator(api, scenario, talos_port=args.talos_port, allow_real_capi=args.allow_real_capi, **service)
     try:
         sim.start()
     except UnsafeTargetError as exc:
         print(f"python -m sim: {exc}", file=sys.stderr)
         return 1
+    ready = Path(args.ready_file) if args.ready_file else None
     started = time.monotonic()
     printed = 0
-    triggered = args.trigger_after < 0
+    triggered = False
     try:
         print(f"simulating {scenario.cluster} in {scenario.namespace} ({scenario.capi_line}, "
               f"x{scenario.timings.time_scale:g}); talosconfig endpoints: "
               f"{', '.join(m.node.address for m in sim.machines('cp') if m.node)}", flush=True)
+        if ready is not None:
+            ready.write_text(f"{scenario.cluster} {scenario.namespace}\n")
         while not stop.wait(0.2):
             elapsed = time.monotonic() - started
-            if not triggered and elapsed >= args.trigger_after:
+            due = 0 <= args.trigger_after <= elapsed
+            if not triggered and (due or trigger_now.is_set()):
                 sim.trigger_rollout()
                 triggered = True
             events = sim.timeline.events()
@@ -98,6 +138,8 @@ def _run(args: Any, scenario: Any) -> int:
             if args.duration and elapsed >= args.duration:
                 break
     finally:
+        if ready is not None:
+            ready.unlink(missing_ok=True)
         sim.stop()
         if args.timeline_out:
             sim.timeline.write(args.timeline_out)

@@ -4,7 +4,8 @@ talosconfig (file and Secret) the CAPI Talos bootstrap provider writes.
 Contract: pure computation with ``cryptography``, no I/O. Mirrors what Talos mints:
 
 * CA: Ed25519, self-signed, ``O=talos``, CA:true, keyCertSign.
-* Server certificates: signed by the CA, SANs = the node address (IP) and hostname, ExtKeyUsage ServerAuth.
+* Server certificates: signed by the CA, SANs = the node address (IP) and hostname (plus any extra names the
+  in-cluster mode adds: Service DNS names, the pod address), ExtKeyUsage ServerAuth.
 * Client certificates: signed by the CA, roles in the Subject Organization (``os:admin``, ``os:operator``,
   ``os:reader``), ExtKeyUsage exactly ClientAuth (``client_auth_only=False`` adds ServerAuth, which Talos refuses).
 * Maintenance mode: a self-signed certificate unrelated to the CA.
@@ -69,14 +70,21 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ed25519.Ed25519P
     )
 
 
-def _san(address: str, hostname: str | None) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
+def _general_name(name: str) -> x509.GeneralName:
     try:
-        names.append(x509.IPAddress(ipaddress.ip_address(address)))
+        return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
-        names.append(x509.DNSName(address))
+        return x509.DNSName(name)
+
+
+def _san(address: str, hostname: str | None, extra: tuple[str, ...] = ()) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = [_general_name(address)]
     if hostname and hostname != address:
         names.append(x509.DNSName(hostname))
+    for name in extra:
+        general = _general_name(name)
+        if general not in names:
+            names.append(general)
     return x509.SubjectAlternativeName(names)
 
 
@@ -132,13 +140,14 @@ class ClusterPKI:
             x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()), critical=False
         ).sign(self._ca_key, None)
 
-    def server_cert(self, address: str, hostname: str) -> CertKey:
-        """A node's apid certificate: SANs = address (IP) and hostname, ExtKeyUsage ServerAuth."""
+    def server_cert(self, address: str, hostname: str, *, extra_sans: tuple[str, ...] = ()) -> CertKey:
+        """A node's apid certificate: SANs = address (IP), hostname and ``extra_sans`` (e.g. a Service's DNS
+        names and the pod address in the in-cluster mode), ExtKeyUsage ServerAuth."""
         key = ed25519.Ed25519PrivateKey.generate()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
         builder = _leaf_usage(
             _builder(subject, self._ca_cert.subject, key.public_key()), [ExtendedKeyUsageOID.SERVER_AUTH]
-        ).add_extension(_san(address, hostname), critical=False)
+        ).add_extension(_san(address, hostname, extra_sans), critical=False)
         return CertKey(self._sign(builder).public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
     def client_cert(self, role: str = "os:admin", *, client_auth_only: bool = True) -> CertKey:

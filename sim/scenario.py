@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -350,3 +350,29 @@ BUNDLED_DIR = Path(__file__).parent / "scenarios"
 def bundled() -> list[str]:
     """Names of the scenarios shipped under ``sim/scenarios/``."""
     return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
+
+
+def to_dict(scenario: Scenario) -> dict[str, Any]:
+    """The YAML shape :func:`from_dict` reads (``from_dict(to_dict(s)) == s``): to ship a scenario elsewhere,
+    e.g. into the simulator's pod as a ConfigMap."""
+    s = scenario
+    faults = []
+    for f in s.faults:
+        target = {k: v for k, v in asdict(f.target).items() if v is not None}
+        fault: dict[str, Any] = {"kind": f.kind, "when": f.when, "recover": f.recover, "reboots": f.reboots,
+                                 "factor": f.factor}
+        if target:
+            fault["target"] = target
+        faults.append(fault)
+    return {
+        "name": s.name, "description": s.description, "cluster": s.cluster, "namespace": s.namespace,
+        "capi_line": s.capi_line,
+        "control_plane": {"replicas": s.cp_replicas, "max_surge": s.cp_max_surge,
+                          "kubernetes_version": s.kubernetes_version,
+                          "target_kubernetes_version": s.target_kubernetes_version,
+                          "talos_version": s.talos_version, "target_talos_version": s.target_talos_version},
+        "deployments": [asdict(d) for d in s.deployments],
+        "timings": asdict(s.timings),
+        "faults": faults,
+        "trigger": s.trigger,
+    }

@@ -6,6 +6,12 @@ controllers (``capi.controller``) and the ``<cluster>-talosconfig`` Secret — a
 and their API watches in background threads until :meth:`Simulator.stop`. Everything it starts, it
 stops (threads joined with a bound); cleanup removes the simulator's finalizers and objects.
 
+Endpoints: ``endpoints="loopback"`` (the default) binds every fake Talos node to its own loopback address on
+port 50000, which is also the Machine's address. ``endpoints="service"`` (a simulator running in a pod) binds
+each node to ``pod_ip`` on its own port and creates one Service per node in the scenario namespace (selector =
+``pod_labels``, the pod's labels; port 50000 → that port, owner = the Cluster); the Machine's ``InternalIP``
+and the talosconfig endpoints are the Services' ClusterIPs, and cleanup deletes the Services too.
+
     with Simulator(api_client, load("cp-stall-recover-after-reboot")) as sim:
         sim.trigger_rollout()
         sim.wait_until(lambda: sim.timeline.first("rollout.completed"), timeout=30)
@@ -16,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -25,17 +31,25 @@ from sim import objects as o
 from sim.capi.controller import Controllers, SimClock, SimMachine
 from sim.capi.kube import KubeStore, Store
 from sim.scenario import Scenario
+from sim.talos.exposure import Exposer
 from sim.timeline import Timeline
+
+ENDPOINT_MODES = ("loopback", "service")
 
 
 class Simulator:
     def __init__(
         self, api_client: client.ApiClient | None, scenario: Scenario, *, timeline: Timeline | None = None,
         store: Store | None = None, talos: bool = True, talos_port: int = 50000, allow_real_capi: bool = False,
-        cleanup: bool = True,
+        cleanup: bool = True, endpoints: str = "loopback", pod_ip: str | None = None,
+        pod_labels: Mapping[str, str] | None = None, exposer: Exposer | None = None,
     ) -> None:
         if api_client is None and store is None:
             raise ValueError("give an api_client or a store")
+        if endpoints not in ENDPOINT_MODES:
+            raise ValueError(f"endpoints={endpoints!r}: expected one of {', '.join(ENDPOINT_MODES)}")
+        if endpoints == "service" and exposer is None and (api_client is None or not pod_ip or not pod_labels):
+            raise ValueError('endpoints="service" needs an api_client, pod_ip and pod_labels (or an exposer)')
         self.scenario = scenario.validate()
         self.api_client = api_client
         self.timeline = timeline or Timeline(scale=scenario.timings.time_scale)
@@ -46,6 +60,10 @@ class Simulator:
         self._talos_port = talos_port
         self._allow_real_capi = allow_real_capi
         self._cleanup = cleanup
+        self.endpoints = endpoints
+        self._pod_ip = pod_ip
+        self._pod_labels = dict(pod_labels or {})
+        self.exposer: Exposer | None = exposer
         self.clock = SimClock(scenario.timings.time_scale)
         self.pki: Any = None
         self.fleet: Any = None
@@ -78,9 +96,11 @@ class Simulator:
                 from sim.talos import FakeTalosFleet, RebootOutcome
 
                 self.pki = ClusterPKI.generate(s.cluster)
+                if self.endpoints == "service" and self.exposer is None:
+                    self.exposer = self._service_exposer()
                 self.fleet = FakeTalosFleet(
                     self.pki, timeline=self.timeline, reboot_downtime=s.timings.wall(s.timings.reboot),
-                    port=self._talos_port,
+                    port=self._talos_port, exposer=self.exposer if self.endpoints == "service" else None,
                 )
                 self.fleet.start()
 
@@ -99,6 +119,20 @@ class Simulator:
             self.stop()
             raise
         return self
+
+    def _service_exposer(self) -> Exposer:
+        from sim.talos.services import ServiceExposer
+
+        s = self.scenario
+        assert self.api_client is not None and self._pod_ip is not None
+
+        def owner() -> dict[str, Any] | None:
+            uid = self.controllers.cluster_uid
+            return {"apiVersion": o.api_version(s.capi_line), "kind": "Cluster", "name": s.cluster, "uid": uid,
+                    "controller": True, "blockOwnerDeletion": True} if uid else None
+
+        return ServiceExposer(self.api_client, namespace=s.namespace, cluster=s.cluster, pod_ip=self._pod_ip,
+                              selector=self._pod_labels, owner=owner)
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -149,6 +183,9 @@ class Simulator:
                 client.CoreV1Api(self.api_client).delete_namespaced_secret(
                     f"{self.scenario.cluster}-talosconfig", self.scenario.namespace
                 )
+        delete_all = getattr(self.exposer, "delete_all", None)
+        if self.endpoints == "service" and delete_all is not None:
+            delete_all()
 
     # ------------------------------------------------------------------------------------------ use
 

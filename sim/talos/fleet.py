@@ -1,12 +1,17 @@
 """Run the fake Talos endpoints of a simulated cluster on one private asyncio loop in a background thread.
 
-Contract: a synchronous facade (usable from the synchronous simulator and from tests); every endpoint binds to
-its own loopback address (127.x.y.z) on ``port`` (50000, like Talos). Addresses are allocated from a block
+Contract: a synchronous facade (usable from the synchronous simulator and from tests); by default every endpoint
+binds to its own loopback address (127.x.y.z) on ``port`` (50000, like Talos). Addresses are allocated from a block
 derived from the process id (``loopback_block``), skipping any address whose bind fails, so parallel test
 processes do not collide. A reboot answers the RPC first (as Talos does), then takes the endpoint down
 (listener and open connections closed) for ``reboot_downtime`` seconds, changes the boot ID and comes back
 as the ``on_reboot`` callback says (:class:`RebootOutcome`). Timeline events: ``talos.reboot`` (mode, role,
 address), ``talos.down``, ``talos.up``, ``talos.maintenance``.
+
+Opt-in in-cluster mode: given an ``exposer`` (:class:`sim.talos.exposure.Exposer`, e.g. one Kubernetes Service
+per node), ``add_node`` asks it where the node listens (the pod address, its own port) and what address the
+world dials (the Service's ClusterIP); the server certificate names both and the Service's DNS names, and
+``remove_node`` releases the exposure. ``talos.up`` then also says where it listens (``listen``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from grpclib.server import Handler, Server
 
 from capi_rollout.adapters.talos.tls import load_key_pair
 from sim.pki import ClusterPKI, self_signed
+from sim.talos.exposure import Exposer
 from sim.talos.node import FakeTalosNode, RebootOutcome, RebootRecord
 from sim.talos.service import TalosService
 from sim.timeline import Timeline
@@ -103,8 +109,10 @@ class FakeTalosFleet:
     """Fake Talos API endpoints for the nodes of one simulated cluster. See the module docstring."""
 
     def __init__(self, pki: ClusterPKI, *, timeline: Timeline | None = None, reboot_downtime: float = 0.2,
-                 port: int = 50000, clock: Callable[[], float] = time.monotonic) -> None:
+                 port: int = 50000, clock: Callable[[], float] = time.monotonic,
+                 exposer: Exposer | None = None) -> None:
         self.pki = pki
+        self.exposer = exposer
         self.timeline = timeline
         self.reboot_downtime = reboot_downtime
         self.port = port
@@ -197,6 +205,8 @@ class FakeTalosFleet:
 
     def add_node(self, name: str, address: str | None = None, *, talos_version: str = "v1.12.0",
                  stage: str = "running", ready: bool = True) -> FakeTalosNode:
+        if self.exposer is not None:
+            return self._add_exposed_node(name, address, talos_version=talos_version, stage=stage, ready=ready)
         if not ipaddress.ip_address(address or "127.0.0.1").is_loopback:
             raise ValueError(f"fake Talos endpoints bind only to loopback addresses, got {address!r}")
         with self._lock:
@@ -210,10 +220,36 @@ class FakeTalosFleet:
             self._record("talos.maintenance", name, address=node.address)
         return node
 
+    def _add_exposed_node(self, name: str, address: str | None, *, talos_version: str, stage: str,
+                          ready: bool) -> FakeTalosNode:
+        assert self.exposer is not None
+        if address is not None:
+            raise ValueError("with an exposer the node address comes from the exposure; do not pass one")
+        with self._lock:
+            if name in self._nodes:
+                raise ValueError(f"node {name!r} already exists")
+        exposure = self.exposer.expose(name)
+        node = FakeTalosNode(self, name, exposure.address, self.port, talos_version, stage, ready,
+                             bind_host=exposure.bind_host, bind_port=exposure.bind_port, sans=exposure.sans)
+        with self._lock:
+            self._nodes[name] = node
+        try:
+            self._run(self._up(name))
+        except BaseException:
+            with self._lock:
+                self._nodes.pop(name, None)
+            self.exposer.release(name)
+            raise
+        if node.maintenance:
+            self._record("talos.maintenance", name, address=node.address)
+        return node
+
     def remove_node(self, name: str) -> None:
         self._run(self._down(name, record=False))
         with self._lock:
-            self._nodes.pop(name, None)
+            known = self._nodes.pop(name, None) is not None
+        if known and self.exposer is not None:
+            self.exposer.release(name)
 
     def node(self, name: str) -> FakeTalosNode:
         with self._lock:
@@ -246,7 +282,7 @@ class FakeTalosFleet:
         if node.maintenance:
             cert = self_signed(node.address)
             return _server_context(cert.cert_pem, cert.key_pem, None)
-        cert = self.pki.server_cert(node.address, node.name)
+        cert = self.pki.server_cert(node.address, node.name, extra_sans=node.sans)
         return _server_context(cert.cert_pem, cert.key_pem, self.pki.ca.cert_pem)
 
     async def _up(self, name: str) -> None:
@@ -254,11 +290,12 @@ class FakeTalosFleet:
         if name in self._endpoints or node.unreachable:
             return
         endpoint = _Endpoint([TalosService(node, self._accept_reboot)])
-        await endpoint.start(node.address, node.port, ssl=self._context_for(node), reuse_address=True)
+        await endpoint.start(node.bind_host, node.bind_port, ssl=self._context_for(node), reuse_address=True)
         self._endpoints[name] = endpoint
         node._set(up=True)
+        listen = {"listen": node.listen} if node.listen != node.endpoint else {}
         self._record("talos.up", name, address=node.address, boot_id=node.boot_id[:8],
-                     mode="maintenance" if node.maintenance else "normal")
+                     mode="maintenance" if node.maintenance else "normal", **listen)
 
     async def _down(self, name: str, *, record: bool = True) -> None:
         endpoint = self._endpoints.pop(name, None)

@@ -38,15 +38,24 @@ class RebootRecord:
 
 
 class FakeTalosNode:
-    """One simulated node. ``address`` is the host (IP); the endpoint is ``address:port``."""
+    """One simulated node. ``address`` is the host (IP); the endpoint is ``address:port``.
+
+    The endpoint listens on ``bind_host:bind_port`` — the same as ``address:port`` unless the fleet exposes it
+    another way (in-cluster: ``address`` is a Service's ClusterIP, ``bind_*`` the pod address and port) —
+    and its server certificate also names ``sans``.
+    """
 
     def __init__(self, fleet: FakeTalosFleet, name: str, address: str, port: int, talos_version: str,
-                 stage: str, ready: bool) -> None:
+                 stage: str, ready: bool, *, bind_host: str | None = None, bind_port: int | None = None,
+                 sans: tuple[str, ...] = ()) -> None:
         self._fleet = fleet
         self._lock = threading.Lock()
         self.name = name
         self.address = address
         self.port = port
+        self.bind_host = address if bind_host is None else bind_host
+        self.bind_port = port if bind_port is None else bind_port
+        self.sans = sans
         self.talos_version = talos_version
         self._stage = stage
         self._ready = ready
@@ -63,6 +72,12 @@ class FakeTalosNode:
     def endpoint(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
+
+    @property
+    def listen(self) -> str:
+        """``bind_host:bind_port``: where this process reaches the endpoint directly."""
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        return f"{host}:{self.bind_port}"
 
     @property
     def version_tuple(self) -> tuple[int, int]:
