@@ -8,8 +8,12 @@ its phase with a deadline and converts it with :func:`e2e.argo_local.run_from_ar
 ``main`` log. :class:`KindBackend` adds the cluster's life cycle (pytest-kind-ng), the Argo install from the
 pinned ``github.com/argoproj/argo-workflows/v4`` module zip (``kustomize build`` of
 ``manifests/cluster-install`` with the images pinned to the same version), and the step/simulator images
-(``docker build`` + ``kind load``). Pure helpers (:func:`workflow_object`, :func:`argo_kustomization`,
-:func:`override_images`, :func:`rehome`) carry the decisions and are unit-tested; the rest needs Docker.
+(``docker build`` + ``kind load``), and the simulator in the cluster (:meth:`KindBackend.deploy_simulator`:
+the CAPI line's and Talos CRDs, ``sim/deploy``'s manifests with the scenario, one Service per fake Talos node so
+workflow pods reach it; a :class:`SimDeployment` handle triggers the rollout, reads the timeline and removes it).
+Pure helpers (:func:`workflow_object`, :func:`argo_kustomization`, :func:`override_images`, :func:`rehome`,
+:func:`images_to_build`, :func:`simulator_documents`, :func:`simulator_ready`) carry the decisions and are
+unit-tested; the rest needs Docker.
 """
 
 from __future__ import annotations
@@ -21,14 +25,20 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
 
+from capi_rollout.workflow.image import IMAGE as STEP_IMAGE
 from e2e.argo_local import KillStep, WorkflowRun, run_from_argo_workflow
 from e2e.argo_local.model import COMPLETED_PHASES, POD, pod_name
 from e2e.backends import RUNNER_SERVICE_ACCOUNT, Manifest, load_manifests
+from sim.deploy import NAME as SIM_NAME
+from sim.deploy import SIM_IMAGE, manifests
+from sim.scenario import Scenario, load
+from sim.talos.exposure import SERVICE_LABEL
 
 ARGO_GROUP, ARGO_VERSION = "argoproj.io", "v1alpha1"
 ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
@@ -94,6 +104,63 @@ def rehome(doc: Mapping[str, Any], namespace: str, *, from_namespace: str = "arg
     if out.get("kind") == "ClusterRoleBinding":  # one per throwaway namespace, so runs never share a binding
         out["metadata"]["name"] = f"{out['metadata']['name']}-{namespace}"
     return dict(out)
+
+
+def images_to_build() -> list[tuple[str, str]]:
+    """(tag, Dockerfile) of every image the kind cluster needs from this repository: the step image the
+    WorkflowTemplate runs and the simulator image ``sim/deploy`` runs."""
+    return [(STEP_IMAGE, "Dockerfile"), (SIM_IMAGE, "sim/Dockerfile")]
+
+
+def simulator_documents(scenario: Scenario | str, namespace: str, *, image: str = SIM_IMAGE,
+                        trigger_after: float = -1.0) -> list[dict[str, Any]]:
+    """``sim/deploy``'s documents for ``scenario`` in ``namespace`` (the scenario's own namespace is replaced:
+    the simulator, its objects and its per-node Services all live in one namespace)."""
+    s = load(scenario) if isinstance(scenario, str) else scenario
+    return manifests(namespace=namespace, scenario=replace(s, namespace=namespace), image=image,
+                     trigger_after=trigger_after)
+
+
+def simulator_ready(*, deployment: Mapping[str, Any] | None, talosconfig: bool, services: int,
+                    machines: int) -> tuple[bool, str]:
+    """Is the simulator up (its pod ready: the cluster exists) with the talosconfig Secret and one Service per
+    Machine? With the reason when not."""
+    status = (deployment or {}).get("status") or {}
+    if not status.get("readyReplicas"):
+        return False, "the simulator pod is not ready yet (its readiness probe waits for the simulated cluster)"
+    if not talosconfig:
+        return False, "no talosconfig Secret yet"
+    if machines == 0 or services != machines:
+        return False, f"{services} per-node Services for {machines} Machines"
+    return True, f"ready: {machines} Machines, each behind its Service"
+
+
+PROBE_SCRIPT = """\
+import json, pathlib, sys
+from capi_rollout.adapters.talos.client import SyncTalosClient
+from capi_rollout.adapters.talos.config import parse_talosconfig
+path = sys.argv[1] if len(sys.argv) > 1 else "/etc/talos/talosconfig"
+config = parse_talosconfig(pathlib.Path(path).read_text())
+with SyncTalosClient(config, timeout=10.0) as talos:
+    print(json.dumps({e: talos.probe(e).state.value for e in config.endpoints}))
+"""
+
+
+def talos_probe_job(namespace: str, cluster: str, *, image: str = STEP_IMAGE,
+                    name: str = "talos-probe") -> dict[str, Any]:
+    """A Job that probes every talosconfig endpoint (the Services' ClusterIPs, port 50000) from its own pod with
+    the engine's Talos client, as the workflow's steps do, and prints ``{endpoint: state}`` as JSON."""
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 120, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "-c", PROBE_SCRIPT],
+                            "volumeMounts": [{"name": "talosconfig", "mountPath": "/etc/talos", "readOnly": True}]}],
+            "volumes": [{"name": "talosconfig", "secret": {"secretName": f"{cluster}-talosconfig"}}],
+        }}},
+    }
 
 
 def module_zip(cache: Path, module: str, version: str) -> Path:
@@ -290,7 +357,116 @@ class KindBackend(ClusterBackend):
         self.apply([d for d in docs if d.get("kind") != "Namespace"])
         self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
 
+    # -- the simulator in the cluster ---------------------------------------------------------------------
+
+    def load_images(self) -> None:
+        """Build and ``kind load`` the step and simulator images (once per backend)."""
+        if not getattr(self, "_images_loaded", False):
+            for tag, dockerfile in images_to_build():
+                self.build_and_load(tag, dockerfile=dockerfile)
+            self._images_loaded = True
+
+    def install_capi_crds(self, capi_line: str) -> None:
+        """The CAPI line's CRDs and the Talos providers' ones, as ``make tools`` pinned them (server-side)."""
+        from sim.envtest import assets
+
+        done: set[str] = getattr(self, "_crd_lines", set())
+        if capi_line in done:
+            return
+        self.apply(load_manifests(assets.crd_paths(capi_line=capi_line, extra=("talos",))))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=120s", "crd", "--all", timeout=150)
+        self._crd_lines = done | {capi_line}
+
+    def deploy_simulator(self, scenario: Scenario | str, *, namespace: str | None = None,
+                         trigger_after: float = -1.0, timeout: float = 300.0) -> SimDeployment:
+        """Run the simulator in the cluster with ``scenario`` and wait until its objects exist: the pod ready
+        (the simulated cluster is up), the talosconfig Secret, one Service per Machine."""
+        s = load(scenario) if isinstance(scenario, str) else scenario
+        ns = namespace or f"sim-{uuid.uuid4().hex[:8]}"
+        self.load_images()
+        self.install_capi_crds(s.capi_line)
+        docs = simulator_documents(s, ns, trigger_after=trigger_after)
+        self.apply([d for d in docs if d["kind"] == "Namespace"])
+        self.apply([d for d in docs if d["kind"] != "Namespace"])
+        deployment = SimDeployment(self, ns, replace(s, namespace=ns))
+        deployment.wait_ready(timeout)
+        return deployment
+
     def close(self) -> None:
         super().close()
         if not self.keep:
             self.cluster.delete()
+
+
+@dataclass
+class SimDeployment:
+    """One simulator running in a kind cluster (see :meth:`KindBackend.deploy_simulator`)."""
+
+    backend: ClusterBackend
+    namespace: str
+    scenario: Scenario
+
+    def wait_ready(self, timeout: float) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        from sim.objects import capi_version
+
+        apps, core = client.AppsV1Api(self.backend.api), client.CoreV1Api(self.backend.api)
+        custom = client.CustomObjectsApi(self.backend.api)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                dep: Any = self.backend.api.sanitize_for_serialization(
+                    apps.read_namespaced_deployment(SIM_NAME, self.namespace))
+                secrets = core.list_namespaced_secret(
+                    self.namespace, field_selector=f"metadata.name={self.scenario.cluster}-talosconfig").items
+                services = core.list_namespaced_service(self.namespace, label_selector=f"{SERVICE_LABEL}=true")
+                machines: Any = custom.list_namespaced_custom_object(
+                    "cluster.x-k8s.io", capi_version(self.scenario.capi_line), self.namespace, "machines")
+                ok, why = simulator_ready(deployment=dep, talosconfig=bool(secrets), services=len(services.items),
+                                          machines=len(machines["items"]))
+            except ApiException as exc:
+                ok, why = False, f"API: {exc.status} {exc.reason}"
+            if ok:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"simulator in {self.namespace} not ready within {timeout:g}s: {why}\n"
+                                   f"{self.logs(tail=40)}")
+            time.sleep(POLL_SECONDS)  # polling remote state: bounded by the deadline above
+
+    def trigger(self) -> None:
+        """The GitOps change: SIGUSR1 to the simulator (PID 1 of its container)."""
+        self.backend.kubectl("-n", self.namespace, "exec", f"deploy/{SIM_NAME}", "--", "python", "-c",
+                             "import os, signal; os.kill(1, signal.SIGUSR1)", timeout=60)
+
+    def probe_from_a_pod(self, timeout: float = 180.0) -> dict[str, str]:
+        """Run :func:`talos_probe_job` in the simulator's namespace; ``{endpoint: probe state}``."""
+        import json
+
+        job = talos_probe_job(self.namespace, self.scenario.cluster, name=f"talos-probe-{uuid.uuid4().hex[:6]}")
+        self.backend.apply([job])
+        name = job["metadata"]["name"]
+        self.backend.kubectl("-n", self.namespace, "wait", "--for=condition=Complete", f"job/{name}",
+                             f"--timeout={int(timeout)}s", timeout=timeout + 30)
+        out = self.backend.kubectl("-n", self.namespace, "logs", f"job/{name}", timeout=60)
+        states: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+        return states
+
+    def logs(self, tail: int | None = None) -> str:
+        """The simulator's output: its timeline, one event per line."""
+        args = ["-n", self.namespace, "logs", f"deploy/{SIM_NAME}"] + ([f"--tail={tail}"] if tail else [])
+        try:
+            return self.backend.kubectl(*args, timeout=60)
+        except RuntimeError as exc:
+            return f"# logs unavailable: {exc}"
+
+    def remove(self, timeout: float = 120.0) -> None:
+        """Stop the simulator (SIGTERM: it deletes its objects and Services), then its namespace and RBAC."""
+        self.backend.kubectl("-n", self.namespace, "delete", "deployment", SIM_NAME, "--wait=true",
+                             f"--timeout={int(timeout)}s", timeout=timeout + 30)
+        self.backend.kubectl("-n", self.namespace, "wait", "--for=delete", "pod", "-l",
+                             f"app.kubernetes.io/name={SIM_NAME}", f"--timeout={int(timeout)}s", timeout=timeout + 30)
+        name = f"{SIM_NAME}-{self.namespace}"
+        self.backend.kubectl("delete", "--ignore-not-found", f"clusterrolebinding/{name}", f"clusterrole/{name}",
+                             f"namespace/{self.namespace}", "--wait=false", timeout=60)

@@ -353,3 +353,63 @@ def test_the_sim_image_is_tagged_with_the_package_version() -> None:
     assert sim_image() == f"ghcr.io/capi-rollout/capi-rollout-sim:{__version__}"
     assert IMAGE.rsplit(":", 1)[1] == sim_image().rsplit(":", 1)[1]
     assert Path(RENDERED).parent.joinpath("manifests.py").is_file()
+
+
+# --- the kind backend's pure parts --------------------------------------------------------------------------------
+
+
+def test_kind_builds_the_step_and_the_simulator_image_from_their_dockerfiles() -> None:
+    from capi_rollout.workflow.image import IMAGE
+    from e2e.kind_backend import images_to_build
+
+    built = images_to_build()
+    assert built == [(IMAGE, "Dockerfile"), (sim_image(), "sim/Dockerfile")]
+    root = Path(__file__).resolve().parents[2]
+    assert all((root / dockerfile).is_file() for _, dockerfile in built)
+
+
+def test_kind_runs_the_scenario_in_the_simulator_namespace() -> None:
+    from e2e.kind_backend import simulator_documents
+
+    docs = simulator_documents("cp-stall-recover-after-reboot", "sim-kind-1", image="img:1", trigger_after=2)
+    namespaced = [d for d in docs if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding")]
+    assert {d["metadata"]["namespace"] for d in namespaced} == {"sim-kind-1"}
+    mounted = from_dict(yaml.safe_load(_by_kind(docs)["ConfigMap"]["data"]["scenario.yaml"]))
+    assert mounted.namespace == "sim-kind-1" and mounted.faults == load("cp-stall-recover-after-reboot").faults
+    assert _by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"] == "img:1"
+
+
+def test_kind_waits_for_the_pod_the_talosconfig_and_one_service_per_machine() -> None:
+    from e2e.kind_backend import simulator_ready
+
+    ready = {"status": {"readyReplicas": 1}}
+    assert simulator_ready(deployment=None, talosconfig=True, services=4, machines=4)[0] is False
+    assert simulator_ready(deployment={"status": {}}, talosconfig=True, services=4, machines=4)[0] is False
+    assert simulator_ready(deployment=ready, talosconfig=False, services=4, machines=4) == (
+        False, "no talosconfig Secret yet")
+    assert simulator_ready(deployment=ready, talosconfig=True, services=3, machines=4) == (
+        False, "3 per-node Services for 4 Machines")
+    assert simulator_ready(deployment=ready, talosconfig=True, services=0, machines=0)[0] is False
+    assert simulator_ready(deployment=ready, talosconfig=True, services=4, machines=4)[0] is True
+
+
+def test_the_probe_job_mounts_the_talosconfig_and_its_script_probes_every_endpoint(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from e2e.kind_backend import PROBE_SCRIPT, talos_probe_job
+
+    job = talos_probe_job("sim-kind-1", "demo", image="img:1")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "talosconfig", "secret": {"secretName": "demo-talosconfig"}}]
+    assert pod["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/talos"
+    # the script itself, run here against a loopback-mode simulator (the same client code the pod runs)
+    with Simulator(None, _scenario(), store=MemoryStore("sim-unit")) as sim:
+        path = tmp_path / "talosconfig"
+        path.write_text(sim.talosconfig)
+        done = subprocess.run([sys.executable, "-c", PROBE_SCRIPT, str(path)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        states = json.loads(done.stdout.strip().splitlines()[-1])
+        assert states == {m.node.address: "running" for m in sim.machines("cp")}
