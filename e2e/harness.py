@@ -17,8 +17,8 @@ saw, the remediations in the ledger, the summary) and :meth:`Outcome.write` leav
 steps + the ledger's phases and remediations, on the simulator's clock) and the summary JSON, so a failing run is
 readable without rerunning it.
 
-Durations are scaled (:data:`FAST_TIMINGS`, :data:`SCALED_PARAMETERS`): a machine boots in about a second of wall
-time, the stall timeout is four times that, the phase timeouts are far above a normal rollout.
+Durations are scaled (:data:`FAST_TIMINGS`, :data:`SCALED_PARAMETERS`): a machine boots in about half a second of
+wall time, the stall timeout is 4 s, the phase timeouts are far above a normal rollout.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ RBAC_PATH = OVERLAY / "capi-rollout-rbac.yaml"
 RUNNER_NAMESPACE, RUNNER = "argo", "capi-rollout-runner"
 PER_CLUSTER_ROLE = "capi-rollout-cluster-namespace"
 
-# Simulated seconds at 60x: a machine boots in 55 simulated seconds (~0.9 s wall), a deletion takes ~0.2 s,
+# Simulated seconds at 60x: a machine boots in 33 simulated seconds (~0.55 s wall), a deletion takes ~0.1 s,
 # a Talos reboot keeps the node down ~0.5 s. Jitter is seeded, so every run is the same story.
-FAST_TIMINGS = Timings(pending=5, provisioning=20, boot=20, node_ready=10, deletion=10, reboot=30,
+FAST_TIMINGS = Timings(pending=3, provisioning=12, boot=12, node_ready=6, deletion=6, reboot=30,
                        jitter=0.1, seed=7, time_scale=60)
 
-# Wall-clock parameters for the engine against FAST_TIMINGS: the stall timeout is ~4x a machine's whole boot
-# (and ~12x its longest single phase), the phase timeouts ~10x a whole normal rollout.
+# Wall-clock parameters for the engine against FAST_TIMINGS: the stall timeout is ~7x a machine's whole boot
+# (and ~20x its longest single phase), the phase timeouts ~20x a whole normal rollout.
 SCALED_PARAMETERS: dict[str, str] = {
     "pollInterval": "1s",
     "stallTimeout": "4s",
@@ -332,8 +332,9 @@ class Stage:
             raise
         return sim
 
-    def run_concurrently(self, cases: Sequence[Mapping[str, Any]]) -> list[Outcome]:
-        """Play independent scenarios at once (each ``dict`` holds :meth:`run`'s arguments); outcomes in order.
+    def run_concurrently(self, cases: Sequence[Mapping[str, Any]], *, at_once: int = 4) -> list[Outcome]:
+        """Play independent scenarios, ``at_once`` at a time (each ``dict`` holds :meth:`run`'s arguments);
+        outcomes in order. Steps are CPU-bound (interpreter start-up): more than a few at once only thrashes.
 
         Only for refusals that need no rollout (``trigger=False``, enforced): the fake Talos fleets of simulators
         in one process pick loopback addresses by "check, then bind" (``sim/talos/fleet.py``), so two fleets
@@ -341,7 +342,7 @@ class Stage:
         """
         if any(case.get("trigger", True) for case in cases):
             raise ValueError("concurrent cases must not trigger a rollout (trigger=False)")
-        with ThreadPoolExecutor(max_workers=len(cases), thread_name_prefix="e2e-case") as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(at_once, len(cases))), thread_name_prefix="e2e-case") as pool:
             futures = [pool.submit(self._run_case, case) for case in cases]
             return [f.result() for f in futures]
 

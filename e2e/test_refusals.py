@@ -2,7 +2,8 @@
 
 "Nothing written" is checked on the simulated cluster itself: no Machine deleted by anyone but the fake CAPI
 controllers, no reboot seen by the fake Talos API, no remediation in the ledger (and, where the run stops before
-resolving, no ledger at all). Independent refusals that need no rollout run concurrently (``run_concurrently``).
+resolving, no ledger at all). The refusals that need no rollout (7 before the run, 8, 11) are played once, all at
+the same time (``run_concurrently``, fixture ``refusals``); each test asserts on its own cases.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from kubernetes import client
 
 from e2e.harness import Outcome, Stage, parameters, scaled
 from sim.objects import TCP_GROUP, TCP_VERSION
-from sim.scenario import DeploymentSpec
+from sim.scenario import DeploymentSpec, Scenario
 from sim.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
@@ -48,23 +49,18 @@ def _not_started_after(out: Outcome, step: str) -> None:
 
 
 def test_7_maintenance_before_the_run_fails_preflight_on_both_talos_behaviours(
-        request: pytest.FixtureRequest, stage: Stage) -> None:
-    cases = []
-    for label, version in TALOS_VERSIONS.items():
-        s = scaled("maintenance-before", talos_version=version, target_talos_version=version)
-        cases.append({"name": f"{request.node.name}-{label}", "scenario": s, "params": parameters(s),
-                      "trigger": False})
-    for out in stage.run_concurrently(cases):
+        refusals: dict[str, Outcome]) -> None:
+    for label in TALOS_VERSIONS:
+        out = refusals[f"maintenance-before-{label}"]
         _refused(out, MAINTENANCE, failed_step="preflight")
         assert "node demo-cp-1 (" in out.step_log("preflight")
         assert out.timeline.first("talos.maintenance", "demo-cp-1") is not None
         _not_started_after(out, "preflight")
 
 
-@pytest.mark.parametrize("label", list(TALOS_VERSIONS))
 def test_7_maintenance_appearing_mid_rollout_fails_within_one_evaluation(
-        request: pytest.FixtureRequest, stage: Stage, label: str) -> None:
-    version = TALOS_VERSIONS[label]
+        request: pytest.FixtureRequest, stage: Stage) -> None:
+    version = TALOS_VERSIONS["talos-1.13"]  # detection is the same on 1.12 (the before-the-run test runs both)
     # The remediation's reboot lands the new node in maintenance mode (omni #877). The deletion is made long
     # (4 s) so the deleting Machine, whose node the engine keeps probing, is still there when Talos comes back.
     s = scaled("maintenance-after-reboot", talos_version=version, target_talos_version=version,
@@ -100,24 +96,15 @@ def _drop_tcp_max_surge(sim: Simulator) -> None:
     )
 
 
-def test_8_unsafe_strategies_fail_preflight_and_nothing_is_done(
-        request: pytest.FixtureRequest, stage: Stage) -> None:
-    missing = scaled("happy", safe_workers=False,
-                     deployments=(DeploymentSpec(name="workers", replicas=3, max_surge=0, max_unavailable=2),))
-    surge = scaled("happy", cp_max_surge=1)
-    out_missing, out_surge = stage.run_concurrently([
-        {"name": f"{request.node.name}-tcp-maxsurge-missing-md-maxunavailable-2", "scenario": missing,
-         "params": parameters(missing), "trigger": False, "prepare": _drop_tcp_max_surge},
-        {"name": f"{request.node.name}-tcp-maxsurge-1", "scenario": surge, "params": parameters(surge),
-         "trigger": False},
-    ])
-
+def test_8_unsafe_strategies_fail_preflight_and_nothing_is_done(refusals: dict[str, Outcome]) -> None:
+    out_missing = refusals["tcp-maxsurge-missing-md-maxunavailable-2"]
     summary = _refused(out_missing, "preflight failed", failed_step="preflight")
     (reason,) = summary["reasons"]
     assert "maxSurge is not set" in reason
     assert "maxUnavailable 2 resolves to 2 for 3 replicas; it must be 1" in reason
     _not_started_after(out_missing, "preflight")
 
+    out_surge = refusals["tcp-maxsurge-1"]
     (reason,) = _refused(out_surge, "preflight failed", failed_step="preflight")["reasons"]
     assert "maxSurge 1" in reason and "must be 0" in reason
     _not_started_after(out_surge, "preflight")
@@ -151,20 +138,9 @@ def _duplicate_talosconfig(sim: Simulator) -> None:
 
 
 def test_11_missing_or_duplicate_secret_unknown_cluster_and_bad_parameters_fail_clearly_without_writes(
-        request: pytest.FixtureRequest, stage: Stage) -> None:
-    base = request.node.name[:40]
-    scenarios = [scaled("happy") for _ in range(4)]
-    missing, duplicate, unknown, bad = stage.run_concurrently([
-        {"name": f"{base}-missing-secret", "scenario": scenarios[0], "params": parameters(scenarios[0]),
-         "trigger": False, "prepare": _delete_talosconfig},
-        {"name": f"{base}-duplicate-secret", "scenario": scenarios[1], "params": parameters(scenarios[1]),
-         "trigger": False, "prepare": _duplicate_talosconfig},
-        {"name": f"{base}-unknown-cluster", "scenario": scenarios[2],
-         "params": parameters(scenarios[2], clusterName="nope"), "trigger": False},
-        {"name": f"{base}-bad-parameters", "scenario": scenarios[3],
-         "params": parameters(scenarios[3], maxRemediations="-1", pollInterval="soon"), "trigger": False},
-    ])
-
+        refusals: dict[str, Outcome]) -> None:
+    missing, duplicate = refusals["missing-secret"], refusals["duplicate-secret"]
+    unknown, bad = refusals["unknown-cluster"], refusals["bad-parameters"]
     # A resolve failure is told in the resolve step's log (what `argo logs` shows); the summary only says Failed:
     # resolve writes no ledger and the template passes no {{workflow.failures}} to the summary (reported).
     _refused(missing, "cannot resolve the cluster: no Secret named *-talosconfig", failed_step="resolve",
@@ -177,3 +153,30 @@ def test_11_missing_or_duplicate_secret_unknown_cluster_and_bad_parameters_fail_
     for out in (missing, duplicate, unknown, bad):
         assert out.ledger is None, "a run that cannot resolve writes nothing, not even its ledger"
         _not_started_after(out, "resolve")
+
+
+# ------------------------------------------------------------------------------------------ the refusal batch
+
+
+@pytest.fixture(scope="module")
+def refusals(stage: Stage) -> dict[str, Outcome]:
+    """Every refusal that needs no rollout, played at once (each in its own namespace); outcomes by case."""
+    cases: dict[str, dict[str, Any]] = {}
+
+    def case(key: str, scenario: Scenario, prepare: Any = None, **params: str) -> None:
+        cases[key] = {"name": f"refusals-{key}", "scenario": scenario, "params": parameters(scenario, **params),
+                      "trigger": False, "prepare": prepare}
+
+    for label, version in TALOS_VERSIONS.items():
+        case(f"maintenance-before-{label}",
+             scaled("maintenance-before", talos_version=version, target_talos_version=version))
+    case("tcp-maxsurge-missing-md-maxunavailable-2",
+         scaled("happy", safe_workers=False,
+                deployments=(DeploymentSpec(name="workers", replicas=3, max_surge=0, max_unavailable=2),)),
+         _drop_tcp_max_surge)
+    case("tcp-maxsurge-1", scaled("happy", cp_max_surge=1))
+    case("missing-secret", scaled("happy"), _delete_talosconfig)
+    case("duplicate-secret", scaled("happy"), _duplicate_talosconfig)
+    case("unknown-cluster", scaled("happy"), clusterName="nope")
+    case("bad-parameters", scaled("happy"), maxRemediations="-1", pollInterval="soon")
+    return dict(zip(cases, stage.run_concurrently(list(cases.values())), strict=True))
