@@ -60,8 +60,9 @@ from typing import Any  # noqa: E402
 from e2e.harness import Stage  # noqa: E402
 
 SIM_NEEDS_LOCAL = (
-    "the simulator's fake Talos endpoints listen on loopback addresses of the test process, which workflow pods "
-    "of the {backend} backend cannot reach (sim/README.md, Missing: no Service per simulated node)"
+    "scenarios 1-13 drive the in-process simulator (its Timeline, fault handles and fake Talos fleet in the test "
+    "process); on the {backend} backend the simulator runs in-cluster (kind_backend.deploy_simulator) and the "
+    "harness (e2e/harness.py) is not ported to it yet"
 )
 
 
