@@ -16,6 +16,7 @@ ledger is not run again.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import sys
@@ -325,6 +326,9 @@ def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
         return StepResult(True, "; ".join(summary["reasons"]) or "rollout succeeded",
                           {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
     except StepFailed as exc:
+        if step == "resolve":  # keep the reason for the summary (the exit hook reads only the ledger)
+            with contextlib.suppress(KubeError):
+                runner._save(replace(runner.ledger, failure=str(exc)))
         outputs: dict[str, str] = {}
         failed = runner.ledger.phase(step) if step in ("control-plane", "workers") else None
         if failed is not None:

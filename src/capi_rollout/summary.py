@@ -19,6 +19,8 @@ def _failures(text: str | None) -> list[dict[str, Any]]:
         return []
     try:
         parsed = json.loads(text)
+        if isinstance(parsed, str):  # Argo passes workflow.failures JSON-encoded inside a string
+            parsed = json.loads(parsed) if parsed not in ("", "null") else []
     except ValueError:
         return [{"message": text}]
     return [f for f in parsed if isinstance(f, dict)] if isinstance(parsed, list) else []
@@ -46,11 +48,14 @@ def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
             }
             if rec.result == "failed":
                 result = "Failed"
-    if ledger is None or ledger.preflight or any(p.get("result") != "succeeded" for p in phases.values()):
+    unfinished = any(p.get("result") != "succeeded" for p in phases.values())
+    if ledger is None or ledger.failure or ledger.preflight or unfinished:
         result = "Failed"
     if workflow_status and workflow_status not in ("Succeeded", "{{workflow.status}}"):
         result = "Failed"
     reasons = [failure] if failure else []
+    if ledger is not None and ledger.failure and ledger.failure not in reasons:
+        reasons.append(ledger.failure)
     if ledger is not None and ledger.preflight:
         reasons.append(ledger.preflight)
     reasons += [p["message"] for p in phases.values() if p.get("result") == "failed" and p.get("message")]

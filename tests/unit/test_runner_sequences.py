@@ -7,6 +7,7 @@ written as a readable golden log (regenerate on purpose with ``UPDATE_GOLDEN=1``
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,3 +200,15 @@ def test_resolve_names_every_missing_piece() -> None:
     with pytest.raises(StepFailed) as err:
         runner.resolve()
     assert "2 TalosControlPlanes carry" in str(err.value) and "no Secret named *-talosconfig" in str(err.value)
+
+
+def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
+    from capi_rollout.runner import _run
+
+    runner, kube, _, _ = make()
+    kube.secrets = []
+    result = _run(runner, "resolve")
+    assert not result.ok
+    assert runner.ledger.failure is not None and "no Secret named *-talosconfig" in runner.ledger.failure
+    summary = _run(runner, "summary", workflow_status="Failed")
+    assert "no Secret named *-talosconfig" in json.loads(summary.outputs["summary"])["reasons"][0]

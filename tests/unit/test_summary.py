@@ -55,3 +55,16 @@ def test_phases_not_started_are_shown_as_such() -> None:
     only_cp = Ledger(cluster="c", namespace="n", phases={"control-plane": ledger().phases["control-plane"]})
     summary = build_summary(only_cp, workflow_status="Failed")
     assert summary["phases"]["workers"] == {"result": "not started"} and summary["result"] == "Failed"
+
+
+def test_argos_double_encoded_failures_are_read() -> None:
+    inner = json.dumps([{"displayName": "workers", "message": "Error (exit code 1)"}])
+    summary = build_summary(None, workflow_status="Failed", workflow_failures=json.dumps(inner))
+    assert summary["reasons"] == ["workers: Error (exit code 1)"]
+    assert build_summary(None, workflow_status="Failed", workflow_failures=json.dumps("null"))["reasons"] == []
+
+
+def test_a_resolve_failure_kept_in_the_ledger_is_the_reason() -> None:
+    failed = Ledger(cluster="c", namespace="n", failure="cannot resolve the cluster: Cluster c not found")
+    summary = build_summary(failed, workflow_status="Failed")
+    assert summary["result"] == "Failed" and summary["reasons"] == ["cannot resolve the cluster: Cluster c not found"]

@@ -105,6 +105,7 @@ class Ledger:
     warnings: tuple[str, ...] = ()
     preflight: str | None = None
     phases: dict[str, PhaseRecord] = field(default_factory=dict)
+    failure: str | None = None  # why resolve failed, for the summary (preflight and phases have their own)
 
     def phase(self, name: str) -> PhaseRecord | None:
         return self.phases.get(name)
@@ -121,6 +122,7 @@ class Ledger:
                 "warnings": list(self.warnings),
                 "preflight": self.preflight,
                 "phases": {k: v.to_dict() for k, v in self.phases.items()},
+                "failure": self.failure,
             },
             sort_keys=True,
         )
@@ -135,4 +137,5 @@ class Ledger:
             warnings=tuple(d.get("warnings") or ()),
             preflight=d.get("preflight"),
             phases={k: PhaseRecord.from_dict(v) for k, v in (d.get("phases") or {}).items()},
+            failure=d.get("failure"),
         )
