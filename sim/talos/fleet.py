@@ -338,6 +338,8 @@ class FakeTalosFleet:
         node._set(stage="rebooting", ready=False)
         await self._down(name)
         await asyncio.sleep(self.reboot_downtime)  # the simulated reboot duration, not a wait for a condition
+        if name not in self._nodes or self._nodes[name] is not node:
+            return  # the Machine (and its node) was removed while it rebooted: nothing comes back
         node._set(new_boot=True)
         if outcome is RebootOutcome.NEVER:
             node._set(stage="booting", ready=False)
