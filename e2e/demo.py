@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import re
 import signal
 import sys
@@ -38,12 +37,6 @@ def _say(text: str = "") -> None:
 def _step_line(line: str) -> None:
     """A step's output line, with the workflow name dropped from its prefix: ``[control-plane(0)] ...``."""
     _say("   " + _PREFIX.sub("[", line))
-
-
-def _known_sim_noise(record: logging.LogRecord) -> bool:
-    """Hide one known simulator defect from newcomers (reported): a reboot task of the fake Talos fleet that
-    fails with KeyError because the engine deleted the Machine, and so its node, while the node was rebooting."""
-    return "FakeTalosFleet._reboot" not in record.getMessage()
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -74,7 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
-    logging.getLogger("asyncio").addFilter(_known_sim_noise)
 
     started = time.monotonic()
     results = args.results.resolve()
