@@ -337,12 +337,12 @@ def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
         return StepResult(False, str(exc), outputs)
 
 
-def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None,
+def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None, runner: Runner | None = None,
             talos_factory: Callable[[str], TalosPort] = default_talos_factory,
             out: Callable[[str], None] | None = None) -> StepResult:
     """The whole rollout in one process (``capi-rollout run``): every step, then the summary."""
-    runner = Runner(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=talos_factory,
-                    out=out)
+    runner = runner or Runner(params=params, kube=kube, store=store or MemoryLedgerStore(),
+                              talos_factory=talos_factory, out=out)
     failure: str | None = None
     try:
         for step in STEPS[:-1]:

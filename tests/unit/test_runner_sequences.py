@@ -212,3 +212,28 @@ def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
     assert runner.ledger.failure is not None and "no Secret named *-talosconfig" in runner.ledger.failure
     summary = _run(runner, "summary", workflow_status="Failed")
     assert "no Secret named *-talosconfig" in json.loads(summary.outputs["summary"])["reasons"][0]
+
+
+def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() -> None:
+    from capi_rollout.runner import run_all
+
+    runner, kube, talos, _ = make({0: "not-ready"})
+    kube.mds = []  # no workers: the workers phase completes at once, after the control plane
+    result = run_all(runner.params, kube=kube, runner=runner)  # type: ignore[arg-type]
+    assert result.ok and result.outputs["result"] == "Succeeded"
+    summary = json.loads(result.outputs["summary"])
+    assert [summary["phases"][p]["result"] for p in ("control-plane", "workers")] == ["succeeded", "succeeded"]
+    assert summary["remediations"] == 1 and talos.reboots == [("10.0.1.0", "powercycle")]
+    order = [line for line in kube.log if "phase started" in line]
+    assert [line.split("] ")[1] for line in order] == ["control plane: phase started", "workers: phase started"]
+
+
+def test_run_all_stops_at_the_first_failed_step_and_still_summarises() -> None:
+    from capi_rollout.runner import run_all
+
+    runner, kube, talos, _ = make()
+    talos.stages["10.0.0.10"] = "maintenance"
+    result = run_all(runner.params, kube=kube, runner=runner)  # type: ignore[arg-type]
+    assert not result.ok and "is in Talos maintenance mode" in result.message
+    assert json.loads(result.outputs["summary"])["result"] == "Failed"
+    assert runner.ledger.phase("control-plane") is None and kube.deleted == []
