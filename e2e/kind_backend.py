@@ -11,8 +11,14 @@ pinned ``github.com/argoproj/argo-workflows/v4`` module zip (``kustomize build``
 (``docker build`` + ``kind load``), and the simulator in the cluster (:meth:`KindBackend.deploy_simulator`:
 the CAPI line's and Talos CRDs, ``sim/deploy``'s manifests with the scenario, one Service per fake Talos node so
 workflow pods reach it; a :class:`SimDeployment` handle triggers the rollout, reads the timeline and removes it).
+On request (:meth:`KindBackend.install_argo_events`, the Sensor test) it installs Argo Events from the pinned
+``github.com/argoproj/argo-events`` module zip (``go mod download`` into the project's GOMODCACHE, ``kustomize
+build`` of ``manifests/cluster-install``, images pinned to the same version), an EventBus ``default`` and the
+``overlay/management/capi-rollout`` EventSource/Sensor.
 Pure helpers (:func:`workflow_object`, :func:`argo_kustomization`, :func:`override_images`, :func:`rehome`,
-:func:`images_to_build`, :func:`simulator_documents`, :func:`simulator_ready`) carry the decisions and are
+:func:`images_to_build`, :func:`simulator_documents`, :func:`simulator_ready`, :func:`argo_events_members`,
+:func:`argo_events_kustomization`, :func:`install_order`, :func:`jetstream_versions`, :func:`newest_release`,
+:func:`eventbus_object`) carry the decisions and are
 unit-tested; the rest needs Docker.
 """
 
@@ -46,6 +52,14 @@ ARGO_IMAGES = ("quay.io/argoproj/workflow-controller", "quay.io/argoproj/argocli
 # The parts of the module's manifests/ that cluster-install is built from.
 # CRDs are applied from the files ``make tools`` extracted (kustomize is slow on the large full CRDs).
 ARGO_INSTALL_DIRS = ("cluster-install-no-crds", "base/workflow-controller", "base/argo-server")
+ARGO_EVENTS_MODULE = "github.com/argoproj/argo-events"
+ARGO_EVENTS_IMAGE = "quay.io/argoproj/argo-events"
+ARGO_EVENTS_NAMESPACE = "argo-events"
+# The parts of the argo-events module's manifests/ that cluster-install is built from.
+ARGO_EVENTS_DIRS = ("cluster-install", "base")
+ARGO_EVENTS_CRDS = ("eventbus.argoproj.io", "eventsources.argoproj.io", "sensors.argoproj.io")
+# The GitOps overlay with the EventSource, Sensor and their RBAC (relative to the repository root).
+EVENTS_OVERLAY = Path("overlay/management/capi-rollout")
 POLL_SECONDS = 1.0
 # Kinds whose objects live in a namespace; anything else is cluster-scoped and applied as is.
 CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
@@ -184,6 +198,108 @@ def build_argo_install(zip_path: Path, version: str, kustomize: Path) -> list[di
         built = subprocess.run([str(kustomize), "build", tmp], capture_output=True, text=True, check=True,
                                timeout=120).stdout
     return [d for d in yaml.safe_load_all(built) if d]
+
+
+def download_module(cache: Path, module: str, version: str, *, timeout: float = 300) -> Path:
+    """``go mod download -json <module>@<version>`` with ``GOMODCACHE=<cache>/go/mod`` (as ``tools/`` runs it);
+    the module zip's path. A zip already in the cache is not fetched again (Go answers from the cache)."""
+    import json
+
+    env = {**os.environ, "GOMODCACHE": str(cache / "go" / "mod"), "GOCACHE": str(cache / "go" / "build"),
+           "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    cache.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=cache, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    info = json.loads(done.stdout or "{}")
+    if done.returncode != 0 or info.get("Error") or not info.get("Zip"):
+        raise RuntimeError(f"go mod download {module}@{version} failed: {info.get('Error') or done.stderr.strip()}")
+    return Path(info["Zip"])
+
+
+def argo_events_members(names: Iterable[str], version: str) -> list[str]:
+    """The members of the argo-events module zip that ``manifests/cluster-install`` is built from (its own
+    directory and the ``base`` it references: CRDs, ServiceAccount, controller-manager), in zip order."""
+    prefix = f"{ARGO_EVENTS_MODULE}@{version}/manifests/"
+    return [n for n in names if not n.endswith("/") and any(n.startswith(f"{prefix}{d}/") for d in ARGO_EVENTS_DIRS)]
+
+
+def argo_events_kustomization(version: str) -> dict[str, Any]:
+    """A kustomization of the module's ``manifests/cluster-install`` (namespace ``argo-events``): the controller
+    image and the image it starts EventSource/Sensor/EventBus pods with (``ARGO_EVENTS_IMAGE``) pinned to
+    ``version``."""
+    image = f"{ARGO_EVENTS_IMAGE}:{version}"
+    patch = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "controller-manager"},
+             "spec": {"template": {"spec": {"containers": [
+                 {"name": "controller-manager", "env": [{"name": "ARGO_EVENTS_IMAGE", "value": image}]}]}}}}
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": ARGO_EVENTS_NAMESPACE,
+        "resources": ["manifests/cluster-install"],
+        "images": [{"name": ARGO_EVENTS_IMAGE, "newTag": version}],
+        "patches": [{"patch": yaml.safe_dump(patch)}],
+    }
+
+
+def install_order(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``docs`` with Namespaces first, then CustomResourceDefinitions, then the rest (each group in its order)."""
+    rank = {"Namespace": 0, "CustomResourceDefinition": 1}
+    return sorted((dict(d) for d in docs), key=lambda d: rank.get(str(d.get("kind")), 2))
+
+
+def build_argo_events_install(zip_path: Path, version: str, kustomize: Path) -> list[dict[str, Any]]:
+    """The Argo Events controller install: the ``argo-events`` Namespace and ``kustomize build`` of the module
+    zip's ``manifests/cluster-install`` (see :func:`argo_events_kustomization`), in :func:`install_order`."""
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"{zip_path} missing: see download_module")
+    prefix = f"{ARGO_EVENTS_MODULE}@{version}/"
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path) as z:
+        for member in argo_events_members(z.namelist(), version):
+            target = Path(tmp) / member.removeprefix(prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(member))
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(argo_events_kustomization(version)))
+        built = subprocess.run([str(kustomize), "build", tmp], capture_output=True, text=True, check=True,
+                               timeout=120).stdout
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ARGO_EVENTS_NAMESPACE}}
+    return install_order([namespace, *[d for d in yaml.safe_load_all(built) if d]])
+
+
+def kustomize_build(directory: Path, kustomize: Path) -> list[dict[str, Any]]:
+    """``kustomize build <directory>``'s documents (e.g. :data:`EVENTS_OVERLAY`, the EventSource/Sensor/RBAC)."""
+    built = subprocess.run([str(kustomize), "build", str(directory)], capture_output=True, text=True, check=True,
+                           timeout=120).stdout
+    return [d for d in yaml.safe_load_all(built) if d]
+
+
+def jetstream_versions(docs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The JetStream versions the controller's ``argo-events-controller-config`` ConfigMap lists, in its order."""
+    for doc in docs:
+        if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "argo-events-controller-config":
+            config = yaml.safe_load(doc["data"]["controller-config.yaml"])
+            return [str(v["version"]) for v in config["eventBus"]["jetstream"]["versions"]]
+    raise ValueError("no argo-events-controller-config ConfigMap in the install")
+
+
+def newest_release(versions: Iterable[str]) -> str:
+    """The highest plain ``X.Y.Z`` of ``versions`` (``latest`` and ``-alpine`` variants are not pinned)."""
+    plain = [v for v in versions if all(part.isdigit() for part in v.split("."))]
+    if not plain:
+        raise ValueError(f"no plain X.Y.Z version among {list(versions)}")
+    return max(plain, key=lambda v: tuple(int(part) for part in v.split(".")))
+
+
+def eventbus_object(jetstream_version: str, *, namespace: str = ARGO_EVENTS_NAMESPACE,
+                    replicas: int = 1) -> dict[str, Any]:
+    """The EventBus ``default`` the EventSource and Sensor publish to: JetStream at a version the controller
+    lists; one server (a one-node kind cluster) and streams with as many replicas as servers."""
+    return {
+        "apiVersion": f"{ARGO_GROUP}/{ARGO_VERSION}",
+        "kind": "EventBus",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": {"jetstream": {"version": jetstream_version, "replicas": replicas,
+                               "streamConfig": f"replicas: {replicas}\n"}},
+    }
 
 
 # --- a cluster that runs Argo ------------------------------------------------------------------------------
@@ -339,6 +455,31 @@ class KindBackend(ClusterBackend):
         self.apply(docs)
         self.kubectl("-n", "argo", "rollout", "status", "deployment/workflow-controller", f"--timeout={int(timeout)}s",
                      timeout=timeout + 30)
+
+    def install_argo_events(self, timeout: float = 300) -> None:
+        """Install Argo Events (``ARGO_EVENTS_VERSION``) from the pinned module zip, once per backend: the
+        controller (server-side, CRDs established first), the EventBus ``default`` (JetStream, the newest plain
+        version the controller's ConfigMap lists), then ``overlay/management/capi-rollout`` built with the
+        pinned kustomize. Waits for the controller and for the EventBus to be deployed."""
+        from sim.envtest import assets
+
+        if getattr(self, "_argo_events_installed", False):
+            return
+        version = assets.versions()["ARGO_EVENTS_VERSION"]
+        kustomize = assets.kustomize()
+        docs = build_argo_events_install(download_module(self.cache, ARGO_EVENTS_MODULE, version), version, kustomize)
+        first = [d for d in docs if d.get("kind") in ("Namespace", "CustomResourceDefinition")]
+        self.apply(first)
+        self.kubectl("wait", "--for=condition=Established", "--timeout=120s",
+                     *[f"crd/{name}" for name in ARGO_EVENTS_CRDS], timeout=150)
+        self.apply([d for d in docs if d not in first])
+        self.kubectl("-n", ARGO_EVENTS_NAMESPACE, "rollout", "status", "deployment/controller-manager",
+                     f"--timeout={int(timeout)}s", timeout=timeout + 30)
+        self.apply([eventbus_object(newest_release(jetstream_versions(docs)))])
+        self.kubectl("-n", ARGO_EVENTS_NAMESPACE, "wait", "--for=condition=Deployed", "eventbus/default",
+                     f"--timeout={int(timeout)}s", timeout=timeout + 30)
+        self.apply(kustomize_build(self.repo_root / EVENTS_OVERLAY, kustomize))
+        self._argo_events_installed = True
 
     def build_and_load(self, tag: str, dockerfile: str = "Dockerfile", context: str = ".") -> str:
         """``docker build`` an image from the repository and ``kind load`` it; returns the tag."""

@@ -3,9 +3,10 @@
 * The mutex test runs on every backend: the local executor implements ``synchronization.mutexes`` with real
   locks, kind runs Argo's own controller. Two submissions for one cluster (one that does not exist, so each run
   is short and touches nothing) must not overlap, pod for pod, the exit handler included.
-* The Sensor test needs Argo Events (EventSource and Sensor controllers, an EventBus): kind only. It applies the
-  GitOps overlay ``overlay/management/capi-rollout`` and changes a labelled TalosControlPlane: a spec change
-  creates a Workflow for its cluster, a status-only change does not.
+* The Sensor test needs Argo Events (EventSource and Sensor controllers, an EventBus): kind only; its setup calls
+  ``KindBackend.install_argo_events()`` (the pinned ``ARGO_EVENTS_VERSION``). It applies the GitOps overlay
+  ``overlay/management/capi-rollout`` and changes a labelled TalosControlPlane: a spec change creates a Workflow
+  for its cluster, a status-only change does not.
 """
 
 from __future__ import annotations
@@ -94,11 +95,13 @@ def test_14_a_spec_change_of_the_control_plane_starts_a_workflow_and_a_status_ch
 
     backend = request.getfixturevalue("e2e_backend")
     api = backend.api
+    backend.install_argo_events()  # controller, EventBus `default`, the capi-rollout overlay (once per cluster)
     crds: list[Any] = client.ApiextensionsV1Api(api).list_custom_resource_definition().items
     names = {c.metadata.name for c in crds}
     if not {"eventsources.argoproj.io", "sensors.argoproj.io", "eventbus.argoproj.io"} <= names:
-        pytest.fail("Argo Events is not installed in the kind cluster: the kind backend must install it (controllers "
-                    "and an EventBus `default` in argo-events) for this scenario", pytrace=False)
+        pytest.fail("Argo Events CRDs are missing after KindBackend.install_argo_events() (which installs the "
+                    "controller from the pinned argo-events module zip and the EventBus `default` in argo-events)",
+                    pytrace=False)
     backend.apply([d for p in assets.crd_paths("v1.14", ("talos",)) for d in _documents(p)])
     backend.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in ("argo", "argo-events")])
     backend.apply(_documents(RBAC_PATH) + _documents(TEMPLATE_PATH))
