@@ -141,17 +141,18 @@ def test_11_missing_or_duplicate_secret_unknown_cluster_and_bad_parameters_fail_
         refusals: dict[str, Outcome]) -> None:
     missing, duplicate = refusals["missing-secret"], refusals["duplicate-secret"]
     unknown, bad = refusals["unknown-cluster"], refusals["bad-parameters"]
-    # A resolve failure is told in the resolve step's log (what `argo logs` shows); the summary only says Failed:
-    # resolve writes no ledger and the template passes no {{workflow.failures}} to the summary (reported).
-    _refused(missing, "cannot resolve the cluster: no Secret named *-talosconfig", failed_step="resolve",
-             in_summary=False)
-    _refused(duplicate, "cannot resolve the cluster: 2 Secrets named *-talosconfig", failed_step="resolve",
-             in_summary=False)
-    _refused(unknown, "cannot resolve the cluster: Cluster nope not found", failed_step="resolve", in_summary=False)
+    # A resolve failure is told in the resolve step's log (what `argo logs` shows) and in the summary: the only
+    # write of such a run is its own ledger in the workflow's namespace, holding just the reason.
+    _refused(missing, "cannot resolve the cluster: no Secret named *-talosconfig", failed_step="resolve")
+    _refused(duplicate, "cannot resolve the cluster: 2 Secrets named *-talosconfig", failed_step="resolve")
+    _refused(unknown, "cannot resolve the cluster: Cluster nope not found", failed_step="resolve")
     (reason,) = _refused(bad, "invalid parameters", failed_step="resolve")["reasons"]
     assert "maxRemediations: must be a whole number ≥ 0, got '-1'" in reason and "pollInterval:" in reason
+    assert bad.ledger is None, "bad parameters are refused before anything is read or written"
+    for out in (missing, duplicate, unknown):
+        assert out.ledger is not None and out.ledger["phases"] == {} and not out.ledger.get("targets")
+        assert out.ledger["failure"].startswith("cannot resolve the cluster: ")
     for out in (missing, duplicate, unknown, bad):
-        assert out.ledger is None, "a run that cannot resolve writes nothing, not even its ledger"
         _not_started_after(out, "resolve")
 
 

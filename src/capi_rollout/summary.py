@@ -59,8 +59,9 @@ def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
     if ledger is not None and ledger.preflight:
         reasons.append(ledger.preflight)
     reasons += [p["message"] for p in phases.values() if p.get("result") == "failed" and p.get("message")]
-    reasons += [f"{f.get('displayName') or f.get('templateName', 'step')}: {f.get('message', '')}" for f in failures
-                if f.get("message") and not any(f.get("message", "") in r for r in reasons)]
+    if not reasons:  # Argo's own words (a deadline, a lost pod) only when the ledger does not say why
+        reasons = [f"{f.get('displayName') or f.get('templateName', 'step')}: {f.get('message', '')}"
+                   for f in failures if f.get("message")]
     return {
         "cluster": ledger.cluster if ledger else None,
         "namespace": ledger.namespace if ledger else None,
