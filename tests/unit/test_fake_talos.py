@@ -24,16 +24,6 @@ from sim.talos import FakeTalosFleet, loopback_block
 from sim.timeline import Timeline
 
 
-@pytest.fixture(scope="module")
-def pki() -> ClusterPKI:
-    return ClusterPKI.generate("prod-1")
-
-
-@pytest.fixture
-def timeline() -> Timeline:
-    return Timeline()
-
-
 @pytest.fixture
 def fleet(pki: ClusterPKI, timeline: Timeline) -> Iterator[FakeTalosFleet]:
     with FakeTalosFleet(pki, timeline=timeline, reboot_downtime=0.05) as f:

@@ -38,16 +38,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
         idle.wait(0.01)
 
 
-@pytest.fixture(scope="module")
-def pki() -> ClusterPKI:
-    return ClusterPKI.generate("prod-1")
-
-
-@pytest.fixture
-def timeline() -> Timeline:
-    return Timeline()
-
-
 @pytest.fixture
 def fleet(pki: ClusterPKI, timeline: Timeline) -> Iterator[FakeTalosFleet]:
     with FakeTalosFleet(pki, timeline=timeline, reboot_downtime=DOWNTIME) as f:
