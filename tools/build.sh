@@ -12,14 +12,8 @@
 # - Idempotent: a second run finds the binaries, their stamp and the CRD stamps and exits in about a second.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${CAPI_ROLLOUT_CACHE:-$HOME/.cache/capi-rollout}"
-
-# Read KEY=VALUE pins (no shell evaluation of the file).
-while IFS= read -r line; do
-  [[ -z "$line" || "$line" == \#* ]] && continue
-  printf -v "${line%%=*}" '%s' "${line#*=}"
-done < "$here/versions.env"
+# shellcheck source=tools/pins.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pins.sh"
 : "${KUBERNETES_VERSION:?}" "${ETCD_VERSION:?}" "${KUSTOMIZE_VERSION:?}"
 
 export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build" GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 GOTOOLCHAIN=local

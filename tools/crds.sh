@@ -5,12 +5,8 @@
 # a .stamp written last, so a complete set is never fetched again. Nothing here is committed to the repository.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${CAPI_ROLLOUT_CACHE:-$HOME/.cache/capi-rollout}"
-while IFS= read -r line; do
-  [[ -z "$line" || "$line" == \#* ]] && continue
-  printf -v "${line%%=*}" '%s' "${line#*=}"
-done < "$here/versions.env"
+# shellcheck source=tools/pins.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pins.sh"
 export GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build" GOFLAGS="-mod=mod" GOTOOLCHAIN=local
 log() { printf '[tools] %s\n' "$*" >&2; }
 
