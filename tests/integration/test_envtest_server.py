@@ -6,7 +6,6 @@ small servers (no CRDs) to prove clean teardown.
 
 from __future__ import annotations
 
-import os
 import socket
 import stat
 import threading
@@ -19,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sim.envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
 from sim.envtest.processes import ProcessFailedError
+from tests.integration.procs import live_processes_mentioning
 
 pytestmark = pytest.mark.apiserver
 
@@ -41,16 +41,6 @@ def _port_open(url: str) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, int(port))) == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it counts as gone.
-    with open(f"/proc/{pid}/stat") as stat_file:
-        return stat_file.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_version_endpoint_reports_the_pinned_kubernetes_release(admin_api_client: ApiClient) -> None:
@@ -158,31 +148,16 @@ def test_restarting_the_apiserver_from_a_thread_keeps_url_and_data(
     assert read["data"] == {"k": "v"}
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line mentions ``text``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
 def test_stop_ends_both_processes_frees_the_port_and_removes_the_workdir() -> None:
     server = LocalAPIServer(extra_crds=())
     with server:
         workdir, url = server.workdir, server.url
-        assert len(_processes_mentioning(str(workdir))) == 2  # etcd and kube-apiserver
+        assert len(live_processes_mentioning(str(workdir))) == 2  # etcd and kube-apiserver
         assert _port_open(url)
         assert server.timings["ready_seconds"] < 30
     assert not workdir.exists()
     assert not _port_open(url)
-    assert _processes_mentioning(str(workdir)) == []
+    assert live_processes_mentioning(str(workdir)) == []
     server.stop()  # idempotent
 
 
@@ -196,4 +171,4 @@ def test_a_failing_start_stops_etcd_and_reports_the_log(tmp_path: Path) -> None:
     with pytest.raises(ProcessFailedError, match="boom: cannot serve"):
         server.start()
     assert (workdir / "etcd.log").exists()  # etcd did start
-    assert _processes_mentioning(str(workdir)) == []
+    assert live_processes_mentioning(str(workdir)) == []

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sim.envtest import assets
+from tests.integration.procs import live_processes_mentioning
 
 pytestmark = pytest.mark.apiserver
 
@@ -36,21 +37,6 @@ def test_fails_while_using_the_server(apiserver, kube_namespace):
 def test_interrupts_the_run(apiserver):
     raise KeyboardInterrupt
 """
-
-
-def _live_processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
 
 
 def test_failed_and_interrupted_sessions_leave_no_processes_or_directories(tmp_path: Path) -> None:
@@ -72,7 +58,7 @@ def test_failed_and_interrupted_sessions_leave_no_processes_or_directories(tmp_p
     workdir = (tmp_path / "workdir.txt").read_text()
     assert workdir.startswith("/")
     assert not Path(workdir).exists()
-    assert _live_processes_mentioning(workdir) == []
+    assert live_processes_mentioning(workdir) == []
 
 
 BLOCKING_TEST = """
@@ -113,7 +99,7 @@ def test_a_killed_session_leaves_no_server_processes(tmp_path: Path, sig: signal
             assert time.monotonic() < deadline, "the inner session's server did not come up"
             time.sleep(0.05)
         workdir = record.read_text()
-        assert _live_processes_mentioning(workdir), "the inner server should be running now"
+        assert live_processes_mentioning(workdir), "the inner server should be running now"
         inner.send_signal(sig)
         inner.wait(timeout=60)
     finally:
@@ -122,9 +108,9 @@ def test_a_killed_session_leaves_no_server_processes(tmp_path: Path, sig: signal
             inner.wait()
     # PR_SET_PDEATHSIG: the kernel kills the children the moment their parent dies; reaping takes an instant.
     deadline = time.monotonic() + 10
-    while _live_processes_mentioning(workdir) and time.monotonic() < deadline:
+    while live_processes_mentioning(workdir) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _live_processes_mentioning(workdir) == []
+    assert live_processes_mentioning(workdir) == []
     if sig == signal.SIGTERM:
         assert not Path(workdir).exists(), "SIGTERM tears down like Ctrl-C: the work directory is removed"
     else:
