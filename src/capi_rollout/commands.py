@@ -74,7 +74,7 @@ def plan_snapshot(docs: Sequence[Mapping[str, Any]], params: Params, *, now: dat
         out["decision"] = {"kind": "fail", "reason": "cannot resolve the cluster: " + "; ".join(exc.problems)}
         return out
     out["targets"] = targets.to_dict()
-    machines = [m for m in _kind(docs, "Machine", name, ns)]
+    machines = _kind(docs, "Machine", name, ns)
     state = ClusterState.from_objects(cluster=cluster, control_plane=tcps[0], deployments=mds, machines=machines,
                                       health_checks=_kind(docs, "MachineHealthCheck", name, ns))
     report = preflight(cluster=cluster or {}, control_plane=tcps[0], deployments=mds, state=state, nodes={})
