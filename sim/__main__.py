@@ -5,10 +5,12 @@ Contract: a thin shell (argv in, exit code out) around :class:`sim.simulator.Sim
     python -m sim scenarios                       # list the bundled scenarios
     python -m sim run --kubeconfig KC --scenario happy [--namespace NS] [--time-scale 60]
                       [--trigger-after 5] [--duration 600] [--timeline-out timeline.txt] [--allow-real-capi]
+                      [--output text|json] [--ready-file F]
     python -m sim run --in-cluster --scenario FILE --namespace "$POD_NAMESPACE" --endpoints service
                       --pod-ip "$POD_IP" --pod-labels app.kubernetes.io/name=capi-rollout-sim [--ready-file F]
 
-``run`` prints the timeline as it grows, triggers the rollout (the GitOps change) after
+``run`` prints the timeline as it grows (``--output json``: one :meth:`sim.timeline.Event.to_json` object per
+line, which ``sim.timeline.Timeline.parse`` reads back), triggers the rollout (the GitOps change) after
 ``--trigger-after`` wall seconds unless it is negative, or at the first SIGUSR1, and stops on SIGINT/SIGTERM
 or after ``--duration``. ``--in-cluster`` uses the pod's ServiceAccount; ``--endpoints service`` serves each
 fake Talos node on the pod address behind its own Service (see ``sim.simulator``); ``--ready-file`` is written
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trigger-after", type=float, default=2.0, help="wall seconds; negative: never")
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many wall seconds (0: never)")
     run.add_argument("--timeline-out", default=None, help="write the timeline here when stopping")
+    run.add_argument("--output", choices=("text", "json"), default="text",
+                     help="timeline events as text lines, or one JSON object per line (for a test to parse)")
     run.add_argument("--talos-port", type=int, default=50000)
     run.add_argument("--allow-real-capi", action="store_true",
                      help="tolerate real CAPI controllers confined by --watch-filter or --namespace")
@@ -133,7 +137,7 @@ def _run(args: Any, scenario: Any) -> int:
                 triggered = True
             events = sim.timeline.events()
             for e in events[printed:]:
-                print(e.line(), flush=True)
+                print(e.to_json() if args.output == "json" else e.line(), flush=True)
             printed = len(events)
             if args.duration and elapsed >= args.duration:
                 break
