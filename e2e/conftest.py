@@ -54,40 +54,47 @@ def e2e_backend(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_resul
         backend.close()
 
 
-# --- e2e scenarios (appended by the scenarios helper; see e2e/harness.py) ---------------------------------------
+# --- e2e scenarios (see e2e/harness.py) ---------------------------------------------------------------------
 from typing import Any  # noqa: E402
 
-from e2e.harness import Stage  # noqa: E402
+from e2e.harness import Stage, simulator_for  # noqa: E402
 
-SIM_NEEDS_LOCAL = (
-    "scenarios 1-13 drive the in-process simulator (its Timeline, fault handles and fake Talos fleet in the test "
-    "process); on the {backend} backend the simulator runs in-cluster (kind_backend.deploy_simulator) and the "
-    "harness (e2e/harness.py) is not ported to it yet"
-)
+KIND_CLUSTER_PER_LINE = {"v1.14": "capi-rollout-e2e", "v1.10": "capi-rollout-e2e-v110"}
+
+
+def _stage(request: pytest.FixtureRequest, line: str, backend_name: str, results: Path) -> Iterator[Stage]:
+    if backend_name == "local":
+        server = request.getfixturevalue("apiserver" if line == "v1.14" else "apiserver_v110")
+        s = Stage.local(server, results, echo=_live, simulator=simulator_for(line, os.environ))
+        try:
+            yield s
+        finally:
+            s.close()
+        return
+    from e2e.kind_backend import ClusterBackend, KindBackend
+
+    backend: Any = request.getfixturevalue("e2e_backend")
+    owned = None
+    if backend_name == "kind" and line != "v1.14":  # one CAPI line's CRDs per kind cluster
+        owned = backend = KindBackend(results, cluster_name=KIND_CLUSTER_PER_LINE[line])
+    assert isinstance(backend, ClusterBackend)
+    try:
+        ok, why = backend.capi_line_available(line)
+        if not ok:
+            pytest.skip(f"CAPI {line} scenarios on {backend_name}: {why}")
+        yield Stage.on_cluster(backend)
+    finally:
+        if owned is not None:
+            owned.close()
 
 
 @pytest.fixture(scope="session")
-def local_backend_only(e2e_backend_name: str) -> None:
-    """Scenarios with the simulator run on the local backend only; elsewhere they skip, saying why."""
-    if e2e_backend_name != "local":
-        pytest.skip(SIM_NEEDS_LOCAL.format(backend=e2e_backend_name))
-
-
-@pytest.fixture(scope="session")
-def stage(local_backend_only: None, apiserver: Any, e2e_results_dir: Path) -> Iterator[Stage]:
+def stage(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_results_dir: Path) -> Iterator[Stage]:
     """The CAPI v1.14 line (v1beta2): RBAC + rendered template installed, scenarios play on it one by one."""
-    s = Stage(apiserver, e2e_results_dir, echo=_live)
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from _stage(request, "v1.14", e2e_backend_name, e2e_results_dir)
 
 
 @pytest.fixture(scope="session")
-def stage_v110(local_backend_only: None, apiserver_v110: Any, e2e_results_dir: Path) -> Iterator[Stage]:
+def stage_v110(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_results_dir: Path) -> Iterator[Stage]:
     """The CAPI v1.10 line (v1beta1 only), started only when a scenario asks for it."""
-    s = Stage(apiserver_v110, e2e_results_dir, echo=_live)
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from _stage(request, "v1.10", e2e_backend_name, e2e_results_dir)

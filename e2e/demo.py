@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _api_server() as server:
             _say(f"    ready after {time.monotonic() - started:.1f}s")
             _say("2/4 installing the runner RBAC and the rendered WorkflowTemplate (overlay/.../argo-workflows/)")
-            stage = Stage(server, results, echo=_step_line, scenario_dir=results)  # type: ignore[arg-type]
+            stage = Stage.local(server, results, echo=_step_line, scenario_dir=results)  # type: ignore[arg-type]
             try:
                 cp = scenario.cp_replicas
                 workers = sum(d.replicas for d in scenario.deployments)

@@ -1,15 +1,23 @@
 """The e2e harness: one simulated Talos cluster, the rendered WorkflowTemplate run against it, and what happened.
 
-Contract: :class:`Stage` is one local API server (one CAPI line) with the runner RBAC and the rendered
-WorkflowTemplate installed, and a local backend bound to it. :meth:`Stage.run` plays one scenario:
+Contract: a :class:`Stage` is one cluster (one CAPI line) with the runner RBAC and the rendered WorkflowTemplate
+installed, a backend that runs the template there, and a way to start simulators there (a :class:`Venue`):
 
-1. start the simulator (``sim.simulator.Simulator``) in a fresh namespace and wait until its cluster is settled
-   (every machine Ready);
+* :meth:`Stage.local`: the real local API server and the strict local executor; the simulator in the test process
+  (``simulator="in-process"``) or as a child process (``"process"``, ``python -m sim run --output json``: the code
+  path of the simulator pod);
+* :meth:`Stage.on_cluster`: a kind or drill cluster (``e2e.kind_backend``) whose Argo runs the template; the
+  simulator runs there as a pod (``ClusterBackend.deploy_simulator``).
+
+Scenarios touch the simulator only through :class:`e2e.simhandles.SimHandle`, so every one of them plays the same
+way in all three places. :meth:`Stage.run` plays one scenario:
+
+1. start the simulator in a fresh namespace and wait until its cluster is settled (every machine Running);
 2. bind the runner's per-cluster-namespace ClusterRole there (a RoleBinding, as users do);
 3. apply the scenario's own preparation (``prepare(sim)``, e.g. remove the talosconfig Secret);
 4. trigger the rollout the way a GitOps change would (``sim.trigger_rollout()``), unless told not to;
 5. submit the real template through the backend and wait for its end (bounded by ``timeout``);
-6. read the run's ledger ConfigMap and the exit handler's summary, stop the simulator.
+6. stop the simulator, read its timeline, the run's ledger ConfigMap and the exit handler's summary.
 
 The :class:`Outcome` answers the questions scenarios ask (what the engine deleted, which reboots the fake Talos
 saw, the remediations in the ledger, the summary) and :meth:`Outcome.write` leaves, under
@@ -36,17 +44,20 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
 from e2e.argo_local import ExecutorOptions, KillStep, WorkflowRun, new_run, start
 from e2e.argo_local.model import POD
-from e2e.backends import LocalBackend
+from e2e.backends import Backend, LocalBackend
+from e2e.simhandles import InProcessSim, ProcessSim, SimHandle
 from sim.envtest import LocalAPIServer, rest
 from sim.scenario import Scenario, Timings, load
-from sim.simulator import Simulator
 from sim.timeline import Event, Timeline
+
+if TYPE_CHECKING:
+    from e2e.kind_backend import ClusterBackend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = REPO_ROOT / "overlay" / "management" / "argo-workflows"
@@ -136,14 +147,6 @@ def per_cluster_binding(namespace: str) -> dict[str, Any]:
     binding = copy.deepcopy(template)
     binding["metadata"]["namespace"] = namespace
     return binding
-
-
-def _settled(sim: Simulator) -> bool:
-    """Every machine of the scenario exists and is Running (Ready or not: ``when: before`` faults stay)."""
-    s = sim.scenario
-    machines = sim.store.list("machines")
-    expected = s.cp_replicas + sum(d.replicas for d in s.deployments)
-    return len(machines) == expected and all((m.get("status") or {}).get("phase") == "Running" for m in machines)
 
 
 # ------------------------------------------------------------------------------------------------ outcome
@@ -268,31 +271,99 @@ def _sim_seconds(timeline: Timeline, wall: float) -> float:
 # ------------------------------------------------------------------------------------------------ stage
 
 
-class Stage:
-    """One API server with the runner RBAC and the WorkflowTemplate installed; plays scenarios on it."""
+SIMULATORS = ("in-process", "process")
 
-    def __init__(self, server: LocalAPIServer, results_dir: Path, *, echo: Callable[[str], None] | None = None,
-                 backoff_scale: float = BACKOFF_SCALE, python: str = sys.executable,
-                 scenario_dir: Path | None = None) -> None:
-        self.server = server
-        self.results_dir = Path(results_dir)  # the backend's runs: <results_dir>/<workflow>/
-        self.scenario_dir = Path(scenario_dir) if scenario_dir else self.results_dir / "e2e"  # <dir>/<scenario>/
-        self.backend = ScaledLocalBackend(server, self.results_dir, namespace=RUNNER_NAMESPACE,
-                                          python=python, echo=echo, backoff_scale=backoff_scale,
-                                          safety_timeout=300.0)
-        self.backend.install([RBAC_PATH, TEMPLATE_PATH])
-        self.api = server.api_client()
+
+def simulator_for(line: str, env: Mapping[str, str]) -> str:
+    """Where the local backend runs the simulator: ``E2E_SIMULATOR`` if set, else in this process for the v1.14
+    line and as a child process (the code path of the simulator pod) for the v1.10 line, so every local run also
+    proves the scenarios play with a simulator known only by its output and the API server."""
+    chosen = env.get("E2E_SIMULATOR", "").strip()
+    if chosen:
+        if chosen not in SIMULATORS:
+            raise ValueError(f"E2E_SIMULATOR={chosen!r}: expected one of {', '.join(SIMULATORS)}")
+        return chosen
+    return "in-process" if line == "v1.14" else "process"
+
+
+@dataclass
+class Venue:
+    """Where a :class:`Stage` plays: the backend running the template, an admin client of the cluster, how a
+    simulator starts there and how manifests are applied there."""
+
+    backend: Backend
+    api: Any
+    apply: Callable[[list[dict[str, Any]]], None]
+    start_simulator: Callable[[Scenario], SimHandle]
+    runner_namespace: str
+    settle_timeout: float = 30.0
+    server: LocalAPIServer | None = None  # the local API server (local venues only)
+    local_steps: bool = False  # the workflow's steps are child processes of this test (abort() kills them)
+
+
+class Stage:
+    """One cluster with the runner RBAC and the WorkflowTemplate installed; plays scenarios on it."""
+
+    def __init__(self, venue: Venue, scenario_dir: Path) -> None:
+        self.venue = venue
+        self.backend = venue.backend
+        self.api = venue.api
+        self.server = venue.server
+        self.scenario_dir = Path(scenario_dir)  # <dir>/<scenario>/
         self._start_lock = threading.Lock()
 
+    @classmethod
+    def local(cls, server: LocalAPIServer, results_dir: Path, *, echo: Callable[[str], None] | None = None,
+              backoff_scale: float = BACKOFF_SCALE, python: str = sys.executable, scenario_dir: Path | None = None,
+              simulator: str = "in-process") -> Stage:
+        """The local API server with the strict local executor; runs under ``<results_dir>/<workflow>/``."""
+        if simulator not in SIMULATORS:
+            raise ValueError(f"simulator={simulator!r}: expected one of {', '.join(SIMULATORS)}")
+        results_dir = Path(results_dir)
+        backend = ScaledLocalBackend(server, results_dir, namespace=RUNNER_NAMESPACE, python=python, echo=echo,
+                                     backoff_scale=backoff_scale, safety_timeout=300.0)
+        backend.install([RBAC_PATH, TEMPLATE_PATH])
+        api = server.api_client()
+
+        def start_simulator(scenario: Scenario) -> SimHandle:
+            if simulator == "in-process":
+                return InProcessSim(api, scenario)
+            return ProcessSim(api, scenario, kubeconfig=server.kubeconfig_path, python=python,
+                              workdir=results_dir / "simulators" / scenario.namespace)
+
+        def apply(docs: list[dict[str, Any]]) -> None:
+            server.apply_manifests(docs)
+
+        venue = Venue(backend=backend, api=api, apply=apply, start_simulator=start_simulator,
+                      runner_namespace=RUNNER_NAMESPACE, server=server, local_steps=True)
+        return cls(venue, Path(scenario_dir) if scenario_dir else results_dir / "e2e")
+
+    @classmethod
+    def on_cluster(cls, backend: ClusterBackend, *, scenario_dir: Path | None = None,
+                   settle_timeout: float = 120.0) -> Stage:
+        """A kind or drill cluster: ``backend`` runs the template with its Argo; simulators run there as pods."""
+        backend.install([RBAC_PATH, TEMPLATE_PATH])
+
+        def start_simulator(scenario: Scenario) -> SimHandle:
+            return backend.deploy_simulator(scenario, namespace=scenario.namespace)
+
+        venue = Venue(backend=backend, api=backend.api, apply=backend.apply, start_simulator=start_simulator,
+                      runner_namespace=backend.namespace, settle_timeout=settle_timeout)
+        return cls(venue, Path(scenario_dir) if scenario_dir else backend.results_dir / "e2e")
+
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.api.close()
+        if self.venue.local_steps:  # a cluster backend's client is the backend's to close
+            with contextlib.suppress(Exception):
+                self.api.close()
 
     def abort(self, timeout: float = 30.0) -> None:
         """Stop every run still executing (after Ctrl-C): SIGKILL the step process groups until neither an
-        executor thread nor a step process is left (the executor would go on to retries and the exit handler)."""
+        executor thread nor a step process is left (the executor would go on to retries and the exit handler).
+        On a cluster, runs stay with its Argo (their namespace is thrown away with the backend)."""
+        if not self.venue.local_steps:
+            return
+        threads = list(getattr(self.backend, "_threads", {}).values())
         deadline = time.monotonic() + timeout
-        threads = list(self.backend._threads.values())
         while time.monotonic() < deadline:
             pids = step_processes()
             for pid in pids:
@@ -307,7 +378,12 @@ class Stage:
                 time.sleep(0.05)  # a killed step is reaped by its executor thread or stays a zombie (no cmdline)
 
     def bind_runner(self, namespace: str) -> None:
-        self.server.apply_manifests([per_cluster_binding(namespace)])
+        """The runner's RoleBinding in a cluster namespace, its subject in this stage's runner namespace."""
+        binding = per_cluster_binding(namespace)
+        for subject in binding.get("subjects") or []:
+            if subject.get("kind") == "ServiceAccount":
+                subject["namespace"] = self.venue.runner_namespace
+        self.venue.apply([binding])
 
     def ledger(self, run: WorkflowRun) -> dict[str, Any] | None:
         from capi_rollout.ledger_store import LEDGER_KEY, ledger_name
@@ -321,11 +397,11 @@ class Stage:
         text = (cm.data or {}).get(LEDGER_KEY)
         return json.loads(text) if text else None
 
-    def start_simulator(self, scenario: Scenario, *, settle_timeout: float = 30.0) -> Simulator:
+    def start_simulator(self, scenario: Scenario, *, settle_timeout: float | None = None) -> SimHandle:
         with self._start_lock:  # see run_concurrently
-            sim = Simulator(self.api, scenario).start()
+            sim = self.venue.start_simulator(scenario)
         try:
-            sim.wait_until(lambda: _settled(sim), settle_timeout)
+            sim.wait_settled(settle_timeout or self.venue.settle_timeout)
             self.bind_runner(scenario.namespace)
         except BaseException:
             sim.stop()
@@ -357,8 +433,8 @@ class Stage:
         *,
         faults: Sequence[KillStep] = (),
         trigger: bool = True,
-        prepare: Callable[[Simulator], None] | None = None,
-        during: Callable[[Simulator, WorkflowRun], None] | None = None,
+        prepare: Callable[[SimHandle], None] | None = None,
+        during: Callable[[SimHandle, WorkflowRun], None] | None = None,
         timeout: float = 180.0,
     ) -> Outcome:
         """Play ``scenario`` with the workflow ``params`` (see the module docstring); results are written."""
@@ -373,10 +449,12 @@ class Stage:
             if during is not None:
                 during(sim, run)
             try:
-                self.backend.wait(run, timeout)
+                run = self.backend.wait(run, timeout)
             finally:  # also a run that did not end leaves its results
-                outcome = Outcome(name=name, scenario=scenario, run=run, timeline=sim.timeline,
-                                  ledger=self.ledger(run), submitted_wall=submitted, finished_wall=time.time())
+                finished = time.time()
+                sim.stop()
+                outcome = Outcome(name=name, scenario=scenario, run=run, timeline=sim.timeline(),
+                                  ledger=self.ledger(run), submitted_wall=submitted, finished_wall=finished)
                 outcome.write(self.scenario_dir / _safe(name))
         finally:
             sim.stop()
@@ -391,7 +469,7 @@ def step_processes() -> list[int]:
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == me and b"hera.workflows.runner" in (entry / "cmdline").read_bytes():
+            if ppid == me and b"capi_rollout.workflow" in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
     return found
 

@@ -24,14 +24,16 @@ unit-tested; the rest needs Docker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +43,7 @@ from capi_rollout.workflow.image import IMAGE as STEP_IMAGE
 from e2e.argo_local import KillStep, WorkflowRun, run_from_argo_workflow
 from e2e.argo_local.model import COMPLETED_PHASES, POD, pod_name
 from e2e.backends import RUNNER_SERVICE_ACCOUNT, Manifest, load_manifests
+from e2e.simhandles import RemoteSim
 from sim.deploy import NAME as SIM_NAME
 from sim.deploy import SIM_IMAGE, manifests
 from sim.scenario import Scenario, load
@@ -61,6 +64,9 @@ ARGO_EVENTS_CRDS = ("eventbus.argoproj.io", "eventsources.argoproj.io", "sensors
 # The GitOps overlay with the EventSource, Sensor and their RBAC (relative to the repository root).
 EVENTS_OVERLAY = Path("overlay/management/capi-rollout")
 POLL_SECONDS = 1.0
+FAULT_POLL_SECONDS = 0.25
+# Environment of the ``existing`` backend: the images a drill cluster pulls instead of the released tags.
+IMAGE_ENV = {"E2E_STEP_IMAGE": STEP_IMAGE, "E2E_SIM_IMAGE": SIM_IMAGE}
 # Kinds whose objects live in a namespace; anything else is cluster-scoped and applied as is.
 CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                             "PriorityClass", "ClusterWorkflowTemplate"})
@@ -129,10 +135,11 @@ def images_to_build() -> list[tuple[str, str]]:
 def simulator_documents(scenario: Scenario | str, namespace: str, *, image: str = SIM_IMAGE,
                         trigger_after: float = -1.0) -> list[dict[str, Any]]:
     """``sim/deploy``'s documents for ``scenario`` in ``namespace`` (the scenario's own namespace is replaced:
-    the simulator, its objects and its per-node Services all live in one namespace)."""
+    the simulator, its objects and its per-node Services all live in one namespace); the timeline is printed as
+    JSON lines, for :class:`SimDeployment` to read back."""
     s = load(scenario) if isinstance(scenario, str) else scenario
     return manifests(namespace=namespace, scenario=replace(s, namespace=namespace), image=image,
-                     trigger_after=trigger_after)
+                     trigger_after=trigger_after, extra_args=("--output", "json"))
 
 
 def simulator_ready(*, deployment: Mapping[str, Any] | None, talosconfig: bool, services: int,
@@ -147,6 +154,38 @@ def simulator_ready(*, deployment: Mapping[str, Any] | None, talosconfig: bool, 
     if machines == 0 or services != machines:
         return False, f"{services} per-node Services for {machines} Machines"
     return True, f"ready: {machines} Machines, each behind its Service"
+
+
+def image_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    """``{released tag: replacement}`` from ``E2E_STEP_IMAGE`` / ``E2E_SIM_IMAGE`` (a drill cluster pulls images
+    from a registry it can reach; kind loads the locally built ones under the released tags)."""
+    return {default: env[name].strip() for name, default in IMAGE_ENV.items() if env.get(name, "").strip()}
+
+
+def serves_capi_line(crd: Mapping[str, Any], capi_line: str) -> tuple[bool, str]:
+    """Does the Machine CRD ``crd`` store the version the simulator writes for ``capi_line``? (The simulator
+    writes its line's version only; a cluster storing another one would convert through CAPI's webhook, which
+    the e2e suite must not depend on.)"""
+    from sim.objects import capi_version
+
+    wanted = capi_version(capi_line)
+    storage = [v.get("name") for v in (crd.get("spec") or {}).get("versions", []) if v.get("storage")]
+    if wanted in storage:
+        return True, f"the Machine CRD stores {wanted}"
+    return False, (f"the CAPI {capi_line} scenarios write {wanted} Machines, but this cluster's Machine CRD stores "
+                   f"{', '.join(str(v) for v in storage) or 'nothing'}")
+
+
+def kill_due(run: WorkflowRun, fault: KillStep, *, now: float) -> str | None:
+    """The pod to delete for ``fault`` now, or None: its attempt has started, is still running, and has run for
+    ``fault.after`` seconds."""
+    attempts = run.attempts(fault.step)
+    if len(attempts) <= fault.attempt:
+        return None
+    node = attempts[fault.attempt]
+    if node.phase not in ("Pending", "Running") or node.started is None or now < node.started + fault.after:
+        return None
+    return pod_name(run.name, node.name, node.template)
 
 
 PROBE_SCRIPT = """\
@@ -319,13 +358,15 @@ class ClusterBackend:
         self.kubectl_argv = list(kubectl)
         self.templates: list[str] = []
         self._api: Any = None
+        self._injectors: list[threading.Thread] = []
 
     @classmethod
     def from_kubeconfig(cls, *, results_dir: Path, **options: Any) -> ClusterBackend:
         path = options.pop("kubeconfig", None) or os.environ.get("KUBECONFIG")
         if not path:
             raise ValueError("E2E_CLUSTER=existing needs KUBECONFIG (a cluster with Argo Workflows installed)")
-        return cls(Path(path), results_dir, **options)
+        images = {**image_overrides(os.environ), **(options.pop("images", None) or {})}
+        return cls(Path(path), results_dir, images=images, **options)
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
@@ -360,8 +401,6 @@ class ClusterBackend:
 
     def submit(self, parameters: Mapping[str, str], *, template: str | None = None,
                faults: Sequence[KillStep] = ()) -> WorkflowRun:
-        if faults:
-            raise NotImplementedError(f"{self.name}: fault injection (faults=...) exists only in the local backend")
         if template is None:
             if len(self.templates) != 1:
                 raise ValueError(f"name the template to run: installed {self.templates}")
@@ -371,7 +410,38 @@ class ClusterBackend:
         created = cast(dict[str, Any], client.CustomObjectsApi(self.api).create_namespaced_custom_object(
             ARGO_GROUP, ARGO_VERSION, self.namespace, "workflows", workflow_object(template, self.namespace, parameters)
         ))
-        return run_from_argo_workflow(created)
+        run = run_from_argo_workflow(created)
+        if faults:
+            injector = threading.Thread(target=self._inject, args=(run.name, tuple(faults)), daemon=True,
+                                        name=f"faults-{run.name}")
+            injector.start()
+            self._injectors.append(injector)
+        return run
+
+    def _inject(self, name: str, faults: tuple[KillStep, ...], timeout: float = 900.0) -> None:
+        """Play ``faults`` on the running Workflow ``name``: each :class:`KillStep` force-deletes its attempt's pod
+        (grace period 0, as a lost node would) ``after`` seconds after the attempt started. Argo then marks the node
+        ``Error`` ("pod deleted") and the template's ``OnError`` retry starts the next attempt."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        custom, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
+        pending = list(faults)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            obj = cast(dict[str, Any], custom.get_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, self.namespace, "workflows", name))
+            run = run_from_argo_workflow(obj)
+            for fault in list(pending):
+                due = kill_due(run, fault, now=time.time())
+                if due is None:
+                    continue
+                with contextlib.suppress(ApiException):
+                    core.delete_namespaced_pod(due, self.namespace, grace_period_seconds=0)
+                pending.remove(fault)
+            if run.phase in COMPLETED_PHASES:
+                return
+            time.sleep(FAULT_POLL_SECONDS)  # watching a remote controller's progress: bounded by the deadline
 
     def wait(self, run: WorkflowRun, timeout: float) -> WorkflowRun:
         from kubernetes import client
@@ -411,7 +481,50 @@ class ClusterBackend:
             path.write_text(text)
             node.log_path = str(path)
 
+    # -- the simulator in the cluster ---------------------------------------------------------------------
+
+    def prepare_simulation(self, capi_line: str) -> None:
+        """Make the cluster ready for a simulator of ``capi_line``. A drill cluster is never changed: its CAPI
+        CRDs must already serve the line's version (:func:`serves_capi_line`), else ``RuntimeError`` says so."""
+        ok, why = self.capi_line_available(capi_line)
+        if not ok:
+            raise RuntimeError(why)
+
+    def capi_line_available(self, capi_line: str) -> tuple[bool, str]:
+        """Can a simulator of ``capi_line`` run here, and why not."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            crd: Any = self.api.sanitize_for_serialization(client.ApiextensionsV1Api(self.api)
+                                                           .read_custom_resource_definition("machines.cluster.x-k8s.io"))
+        except ApiException as exc:
+            return False, f"the Machine CRD cannot be read: {exc.status} {exc.reason}"
+        return serves_capi_line(crd, capi_line)
+
+    def deploy_simulator(self, scenario: Scenario | str, *, namespace: str | None = None,
+                         trigger_after: float = -1.0, timeout: float = 300.0) -> SimDeployment:
+        """Run the simulator in the cluster with ``scenario`` and wait until its objects exist: the pod ready
+        (the simulated cluster is up), the talosconfig Secret, one Service per Machine. Its timeline is printed
+        as JSON lines (``--output json``), which :class:`SimDeployment` reads back."""
+        s = load(scenario) if isinstance(scenario, str) else scenario
+        ns = namespace or f"sim-{uuid.uuid4().hex[:8]}"
+        self.prepare_simulation(s.capi_line)
+        docs = simulator_documents(s, ns, trigger_after=trigger_after, image=self.images.get(SIM_IMAGE, SIM_IMAGE))
+        self.apply([d for d in docs if d["kind"] == "Namespace"])
+        self.apply([d for d in docs if d["kind"] != "Namespace"])
+        deployment = SimDeployment(self, ns, replace(s, namespace=ns))
+        try:
+            deployment.wait_ready(timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                deployment.remove()
+            raise
+        return deployment
+
     def close(self) -> None:
+        for injector in self._injectors:
+            injector.join(timeout=FAULT_POLL_SECONDS * 5)
         if self._api is not None:
             self._api.close()
             self._api = None
@@ -518,20 +631,17 @@ class KindBackend(ClusterBackend):
         self.kubectl("wait", "--for=condition=Established", "--timeout=120s", "crd", "--all", timeout=150)
         self._crd_lines = done | {capi_line}
 
-    def deploy_simulator(self, scenario: Scenario | str, *, namespace: str | None = None,
-                         trigger_after: float = -1.0, timeout: float = 300.0) -> SimDeployment:
-        """Run the simulator in the cluster with ``scenario`` and wait until its objects exist: the pod ready
-        (the simulated cluster is up), the talosconfig Secret, one Service per Machine."""
-        s = load(scenario) if isinstance(scenario, str) else scenario
-        ns = namespace or f"sim-{uuid.uuid4().hex[:8]}"
+    def prepare_simulation(self, capi_line: str) -> None:
+        """The step and simulator images loaded, the CAPI line's and Talos providers' CRDs installed (a kind
+        cluster holds one CAPI line: the e2e suite starts one cluster per line)."""
         self.load_images()
-        self.install_capi_crds(s.capi_line)
-        docs = simulator_documents(s, ns, trigger_after=trigger_after)
-        self.apply([d for d in docs if d["kind"] == "Namespace"])
-        self.apply([d for d in docs if d["kind"] != "Namespace"])
-        deployment = SimDeployment(self, ns, replace(s, namespace=ns))
-        deployment.wait_ready(timeout)
-        return deployment
+        self.install_capi_crds(capi_line)
+
+    def capi_line_available(self, capi_line: str) -> tuple[bool, str]:
+        lines: set[str] = getattr(self, "_crd_lines", set())
+        if lines and capi_line not in lines:
+            return False, f"kind cluster {self.cluster.name} holds the CAPI {sorted(lines)[0]} CRDs, not {capi_line}"
+        return True, f"kind installs the CAPI {capi_line} CRDs"
 
     def close(self) -> None:
         super().close()
@@ -539,13 +649,36 @@ class KindBackend(ClusterBackend):
             self.cluster.delete()
 
 
-@dataclass
-class SimDeployment:
-    """One simulator running in a kind cluster (see :meth:`KindBackend.deploy_simulator`)."""
+class SimDeployment(RemoteSim):
+    """One simulator running in a cluster (see :meth:`ClusterBackend.deploy_simulator`): an e2e
+    :class:`~e2e.simhandles.SimHandle` whose timeline is its pod's log (JSON lines) and whose trigger is SIGUSR1
+    sent with ``kubectl exec``."""
 
-    backend: ClusterBackend
-    namespace: str
-    scenario: Scenario
+    def __init__(self, backend: ClusterBackend, namespace: str, scenario: Scenario) -> None:
+        self.backend = backend
+        self.namespace = namespace
+        self.scenario = scenario
+        self.api_client = backend.api
+        self._removed = False
+
+    # -- SimHandle (through RemoteSim) ------------------------------------------------------------------------
+
+    def output(self) -> str:
+        return self.logs()
+
+    def signal_trigger(self) -> None:
+        self.trigger()
+
+    def alive(self) -> tuple[bool, str]:
+        return (not self._removed), ("removed" if self._removed else "deployed")
+
+    def shutdown(self) -> None:
+        self._final = self.timeline()  # the pod's log goes with the pod
+        self.remove()
+
+    def wait_settled(self, timeout: float) -> None:
+        self.wait_ready(timeout)
+        super().wait_settled(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         from kubernetes import client
@@ -604,6 +737,7 @@ class SimDeployment:
 
     def remove(self, timeout: float = 120.0) -> None:
         """Stop the simulator (SIGTERM: it deletes its objects and Services), then its namespace and RBAC."""
+        self._removed = True
         self.backend.kubectl("-n", self.namespace, "delete", "deployment", SIM_NAME, "--wait=true",
                              f"--timeout={int(timeout)}s", timeout=timeout + 30)
         self.backend.kubectl("-n", self.namespace, "wait", "--for=delete", "pod", "-l",

@@ -31,8 +31,8 @@ from typing import Any
 
 from e2e.argo_local import WorkflowRun
 from e2e.harness import Stage, parameters, scaled
+from e2e.simhandles import SimHandle
 from sim.envtest import LocalAPIServer
-from sim.simulator import Simulator
 
 EXTRA_CRDS = ("talos", "argo-workflows", "argo-events", "argo-cd")
 RUNNER_FLOW = 'apiserver_flowcontrol_dispatched_requests_total{flow_schema="service-accounts"'
@@ -65,12 +65,13 @@ class Samples:
     progress: list[tuple[float, str, int]] = field(default_factory=list)  # (wall, lastProgress, remediations)
 
 
-def _sampler(stage: Stage, run: WorkflowRun, samples: Samples, stop: threading.Event) -> None:
+def _sampler(stage: Stage, server: LocalAPIServer, run: WorkflowRun, samples: Samples,
+             stop: threading.Event) -> None:
     next_metrics = 0.0
     while not stop.is_set():
         now = time.time()
         if now >= next_metrics:
-            text = metrics_text(stage.server)
+            text = metrics_text(server)
             samples.metrics.append((now, counter(text, RUNNER_FLOW), counter(text, "apiserver_request_total{")))
             next_metrics = now + 0.5
         ledger = stage.ledger(run) or {}
@@ -101,13 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples, stop = Samples(), threading.Event()
     threads: list[threading.Thread] = []
 
-    def during(sim: Simulator, run: WorkflowRun) -> None:
-        t = threading.Thread(target=_sampler, args=(stage, run, samples, stop), name="measure", daemon=True)
+    def during(sim: SimHandle, run: WorkflowRun) -> None:
+        t = threading.Thread(target=_sampler, args=(stage, server, run, samples, stop), name="measure", daemon=True)
         t.start()
         threads.append(t)
 
     with LocalAPIServer(capi_line="v1.14", extra_crds=EXTRA_CRDS) as server:
-        stage = Stage(server, results, scenario_dir=results)
+        stage = Stage.local(server, results, scenario_dir=results)
         try:
             s = scaled("cp-stall-recover-after-reboot")
             params = parameters(s)

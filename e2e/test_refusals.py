@@ -15,9 +15,9 @@ import pytest
 from kubernetes import client
 
 from e2e.harness import Outcome, Stage, parameters, scaled
+from e2e.simhandles import SimHandle
 from sim.objects import TCP_GROUP, TCP_VERSION
 from sim.scenario import DeploymentSpec, Scenario
-from sim.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +89,7 @@ def _refused_after_one_remediation(out: Outcome) -> dict[str, Any]:
     return summary
 
 
-def _drop_tcp_max_surge(sim: Simulator) -> None:
+def _drop_tcp_max_surge(sim: SimHandle) -> None:
     client.CustomObjectsApi(sim.api_client).patch_namespaced_custom_object(
         TCP_GROUP, TCP_VERSION, sim.scenario.namespace, "taloscontrolplanes", "demo-cp",
         {"spec": {"rolloutStrategy": {"rollingUpdate": {"maxSurge": None}}}},
@@ -123,11 +123,11 @@ def test_9_two_unhealthy_control_plane_machines_of_three_fail_without_deleting(
     _not_started_after(out, "control-plane")
 
 
-def _delete_talosconfig(sim: Simulator) -> None:
+def _delete_talosconfig(sim: SimHandle) -> None:
     client.CoreV1Api(sim.api_client).delete_namespaced_secret("demo-talosconfig", sim.scenario.namespace)
 
 
-def _duplicate_talosconfig(sim: Simulator) -> None:
+def _duplicate_talosconfig(sim: SimHandle) -> None:
     api = client.CoreV1Api(sim.api_client)
     original = api.read_namespaced_secret("demo-talosconfig", sim.scenario.namespace)
     assert original.metadata is not None
