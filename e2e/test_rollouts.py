@@ -1,7 +1,8 @@
 """Issue 6 scenarios 1-6, 10, 12 and 13: the rendered WorkflowTemplate rolls a simulated Talos cluster.
 
 Each test plays one story of the simulator (``sim/scenarios/*.yaml``, durations scaled by ``e2e.harness``) with
-the real template on the local backend, then asserts the workflow's outcome, the ledger, the exit handler's
+the real template on the selected backend (the simulator in the test process, a child process or a pod: see
+``e2e/harness.py``), then asserts the workflow's outcome, the ledger, the exit handler's
 summary and the simulator's timeline. Every run leaves ``results/e2e/<test>/`` (run, timeline, summary).
 """
 
