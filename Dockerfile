@@ -22,8 +22,8 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels capi-rollout \
     && groupadd --gid 65532 nonroot \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
-# The WorkflowTemplate runs `python -m hera.workflows.runner -e capi_rollout.workflow.steps:<step>` with a
-# read-only root filesystem and an emptyDir at /tmp (Hera's outputs directory).
+# The WorkflowTemplate runs `python -m capi_rollout.workflow.entry <step> <staged inputs>` (no Hera import at run
+# time) with a read-only root filesystem and an emptyDir at /tmp (outputs under /tmp/hera-outputs).
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["capi-rollout"]

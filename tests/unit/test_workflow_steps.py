@@ -1,15 +1,13 @@
-"""The step entry points: a thin shell around run_step (inputs and env in, output files and exit code out)."""
+"""The step shell (steps.run): a thin layer around run_step (inputs and env in, output files and exit code out)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hera.workflows._runner.util import _runner
 
 from capi_rollout.params import DEFAULTS
 from capi_rollout.workflow import steps
@@ -138,38 +136,6 @@ def test_phase_deadlines_sit_a_little_above_the_timeout() -> None:
     assert phase_deadline_seconds(timeout=0.5, poll_interval=0.1) == 301
     with pytest.raises(ValueError):
         phase_deadline_seconds(timeout=0, poll_interval=30)
-
-
-@pytest.fixture
-def hera_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, FakeRunStep]:
-    """What a pod does: the Hera runner imports the entry point and passes the inputs JSON, env set."""
-    fake = FakeRunStep(FakeResult(True, "ok", {"phase": '{"complete": true}', "remediations": "1"}))
-    monkeypatch.setattr(steps, "_load_run_step", lambda: fake)
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv(steps.OUTPUTS_DIRECTORY_ENV, str(tmp_path))
-    return tmp_path, fake
-
-
-def as_runner_inputs(values: Mapping[str, str]) -> list[dict[str, str]]:
-    return [{"name": k, "value": v} for k, v in values.items()]
-
-
-def test_the_hera_runner_dispatches_inputs_to_the_entry_point(hera_pod: tuple[Path, FakeRunStep]) -> None:
-    outputs_dir, fake = hera_pod
-    inputs = as_runner_inputs({**PARAMS, "deadlineSeconds": "3000"})
-    assert _runner("capi_rollout.workflow.steps:control_plane", inputs) is None
-    assert fake.calls[0][0] == ("control-plane", PARAMS)
-    assert read_outputs(outputs_dir) == {"phase": '{"complete": true}', "remediations": "1"}
-
-
-def test_through_the_hera_runner_a_failed_step_exits_non_zero(hera_pod: tuple[Path, FakeRunStep]) -> None:
-    outputs_dir, fake = hera_pod
-    fake.result = FakeResult(False, "node 10.0.0.5 is in Talos maintenance mode", {"remediations": "0"})
-    with pytest.raises(SystemExit) as exit_info:
-        _runner("capi_rollout.workflow.steps:workers", as_runner_inputs(PARAMS))
-    assert exit_info.value.code == 1
-    assert read_outputs(outputs_dir)["remediations"] == "0"
 
 
 def test_the_real_run_step_accepts_exactly_what_the_steps_pass() -> None:

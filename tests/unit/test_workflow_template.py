@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ import yaml
 
 import capi_rollout
 from capi_rollout.params import DEFAULTS, DESCRIPTIONS
-from capi_rollout.workflow import render, semantic, steps, template
+from capi_rollout.workflow import entry, render, semantic, steps, template
 from capi_rollout.workflow.image import IMAGE, IMAGE_REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,18 +92,26 @@ def test_the_image_tag_is_the_package_version_and_pyproject_agrees() -> None:
 
 
 @pytest.mark.parametrize("name", LEAVES)
-def test_each_leaf_runs_its_step_through_the_hera_runner(wt: dict[str, Any], name: str) -> None:
+def test_each_leaf_runs_its_step_through_our_entry_module_not_the_hera_runner(wt: dict[str, Any], name: str) -> None:
     script = templates(wt)[name]["script"]
     assert script["command"] == ["python"]
-    assert script["source"] == "{{inputs.parameters}}"
-    flag, module_func = script["args"][2:]
-    assert script["args"][:2] == ["-m", "hera.workflows.runner"] and flag == "-e"
-    module, func = module_func.split(":")
-    assert getattr(importlib.import_module(module), func) is steps.ENTRY_POINTS[name]
+    assert script["args"] == ["-m", "capi_rollout.workflow.entry", name]  # Argo appends the staged source's path
+    assert script["source"] == "{{inputs.parameters}}"  # verbatim: no Hera preamble, no sys.path line
+    assert importlib.util.find_spec(script["args"][1]) is not None
+    # what the pod's argv becomes once Argo appends the staged source is what the entry module accepts
+    assert entry.parse_argv([*script["args"][2:], "/argo/staging/script"]) == (name, Path("/argo/staging/script"))
     declared = [p["name"] for p in templates(wt)[name]["outputs"]["parameters"]]
     assert declared == list(steps.STEP_OUTPUTS[name])
     for p in templates(wt)[name]["outputs"]["parameters"]:
         assert p["valueFrom"]["path"] == f"/tmp/hera-outputs/parameters/{p['name']}"
+    assert {"name": "hera__outputs_directory", "value": "/tmp/hera-outputs"} in script["env"]
+
+
+def test_no_step_pod_runs_hera(wt: dict[str, Any]) -> None:
+    for tmpl in templates(wt).values():
+        script = tmpl.get("script")
+        if script is not None:
+            assert not any("hera" in part for part in [*script["command"], *script["args"], script["source"]])
 
 
 @pytest.mark.parametrize("name", LEAVES)

@@ -71,7 +71,8 @@ def outputs_directory(env: Mapping[str, str]) -> Path:
     return Path(env.get(steps.OUTPUTS_DIRECTORY_ENV) or steps.DEFAULT_OUTPUTS_DIRECTORY)
 
 
-def _parse_argv(argv: Sequence[str]) -> tuple[str, Path]:
+def parse_argv(argv: Sequence[str]) -> tuple[str, Path]:
+    """``(step, inputs file)`` from the arguments after the module name; :class:`UsageError` otherwise."""
     if len(argv) != 2:
         raise UsageError(f"expected a step and the staged inputs file, got {len(argv)} argument(s)")
     step, path = argv
@@ -102,7 +103,7 @@ def main(argv: Sequence[str], *, env: Mapping[str, str], run_step: steps.RunStep
         print(USAGE, flush=True)
         return EXIT_OK
     try:
-        step, path = _parse_argv(argv)
+        step, path = parse_argv(argv)
         inputs = _load(path)
     except UsageError as exc:
         return _usage_error(str(exc))

@@ -1,17 +1,17 @@
-"""The functions the workflow's pods run, through the Hera runner (``python -m hera.workflows.runner -e``).
+"""What a workflow step pod does, behind its process shell :mod:`capi_rollout.workflow.entry`.
 
-Contract: a thin shell. Each entry point (:func:`resolve`, :func:`preflight`, :func:`control_plane`,
-:func:`workers`, :func:`summary`) receives the template's input parameters as keyword strings (the runner
-passes ``{{inputs.parameters}}``), reads the run's context from the environment the template sets
-(:data:`ENV_RUN_ID` ...), calls :func:`capi_rollout.runner.run_step`, writes every output parameter the
-template declares to ``$hera__outputs_directory/parameters/<name>`` (an empty file when the step produced no
-value, so Argo never reports a missing file), and exits non-zero with the message on stderr when the step
-failed. No rollout logic lives here.
+Contract: a thin shell. :func:`run` receives one step's name and the template's input parameters as strings
+(the entry reads them from the staged ``{{inputs.parameters}}``), reads the run's context from the environment
+the template sets (:data:`ENV_RUN_ID` ...), calls :func:`capi_rollout.runner.run_step` (imported only then: the
+Kubernetes and Talos adapters are the step's own cost), writes every output parameter the template declares to
+``<outputs_dir>/parameters/<name>`` (an empty file when the step produced no value, so Argo never reports a
+missing file) and returns the exit code, printing the reason on stderr when the step failed. It imports no Hera
+(the pods do not need it) and holds no rollout logic. The names here (:data:`STEP_OUTPUTS`, the environment
+variables, the ``hera__outputs_directory`` convention kept from Hera's runner) are shared with the template.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ ENV_RUN_UID = "CAPI_ROLLOUT_RUN_UID"  # {{workflow.uid}}: the ledger's ownerRefe
 ENV_LEDGER_NAMESPACE = "CAPI_ROLLOUT_LEDGER_NAMESPACE"  # {{workflow.namespace}}
 ENV_WORKFLOW_STATUS = "CAPI_ROLLOUT_WORKFLOW_STATUS"  # {{workflow.status}} (exit handler only)
 ENV_WORKFLOW_FAILURES = "CAPI_ROLLOUT_WORKFLOW_FAILURES"  # {{workflow.failures}} (exit handler only)
-OUTPUTS_DIRECTORY_ENV = "hera__outputs_directory"  # the Hera runner's own convention
+OUTPUTS_DIRECTORY_ENV = "hera__outputs_directory"  # kept from the Hera runner's convention
 DEFAULT_OUTPUTS_DIRECTORY = "/tmp/hera-outputs"
 
 WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
@@ -158,44 +158,3 @@ def run(
         print(f"{step} failed: {result.message}", file=sys.stderr, flush=True)
         return 1
     return 0
-
-
-def _entry(step: str, inputs: Mapping[str, Any]) -> None:
-    outputs_dir = Path(os.environ.get(OUTPUTS_DIRECTORY_ENV, DEFAULT_OUTPUTS_DIRECTORY))
-    code = run(step, inputs, env=os.environ, outputs_dir=outputs_dir)
-    if code:
-        raise SystemExit(code)
-
-
-def resolve(**inputs: Any) -> None:
-    """Find the cluster's TalosControlPlane and MachineDeployments; output ``targets`` and the phase deadlines."""
-    _entry("resolve", inputs)
-
-
-def preflight(**inputs: Any) -> None:
-    """Safety checks before anything is touched; output ``warnings``."""
-    _entry("preflight", inputs)
-
-
-def control_plane(**inputs: Any) -> None:
-    """Wait for the control plane rollout, remediating stalls; output ``phase`` and ``remediations``."""
-    _entry("control-plane", inputs)
-
-
-def workers(**inputs: Any) -> None:
-    """Wait for every MachineDeployment rollout, remediating stalls; output ``phase`` and ``remediations``."""
-    _entry("workers", inputs)
-
-
-def summary(**inputs: Any) -> None:
-    """The exit handler: summarise the run (also after a failure); output ``summary`` and ``result``."""
-    _entry("summary", inputs)
-
-
-ENTRY_POINTS: dict[str, Callable[..., None]] = {
-    "resolve": resolve,
-    "preflight": preflight,
-    "control-plane": control_plane,
-    "workers": workers,
-    "summary": summary,
-}

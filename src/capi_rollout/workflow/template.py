@@ -5,8 +5,9 @@ The shape, kept to plain, well-known Argo constructs:
 
 * ``spec.arguments`` — one parameter per entry of :data:`capi_rollout.params.DEFAULTS`, with its description
   (``clusterName`` has no default, so a submit without it is rejected).
-* ``rollout`` (entrypoint, ``steps``): resolve → preflight → control-plane → workers, each a runner
-  ``script`` template calling :mod:`capi_rollout.workflow.steps`.
+* ``rollout`` (entrypoint, ``steps``): resolve → preflight → control-plane → workers, each a ``script``
+  template whose pod runs ``python -m capi_rollout.workflow.entry <step>`` on the staged ``{{inputs.parameters}}``
+  (built with Hera, run without it: see :mod:`capi_rollout.workflow.entry`).
 * ``onExit: exit-handler`` (``steps``) → ``summary``, which runs after success and failure alike and gets
   ``{{workflow.status}}`` / ``{{workflow.failures}}`` through its environment.
 * A workflow-level mutex per cluster (namespace + name): a second run for the same cluster waits.
@@ -20,7 +21,7 @@ The shape, kept to plain, well-known Argo constructs:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from hera.workflows import (
@@ -70,6 +71,8 @@ EXIT_HANDLER = "exit-handler"
 RUN_AS_USER = 65532  # the Dockerfile's non-root user
 TMP_VOLUME = "tmp"
 OUTPUTS_DIRECTORY = steps.DEFAULT_OUTPUTS_DIRECTORY  # on the /tmp emptyDir
+ENTRY_MODULE = "capi_rollout.workflow.entry"  # what every step pod runs (python -m)
+INPUTS_SOURCE = "{{inputs.parameters}}"  # the script source: Argo substitutes the inputs as a JSON list
 MUTEX_NAME = "capi-rollout-{{workflow.parameters.clusterNamespace}}-{{workflow.parameters.clusterName}}"
 
 # Parameter names with a closed set of values: the Argo UI offers them as a drop-down.
@@ -196,20 +199,21 @@ def _result_metrics() -> list[_BaseMetric]:
 
 def _script(
     step: str,
-    source: Callable[..., None],
     *,
     deadline: int | str,
     extra_inputs: Sequence[Parameter] = (),
     exit_handler: bool = False,
     metrics: list[_BaseMetric] | None = None,
 ) -> Script:
-    # Hera's runner convention, spelled out: Hera derives a callable's inputs from its signature, but the step
-    # functions take ``**inputs`` so that the inputs can come from params.DEFAULTS (one source of truth).
+    # Built with Hera, run without it: the pod runs our own small entry module (importing Hera's runner costs more
+    # than a second per pod). The inline constructor keeps a str source verbatim; Argo stages it and appends its
+    # path to the args, so the pod runs ``python -m capi_rollout.workflow.entry <step> /argo/staging/script``.
     return Script(
         name=step,
-        constructor="runner",
+        constructor="inline",
         command=["python"],
-        args=["-m", "hera.workflows.runner", "-e", runner_entrypoint(source)],
+        args=entry_args(step),
+        source=INPUTS_SOURCE,
         image=IMAGE,
         image_pull_policy="IfNotPresent",
         inputs=[*_param_inputs(), *extra_inputs],
@@ -225,9 +229,11 @@ def _script(
     )
 
 
-def runner_entrypoint(func: Callable[..., None]) -> str:
-    """``module:function`` as ``python -m hera.workflows.runner -e`` expects it."""
-    return f"{func.__module__}:{func.__name__}"
+def entry_args(step: str) -> list[str]:
+    """The script's ``args`` before the staged source path Argo appends (see :mod:`capi_rollout.workflow.entry`)."""
+    if step not in steps.STEP_OUTPUTS:
+        raise ValueError(f"unknown step {step!r}")
+    return ["-m", ENTRY_MODULE, step]
 
 
 def _step(name: str, template: Script, extra_arguments: dict[str, str] | None = None) -> Step:
@@ -237,24 +243,22 @@ def _step(name: str, template: Script, extra_arguments: dict[str, str] | None = 
 def build() -> WorkflowTemplate:
     """The Hera WorkflowTemplate; see the module docstring for its shape."""
     deadline_input = [Parameter(name="deadlineSeconds", description="activeDeadlineSeconds of this phase pod.")]
-    resolve = _script("resolve", steps.resolve, deadline=RESOLVE_DEADLINE_SECONDS)
-    preflight = _script("preflight", steps.preflight, deadline=PREFLIGHT_DEADLINE_SECONDS)
+    resolve = _script("resolve", deadline=RESOLVE_DEADLINE_SECONDS)
+    preflight = _script("preflight", deadline=PREFLIGHT_DEADLINE_SECONDS)
     control_plane = _script(
         "control-plane",
-        steps.control_plane,
         deadline="{{inputs.parameters.deadlineSeconds}}",
         extra_inputs=deadline_input,
         metrics=_phase_metrics("control-plane"),
     )
     workers = _script(
         "workers",
-        steps.workers,
         deadline="{{inputs.parameters.deadlineSeconds}}",
         extra_inputs=deadline_input,
         metrics=_phase_metrics("workers"),
     )
     summary = _script(
-        "summary", steps.summary, deadline=SUMMARY_DEADLINE_SECONDS, exit_handler=True, metrics=_result_metrics()
+        "summary", deadline=SUMMARY_DEADLINE_SECONDS, exit_handler=True, metrics=_result_metrics()
     )
 
     with WorkflowTemplate(
