@@ -347,7 +347,10 @@ class Stage:
         def start_simulator(scenario: Scenario) -> SimHandle:
             return backend.deploy_simulator(scenario, namespace=scenario.namespace)
 
-        venue = Venue(backend=backend, api=backend.api, apply=backend.apply, start_simulator=start_simulator,
+        def apply(docs: list[dict[str, Any]]) -> None:
+            backend.apply([backend.localize(d) for d in docs])
+
+        venue = Venue(backend=backend, api=backend.api, apply=apply, start_simulator=start_simulator,
                       runner_namespace=backend.namespace, settle_timeout=settle_timeout)
         return cls(venue, Path(scenario_dir) if scenario_dir else backend.results_dir / "e2e")
 

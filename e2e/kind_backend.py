@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -65,6 +65,7 @@ ARGO_EVENTS_CRDS = ("eventbus.argoproj.io", "eventsources.argoproj.io", "sensors
 EVENTS_OVERLAY = Path("overlay/management/capi-rollout")
 POLL_SECONDS = 1.0
 FAULT_POLL_SECONDS = 0.25
+FIELD_MANAGER = "capi-rollout-e2e"
 # Environment of the ``existing`` backend: the images a drill cluster pulls instead of the released tags.
 IMAGE_ENV = {"E2E_STEP_IMAGE": STEP_IMAGE, "E2E_SIM_IMAGE": SIM_IMAGE}
 # Kinds whose objects live in a namespace; anything else is cluster-scoped and applied as is.
@@ -113,17 +114,47 @@ def override_images(doc: Mapping[str, Any], images: Mapping[str, str]) -> dict[s
     return dict(out)
 
 
-def rehome(doc: Mapping[str, Any], namespace: str, *, from_namespace: str = "argo") -> dict[str, Any]:
-    """A copy of ``doc`` moved from ``from_namespace`` into ``namespace`` (binding subjects too)."""
+def rehome(doc: Mapping[str, Any], namespace: str, *, from_namespace: str = "argo",
+           cluster_roles: Collection[str] = ()) -> dict[str, Any]:
+    """A copy of ``doc`` for the throwaway namespace ``namespace`` of a shared (drill) cluster.
+
+    Objects of ``from_namespace`` move into ``namespace`` and ServiceAccount subjects follow. Everything else —
+    cluster-scoped objects, and objects left in another namespace (the per-cluster-namespace RoleBinding) — is
+    renamed ``<name>-<namespace>``, and a ``roleRef`` to one of ``cluster_roles`` (the ClusterRoles installed, so
+    renamed, for this namespace) follows: a drill never overwrites the deployed tool's RBAC, and removing what it
+    added is removing what carries its suffix. Namespaces and CRDs keep their names."""
     out = yaml.safe_load(yaml.safe_dump(dict(doc)))
-    if out.get("kind") not in CLUSTER_SCOPED and out["metadata"].get("namespace", from_namespace) == from_namespace:
-        out["metadata"]["namespace"] = namespace
+    kind, meta = out.get("kind"), out["metadata"]
+    if kind in CLUSTER_SCOPED:
+        if kind not in ("Namespace", "CustomResourceDefinition"):
+            meta["name"] = f"{meta['name']}-{namespace}"
+    elif meta.get("namespace", from_namespace) == from_namespace:
+        meta["namespace"] = namespace
+    else:
+        meta["name"] = f"{meta['name']}-{namespace}"
     for subject in out.get("subjects", []) or []:
         if subject.get("kind") == "ServiceAccount" and subject.get("namespace", from_namespace) == from_namespace:
             subject["namespace"] = namespace
-    if out.get("kind") == "ClusterRoleBinding":  # one per throwaway namespace, so runs never share a binding
-        out["metadata"]["name"] = f"{out['metadata']['name']}-{namespace}"
+    ref = out.get("roleRef") or {}
+    if ref.get("kind") == "ClusterRole" and ref.get("name") in cluster_roles:
+        ref["name"] = f"{ref['name']}-{namespace}"
     return dict(out)
+
+
+ObjectRef = tuple[str, str, str | None, str]  # apiVersion, kind, namespace (None: cluster-scoped), name
+
+
+def outside(doc: Mapping[str, Any], namespace: str) -> ObjectRef | None:
+    """Where a rehomed document lives if that is outside ``namespace`` (what deleting the namespace does not
+    remove), else None. Namespaces and CRDs are never the drill's to remove."""
+    kind, meta = str(doc.get("kind")), doc.get("metadata") or {}
+    if kind in ("Namespace", "CustomResourceDefinition"):
+        return None
+    if kind in CLUSTER_SCOPED:
+        return str(doc["apiVersion"]), kind, None, str(meta["name"])
+    if meta.get("namespace") != namespace:
+        return str(doc["apiVersion"]), kind, meta.get("namespace"), str(meta["name"])
+    return None
 
 
 def images_to_build() -> list[tuple[str, str]]:
@@ -350,15 +381,20 @@ class ClusterBackend:
     name = "existing"
 
     def __init__(self, kubeconfig: Path, results_dir: Path, *, namespace: str | None = None,
-                 images: Mapping[str, str] | None = None, kubectl: Sequence[str] = ("kubectl",)) -> None:
+                 images: Mapping[str, str] | None = None, kubectl: Sequence[str] = ("kubectl",),
+                 keep: bool = False) -> None:
         self.kubeconfig = Path(kubeconfig)
         self.results_dir = Path(results_dir)
         self.namespace = namespace or f"capi-rollout-e2e-{uuid.uuid4().hex[:6]}"
         self.images = dict(images or {})
         self.kubectl_argv = list(kubectl)
+        self.keep = keep
         self.templates: list[str] = []
         self._api: Any = None
         self._injectors: list[threading.Thread] = []
+        self._cluster_roles: set[str] = set()  # installed for this namespace, so renamed (see rehome)
+        self._added: list[ObjectRef] = []  # what install() put outside the namespace
+        self._mapper: Any = None
 
     @classmethod
     def from_kubeconfig(cls, *, results_dir: Path, **options: Any) -> ClusterBackend:
@@ -366,6 +402,7 @@ class ClusterBackend:
         if not path:
             raise ValueError("E2E_CLUSTER=existing needs KUBECONFIG (a cluster with Argo Workflows installed)")
         images = {**image_overrides(os.environ), **(options.pop("images", None) or {})}
+        options.setdefault("keep", os.environ.get("E2E_KEEP", "") not in ("", "0"))
         return cls(Path(path), results_dir, images=images, **options)
 
     # -- plumbing -----------------------------------------------------------------------------------------
@@ -379,8 +416,32 @@ class ClusterBackend:
         return done.stdout
 
     def apply(self, docs: Iterable[Mapping[str, Any]]) -> None:
-        text = yaml.safe_dump_all([dict(d) for d in docs])
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=text)
+        """Server-side apply, in order, as ``kubectl apply --server-side --force-conflicts`` would (field manager
+        ``capi-rollout-e2e``; a namespaced document without namespace goes to this backend's)."""
+        from sim.envtest import rest
+
+        if self._mapper is None:
+            self._mapper = rest.ResourceMapper(self.api)
+        for doc in docs:
+            rest.apply_document(self.api, dict(doc), mapper=self._mapper, namespace=self.namespace,
+                                field_manager=FIELD_MANAGER)
+
+    def delete(self, ref: ObjectRef) -> None:
+        """Delete one object (background propagation); absent is fine."""
+        from kubernetes.client.exceptions import ApiException
+
+        from sim.envtest import rest
+
+        api_version, kind, namespace, name = ref
+        if self._mapper is None:
+            self._mapper = rest.ResourceMapper(self.api)
+        try:
+            info = self._mapper.resolve(api_version, kind)
+            rest.request_json(self.api, "DELETE", f"{info.collection_path(namespace)}/{name}",
+                              query=[("propagationPolicy", "Background")])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     @property
     def api(self) -> Any:
@@ -392,12 +453,32 @@ class ClusterBackend:
 
     # -- Backend ------------------------------------------------------------------------------------------
 
+    def localize(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """``doc`` as this backend installs it: rehomed into the throwaway namespace (:func:`rehome`), images
+        overridden; what lands outside the namespace is remembered for :meth:`cleanup`."""
+        if doc.get("kind") == "ClusterRole":
+            self._cluster_roles.add(doc["metadata"]["name"])
+        out = override_images(rehome(doc, self.namespace, cluster_roles=self._cluster_roles), self.images)
+        where = outside(out, self.namespace)
+        if where is not None and where not in self._added:
+            self._added.append(where)
+        return out
+
     def install(self, manifests: Iterable[Manifest]) -> None:
-        docs = [override_images(rehome(d, self.namespace), self.images) for d in load_manifests(manifests)]
+        raw = load_manifests(manifests)
+        self._cluster_roles |= {d["metadata"]["name"] for d in raw if d.get("kind") == "ClusterRole"}
+        docs = [self.localize(d) for d in raw]
         ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
         self.apply([ns, *[d for d in docs if d.get("kind") == "Namespace"]])
         self.apply([d for d in docs if d.get("kind") != "Namespace"])
         self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
+
+    def cleanup(self) -> None:
+        """Remove what :meth:`install` added to the cluster: the throwaway namespace (template, runner
+        ServiceAccount, Workflows, ledgers) and the suffixed objects outside it."""
+        for ref in reversed(self._added):
+            self.delete(ref)
+        self.delete(("v1", "Namespace", None, self.namespace))
 
     def submit(self, parameters: Mapping[str, str], *, template: str | None = None,
                faults: Sequence[KillStep] = ()) -> WorkflowRun:
@@ -523,11 +604,16 @@ class ClusterBackend:
         return deployment
 
     def close(self) -> None:
+        """Wait for fault injectors, remove what was installed (unless ``keep``: ``E2E_KEEP=1``), close the client."""
         for injector in self._injectors:
             injector.join(timeout=FAULT_POLL_SECONDS * 5)
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        try:
+            if not self.keep:
+                self.cleanup()
+        finally:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
 
 
 class KindBackend(ClusterBackend):
@@ -549,7 +635,7 @@ class KindBackend(ClusterBackend):
         self.cluster = KindCluster(cluster_name)
         self.cluster.create()
         super().__init__(self.cluster.kubeconfig_path, results_dir, namespace=namespace, images=images,
-                         kubectl=(str(self.cluster.kubectl_path),))
+                         kubectl=(str(self.cluster.kubectl_path),), keep=keep)
         self.cluster.ensure_kubectl()
         self.install_argo()
 
@@ -605,8 +691,12 @@ class KindBackend(ClusterBackend):
         """The ServiceAccount the steps run as, for scenario assertions about RBAC."""
         return f"system:serviceaccount:{self.namespace}:{RUNNER_SERVICE_ACCOUNT}"
 
+    def localize(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """The cluster is the test's own: documents are installed as shipped (images overridden)."""
+        return override_images(doc, self.images)
+
     def install(self, manifests: Iterable[Manifest]) -> None:
-        docs = [override_images(d, self.images) for d in load_manifests(manifests)]
+        docs = [self.localize(d) for d in load_manifests(manifests)]
         self.apply([d for d in docs if d.get("kind") == "Namespace"])
         self.apply([d for d in docs if d.get("kind") != "Namespace"])
         self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
@@ -643,10 +733,9 @@ class KindBackend(ClusterBackend):
             return False, f"kind cluster {self.cluster.name} holds the CAPI {sorted(lines)[0]} CRDs, not {capi_line}"
         return True, f"kind installs the CAPI {capi_line} CRDs"
 
-    def close(self) -> None:
-        super().close()
-        if not self.keep:
-            self.cluster.delete()
+    def cleanup(self) -> None:
+        """The whole kind cluster goes."""
+        self.cluster.delete()
 
 
 class SimDeployment(RemoteSim):

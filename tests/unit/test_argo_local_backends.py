@@ -82,9 +82,35 @@ def test_rehome_moves_namespaced_objects_and_binding_subjects_into_the_throwaway
     crb = rehome({"kind": "ClusterRoleBinding", "metadata": {"name": "r"}, "subjects": [
         {"kind": "ServiceAccount", "name": "r", "namespace": "argo"}]}, "e2e-1")
     cr = rehome({"kind": "ClusterRole", "metadata": {"name": "r"}}, "e2e-1")
-    assert sa["metadata"]["namespace"] == "e2e-1"
+    assert sa["metadata"] == {"name": "r", "namespace": "e2e-1"}
     assert crb["subjects"][0]["namespace"] == "e2e-1" and crb["metadata"] == {"name": "r-e2e-1"}
-    assert "namespace" not in cr["metadata"]
+    assert cr["metadata"] == {"name": "r-e2e-1"}
+
+
+def test_a_drill_never_overwrites_the_deployed_rbac_and_knows_what_it_added_outside_its_namespace() -> None:
+    from e2e.harness import RBAC_PATH
+    from e2e.kind_backend import outside
+
+    shipped = load_manifests([RBAC_PATH])
+    roles = {d["metadata"]["name"] for d in shipped if d["kind"] == "ClusterRole"}
+    docs = [rehome(d, "e2e-1", cluster_roles=roles) for d in shipped]
+    for before, after in zip(shipped, docs, strict=True):
+        if after["metadata"].get("namespace") != "e2e-1":  # cluster-scoped or in another namespace: suffixed
+            assert after["metadata"]["name"] == before["metadata"]["name"] + "-e2e-1", after
+        ref = after.get("roleRef")
+        if ref and ref["kind"] == "ClusterRole":
+            assert ref["name"] == before["roleRef"]["name"] + "-e2e-1"
+        for subject in after.get("subjects") or []:
+            assert subject["namespace"] == "e2e-1"
+    added = {outside(d, "e2e-1") for d in docs} - {None}
+    rbac = "rbac.authorization.k8s.io/v1"
+    assert added == {(rbac, "ClusterRole", None, "capi-rollout-read-capi-e2e-1"),
+                     (rbac, "ClusterRole", None, "capi-rollout-cluster-namespace-e2e-1"),
+                     (rbac, "ClusterRoleBinding", None, "capi-rollout-read-capi-e2e-1"),
+                     (rbac, "RoleBinding", "default", "capi-rollout-runner-e2e-1")}
+    view = rehome({"kind": "RoleBinding", "metadata": {"name": "v", "namespace": "argo"},
+                   "roleRef": {"kind": "ClusterRole", "name": "view"}}, "e2e-1", cluster_roles=roles)
+    assert view["roleRef"]["name"] == "view", "a ClusterRole the drill did not install keeps its name"
 
 
 def test_the_argo_install_is_built_from_the_pinned_module_zip_with_pinned_images() -> None:
