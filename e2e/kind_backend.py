@@ -66,6 +66,7 @@ EVENTS_OVERLAY = Path("overlay/management/capi-rollout")
 POLL_SECONDS = 1.0
 FAULT_POLL_SECONDS = 0.25
 FIELD_MANAGER = "capi-rollout-e2e"
+SIM_CONTAINER = "simulator"  # sim/deploy's container name
 # Environment of the ``existing`` backend: the images a drill cluster pulls instead of the released tags.
 IMAGE_ENV = {"E2E_STEP_IMAGE": STEP_IMAGE, "E2E_SIM_IMAGE": SIM_IMAGE}
 # Kinds whose objects live in a namespace; anything else is cluster-scoped and applied as is.
@@ -205,6 +206,20 @@ def serves_capi_line(crd: Mapping[str, Any], capi_line: str) -> tuple[bool, str]
         return True, f"the Machine CRD stores {wanted}"
     return False, (f"the CAPI {capi_line} scenarios write {wanted} Machines, but this cluster's Machine CRD stores "
                    f"{', '.join(str(v) for v in storage) or 'nothing'}")
+
+
+def container_alive(pod: Mapping[str, Any], container: str = SIM_CONTAINER) -> tuple[bool, str]:
+    """Has ``container`` of ``pod`` (a dict) never exited? With what happened when it did."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") != container:
+            continue
+        for where in ("state", "lastState"):
+            ended = (status.get(where) or {}).get("terminated")
+            if ended:
+                return False, (f"container {container} exited with code {ended.get('exitCode')} "
+                               f"({ended.get('reason') or 'no reason'}); restarts: {status.get('restartCount', 0)}")
+        return True, "running"
+    return True, f"container {container} not started yet"
 
 
 def kill_due(run: WorkflowRun, fault: KillStep, *, now: float) -> str | None:
@@ -758,8 +773,24 @@ class SimDeployment(RemoteSim):
     def signal_trigger(self) -> None:
         self.trigger()
 
+    poll_interval = 0.5  # each look is an API call
+
     def alive(self) -> tuple[bool, str]:
-        return (not self._removed), ("removed" if self._removed else "deployed")
+        """Deployed and its container never exited (a simulator that refuses its target exits 1 and would
+        otherwise crash-loop until a timeout)."""
+        if self._removed:
+            return False, "removed"
+        pod = self._pod()
+        return (True, "no pod yet") if pod is None else container_alive(pod)
+
+    def _pod(self) -> dict[str, Any] | None:
+        """The simulator's newest pod that is not being deleted, as a dict."""
+        from kubernetes import client
+
+        pods: Any = self.backend.api.sanitize_for_serialization(client.CoreV1Api(self.backend.api).list_namespaced_pod(
+            self.namespace, label_selector=f"app.kubernetes.io/name={SIM_NAME}"))
+        live = [p for p in pods.get("items", []) if not p["metadata"].get("deletionTimestamp")]
+        return max(live, key=lambda p: p["metadata"].get("creationTimestamp", "")) if live else None
 
     def shutdown(self) -> None:
         self._final = self.timeline()  # the pod's log goes with the pod
@@ -793,6 +824,9 @@ class SimDeployment(RemoteSim):
                 ok, why = False, f"API: {exc.status} {exc.reason}"
             if ok:
                 return
+            up, died = self.alive()
+            if not up:
+                raise RuntimeError(f"the simulator in {self.namespace} stopped: {died}\n{self.logs(tail=40)}")
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"simulator in {self.namespace} not ready within {timeout:g}s: {why}\n"
                                    f"{self.logs(tail=40)}")
@@ -817,12 +851,19 @@ class SimDeployment(RemoteSim):
         return states
 
     def logs(self, tail: int | None = None) -> str:
-        """The simulator's output: its timeline, one event per line."""
-        args = ["-n", self.namespace, "logs", f"deploy/{SIM_NAME}"] + ([f"--tail={tail}"] if tail else [])
+        """The simulator's output (its timeline, one JSON event per line) from its pod's log."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
         try:
-            return self.backend.kubectl(*args, timeout=60)
-        except RuntimeError as exc:
-            return f"# logs unavailable: {exc}"
+            pod = self._pod()
+            if pod is None:
+                return "# logs unavailable: no simulator pod\n"
+            text: str = client.CoreV1Api(self.backend.api).read_namespaced_pod_log(
+                pod["metadata"]["name"], self.namespace, container=SIM_CONTAINER, tail_lines=tail)
+            return text
+        except ApiException as exc:
+            return f"# logs unavailable: {exc.status} {exc.reason}\n"
 
     def remove(self, timeout: float = 120.0) -> None:
         """Stop the simulator (SIGTERM: it deletes its objects and Services), then its namespace and RBAC."""

@@ -124,6 +124,7 @@ class RemoteSim:
 
     scenario: Scenario
     api_client: Any
+    poll_interval = 0.1
     _final: Timeline | None = None
 
     def output(self) -> str:
@@ -157,7 +158,8 @@ class RemoteSim:
 
     def wait_settled(self, timeout: float) -> None:
         poll(self._alive_and(lambda: settled(list_machines(self.api_client, self.scenario), self.scenario)),
-             timeout, f"the simulated cluster in {self.scenario.namespace}", detail=self.tail)
+             timeout, f"the simulated cluster in {self.scenario.namespace}", detail=self.tail,
+             interval=self.poll_interval)
 
     def trigger_rollout(self, timeout: float = 30.0) -> None:
         self.signal_trigger()
@@ -165,7 +167,7 @@ class RemoteSim:
         def recorded() -> tuple[bool, str]:
             return self.timeline().first(TRIGGERED) is not None, f"no {TRIGGERED} event yet"
 
-        poll(self._alive_and(recorded), timeout, "the rollout trigger", detail=self.tail)
+        poll(self._alive_and(recorded), timeout, "the rollout trigger", detail=self.tail, interval=self.poll_interval)
 
     def stop(self) -> None:
         """Stop it; the timeline read just before it goes stays readable."""

@@ -152,3 +152,20 @@ def test_the_runner_is_bound_in_the_simulator_namespace_as_the_stage_runner_name
     assert binding["metadata"]["namespace"] == "e2e-happy-4d5e6f"
     assert [(s["kind"], s["name"], s["namespace"]) for s in binding["subjects"]] == [
         ("ServiceAccount", RUNNER, "capi-rollout-e2e-1a2b3c")]
+
+
+# --- a simulator pod that died ------------------------------------------------------------------------------
+
+
+def test_a_simulator_pod_is_alive_until_its_container_exits_once() -> None:
+    from e2e.kind_backend import container_alive
+
+    def pod(**status: Any) -> dict[str, Any]:
+        return {"status": {"containerStatuses": [{"name": "simulator", "restartCount": 0, **status}]}}
+
+    assert container_alive({"status": {}}) == (True, "container simulator not started yet")
+    assert container_alive(pod(state={"running": {}})) == (True, "running")
+    crashed = pod(state={"waiting": {"reason": "CrashLoopBackOff"}}, restartCount=3,
+                  lastState={"terminated": {"exitCode": 1, "reason": "Error"}})
+    assert container_alive(crashed) == (False, "container simulator exited with code 1 (Error); restarts: 3")
+    assert container_alive(pod(state={"terminated": {"exitCode": 2}}))[0] is False
