@@ -104,6 +104,10 @@ class LocalAPIServer:
         binaries = self._binaries or assets_module.binaries()
         template_dir = template.directory(assets_module.cache_dir(), template.key(assets_module.versions(), crds))
         seeded = template.load(template_dir) if self._use_template else None
+        if self._use_template:
+            template.prune(template_dir.parent, keep=[template_dir.name])  # other pins' and CRD sets' leftovers
+            if seeded is not None:
+                template.touch(template_dir)
         atexit.register(self.stop)
         try:
             self._workdir = self._given_workdir or Path(tempfile.mkdtemp(prefix="capi-rollout-envtest-"))
@@ -152,6 +156,7 @@ class LocalAPIServer:
         self._apiserver.stop()
         self._etcd.stop()
         template.save(self.workdir / "etcd-data", crds, template_dir)
+        template.touch(template_dir)
         self._etcd.start()
         self._etcd.wait_until(
             functools.partial(_etcd_healthy, self._etcd_url), timeout=self._start_timeout, what="healthy"

@@ -4,14 +4,19 @@ with those CRDs already stored and served instead of spending tens of seconds es
 Contract: a template lives in ``<cache>/etcd-templates/<key>/`` with ``data/`` (a stopped etcd's data directory)
 and ``crds.json`` (what must be served). The key hashes the Kubernetes and etcd versions and the CRD files'
 versioned directories, names and sizes, so any change of pins or CRDs makes a new template. Saving is atomic
-(copy to a temporary directory, then rename); concurrent savers keep the first. File operations only.
+(copy to a temporary directory, then rename); concurrent savers keep the first. Every use touches the template's
+``used`` stamp; :func:`prune` removes templates idle for longer than :data:`MAX_IDLE_SECONDS` (old pins or CRD sets
+leave ~80 MB each behind otherwise) and staging copies abandoned by a killed saver. File operations only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
+USED_STAMP = "used"
+MAX_IDLE_SECONDS = 14 * 24 * 3600.0  # a template nobody started a server from for two weeks
+MAX_STAGING_SECONDS = 3600.0  # a save takes seconds; an older staging copy was abandoned
 
 
 @dataclass(frozen=True)
@@ -81,3 +89,44 @@ def save(data_dir: Path, crds: Sequence[CrdRef], template_dir: Path) -> bool:
 def discard(template_dir: Path) -> None:
     """Remove a template that could not be used."""
     shutil.rmtree(template_dir, ignore_errors=True)
+
+
+def touch(template_dir: Path, *, now: float | None = None) -> None:
+    """Record that a server started from (or saved) this template."""
+    stamp = template_dir / USED_STAMP
+    with contextlib.suppress(OSError):
+        stamp.touch()
+        if now is not None:
+            os.utime(stamp, (now, now))
+
+
+def last_used(template_dir: Path) -> float:
+    """When the template was last used: its stamp, else (a template older than stamps) its directory's mtime."""
+    for path in (template_dir / USED_STAMP, template_dir):
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def prune(root: Path, *, keep: Iterable[str] = (), now: float | None = None,
+          max_idle: float = MAX_IDLE_SECONDS, max_staging: float = MAX_STAGING_SECONDS) -> list[Path]:
+    """Remove, under ``root`` (``<cache>/etcd-templates``), every template idle for more than ``max_idle`` seconds
+    and every staging copy older than ``max_staging`` seconds, except the keys in ``keep``; returns what went."""
+    now = time.time() if now is None else now
+    kept = set(keep)
+    removed: list[Path] = []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.is_dir() or entry.name in kept:
+            continue
+        staging = entry.name.startswith(".")
+        age = now - (entry.stat().st_mtime if staging else last_used(entry))
+        if age > (max_staging if staging else max_idle):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
