@@ -37,7 +37,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -310,7 +309,6 @@ class Stage:
         self.api = venue.api
         self.server = venue.server
         self.scenario_dir = Path(scenario_dir)  # <dir>/<scenario>/
-        self._start_lock = threading.Lock()
 
     @classmethod
     def local(cls, server: LocalAPIServer, results_dir: Path, *, echo: Callable[[str], None] | None = None,
@@ -401,8 +399,7 @@ class Stage:
         return json.loads(text) if text else None
 
     def start_simulator(self, scenario: Scenario, *, settle_timeout: float | None = None) -> SimHandle:
-        with self._start_lock:  # see run_concurrently
-            sim = self.venue.start_simulator(scenario)
+        sim = self.venue.start_simulator(scenario)
         try:
             sim.wait_settled(settle_timeout or self.venue.settle_timeout)
             self.bind_runner(scenario.namespace)
@@ -415,9 +412,8 @@ class Stage:
         """Play independent scenarios, ``at_once`` at a time (each ``dict`` holds :meth:`run`'s arguments);
         outcomes in order. Steps are CPU-bound (interpreter start-up): more than a few at once only thrashes.
 
-        Only for refusals that need no rollout (``trigger=False``, enforced): the fake Talos fleets of simulators
-        in one process pick loopback addresses by "check, then bind" (``sim/talos/fleet.py``), so two fleets
-        adding nodes at once can collide; simulators therefore start one at a time and add no node afterwards.
+        Only for refusals that need no rollout (``trigger=False``, enforced): a rollout's scaled timings (a 4 s
+        stall timeout, machines booting in half a second) assume no other rollout competes for the CPU.
         """
         if any(case.get("trigger", True) for case in cases):
             raise ValueError("concurrent cases must not trigger a rollout (trigger=False)")

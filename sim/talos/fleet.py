@@ -3,7 +3,9 @@
 Contract: a synchronous facade (usable from the synchronous simulator and from tests); by default every endpoint
 binds to its own loopback address (127.x.y.z) on ``port`` (50000, like Talos). Addresses are allocated from a block
 derived from the process id (``loopback_block``), skipping any address whose bind fails, so parallel test
-processes do not collide. A reboot answers the RPC first (as Talos does), then takes the endpoint down
+processes do not collide; within one process every fleet claims its addresses in one registry (held until the
+node is removed or the fleet stops), so fleets started at the same time, or a node whose address is free while
+it reboots, never share an address. A reboot answers the RPC first (as Talos does), then takes the endpoint down
 (listener and open connections closed) for ``reboot_downtime`` seconds, changes the boot ID and comes back
 as the ``on_reboot`` callback says (:class:`RebootOutcome`). Timeline events: ``talos.reboot`` (mode, role,
 address), ``talos.down``, ``talos.up``, ``talos.maintenance``.
@@ -40,6 +42,11 @@ from sim.timeline import Timeline
 T = TypeVar("T")
 RebootCallback = Callable[[FakeTalosNode, str, str], "RebootOutcome | None"]
 _CALL_TIMEOUT = 10.0
+
+
+# Loopback addresses claimed by this process's fleets (a rebooting node's address is unbound, not free).
+_CLAIMED: set[str] = set()
+_CLAIM_LOCK = threading.Lock()
 
 
 def loopback_block(pid: int | None = None) -> tuple[int, int]:
@@ -125,6 +132,7 @@ class FakeTalosFleet:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._next_host = 0
+        self._claimed: dict[str, str] = {}  # node name -> the address this fleet claimed for it
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -146,7 +154,11 @@ class FakeTalosFleet:
         loop = self._loop
         if loop is None:
             return
-        self._run(self._stop_all())
+        try:
+            self._run(self._stop_all())
+        finally:
+            for name in list(self._claimed):
+                self._release_address(name)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5.0)
@@ -181,17 +193,26 @@ class FakeTalosFleet:
             self.timeline.record(kind, subject, **details)
 
     # --- nodes -------------------------------------------------------------------------------------------
-    def _allocate_address(self) -> str:
+    def _allocate_address(self, name: str) -> str:
+        """A loopback address no fleet of this process holds and nothing else has bound; claimed for ``name``."""
         a, b0 = loopback_block()
-        for _ in range(254 * 50):
-            with self._lock:
+        with _CLAIM_LOCK:
+            for _ in range(254 * 50):
                 n = self._next_host
                 self._next_host += 1
-            b, c = b0 + n // 254, 1 + n % 254
-            address = f"127.{a}.{b % 256}.{c}"
-            if self._bindable(address):
-                return address
+                b, c = b0 + n // 254, 1 + n % 254
+                address = f"127.{a}.{b % 256}.{c}"
+                if address not in _CLAIMED and self._bindable(address):
+                    _CLAIMED.add(address)
+                    self._claimed[name] = address
+                    return address
         raise RuntimeError("no free loopback address in this process's block")
+
+    def _release_address(self, name: str) -> None:
+        with _CLAIM_LOCK:
+            address = self._claimed.pop(name, None)
+            if address is not None:
+                _CLAIMED.discard(address)
 
     def _bindable(self, address: str) -> bool:
         family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
@@ -212,10 +233,17 @@ class FakeTalosFleet:
         with self._lock:
             if name in self._nodes:
                 raise ValueError(f"node {name!r} already exists")
-        node = FakeTalosNode(self, name, address or self._allocate_address(), self.port, talos_version, stage, ready)
+        node = FakeTalosNode(self, name, address or self._allocate_address(name), self.port, talos_version, stage,
+                             ready)
         with self._lock:
             self._nodes[name] = node
-        self._run(self._up(name))
+        try:
+            self._run(self._up(name))
+        except BaseException:
+            with self._lock:
+                self._nodes.pop(name, None)
+            self._release_address(name)
+            raise
         if node.maintenance:
             self._record("talos.maintenance", name, address=node.address)
         return node
@@ -248,6 +276,7 @@ class FakeTalosFleet:
         self._run(self._down(name, record=False))
         with self._lock:
             known = self._nodes.pop(name, None) is not None
+        self._release_address(name)
         if known and self.exposer is not None:
             self.exposer.release(name)
 

@@ -21,6 +21,7 @@ from capi_rollout.adapters.talos import messages
 from capi_rollout.adapters.talos.tls import insecure_client_context, mtls_client_context
 from sim.pki import ClusterPKI
 from sim.talos import FakeTalosFleet, loopback_block
+from sim.talos import fleet as sim_fleet
 from sim.timeline import Timeline
 
 
@@ -165,3 +166,27 @@ def test_a_node_removed_while_rebooting_stays_gone(pki: ClusterPKI, timeline: Ti
         assert [n.name for n in fleet.nodes()] == []
     gc.collect()  # an unretrieved task exception is reported when the task is collected
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+def test_fleets_of_one_process_never_share_an_address_not_even_one_whose_node_is_rebooting(
+        pki: ClusterPKI, timeline: Timeline) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with FakeTalosFleet(pki, timeline=timeline, reboot_downtime=2.0) as a, \
+            FakeTalosFleet(pki, timeline=timeline, reboot_downtime=2.0) as b:
+        rebooting = a.add_node("a-0")
+        call(rebooting.address, rebooting.port, admin(pki), messages.REBOOT_PATH,
+             messages.RebootRequest(mode=messages.RebootRequest.POWERCYCLE), messages.RebootResponse)
+        deadline = time.monotonic() + 5
+        while not timeline.events("talos.down", "a-0") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert timeline.events("talos.down", "a-0"), "the node went down: its address is unbound now"
+
+        with ThreadPoolExecutor(max_workers=4) as pool:  # both fleets adding nodes at the same time
+            added = list(pool.map(lambda i: (a if i % 2 else b).add_node(f"n-{i}"), range(8)))
+
+        addresses = [rebooting.address, *[n.address for n in added]]
+        assert len(set(addresses)) == len(addresses), addresses
+        b.remove_node("n-0")
+        assert added[0].address not in sim_fleet._CLAIMED, "a removed node's address is released"
+    assert not {n.address for n in added} & sim_fleet._CLAIMED, "a stopped fleet releases its addresses"
