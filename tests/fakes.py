@@ -8,6 +8,9 @@
 * :class:`FakeWatch` stands in for the change watcher: each wait advances the fake clock by the timeout and
   lets the controllers act once.
 * :class:`FakeTalos` answers probes and records reboots.
+* :class:`FakeRunStep` stands in for ``capi_rollout.runner.run_step`` behind the step shell
+  (``capi_rollout.workflow.steps`` / ``entry``), with the environment (:data:`STEP_ENV`) and parameters
+  (:data:`STEP_PARAMS`) a pod gets.
 
 They fake what the runner observes and nothing more; the real API server tests cover the real adapter.
 """
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from capi_rollout.params import DEFAULTS
+from capi_rollout.workflow import steps
 from tests import builders as b
 
 
@@ -220,3 +225,30 @@ class FakeWatch:
     @contextmanager
     def __call__(self, kube: Any, namespace: str, cluster: str) -> Iterator[FakeWatch]:
         yield self
+
+
+# --- the workflow step shell ------------------------------------------------------------------------------------
+
+STEP_ENV = {
+    steps.ENV_RUN_ID: "capi-rollout-abc12",
+    steps.ENV_RUN_UID: "0d6c2f5e-1111-2222-3333-444455556666",
+    steps.ENV_LEDGER_NAMESPACE: "argo",
+}
+STEP_PARAMS = {name: (default if default is not None else "homelab") for name, default in DEFAULTS.items()}
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    ok: bool
+    message: str
+    outputs: dict[str, str]
+
+
+@dataclass
+class FakeRunStep:
+    result: FakeResult
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FakeResult:
+        self.calls.append((args, kwargs))
+        return self.result

@@ -8,38 +8,14 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from capi_rollout.params import DEFAULTS
 from capi_rollout.workflow import entry, steps
+from tests.fakes import STEP_ENV, STEP_PARAMS, FakeResult, FakeRunStep
 
-ENV = {
-    steps.ENV_RUN_ID: "capi-rollout-abc12",
-    steps.ENV_RUN_UID: "0d6c2f5e-1111-2222-3333-444455556666",
-    steps.ENV_LEDGER_NAMESPACE: "argo",
-}
-PARAMS = {name: (default if default is not None else "homelab") for name, default in DEFAULTS.items()}
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    ok: bool
-    message: str
-    outputs: dict[str, str]
-
-
-@dataclass
-class FakeRunStep:
-    result: FakeResult
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> FakeResult:
-        self.calls.append((args, kwargs))
-        return self.result
+ENV, PARAMS = STEP_ENV, STEP_PARAMS
 
 
 def argo_inputs(values: Mapping[str, str]) -> str:
