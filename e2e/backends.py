@@ -12,7 +12,8 @@ Backends:
 
 * ``local`` (:class:`LocalBackend`): the real local API server (``sim.envtest.LocalAPIServer``) and the strict
   local executor (:mod:`e2e.argo_local`); each step runs as a subprocess under a TokenRequest token of the
-  runner ServiceAccount. Fault injection (``faults``) exists only here.
+  runner ServiceAccount. Fault injection (``faults``) SIGKILLs the step's process group; the cluster backends
+  force-delete its pod instead (both are a lost pod to Argo).
 * ``kind`` (:class:`e2e.kind_backend.KindBackend`): a kind cluster with Argo Workflows v4 installed from the
   pinned module zip; needs a Docker engine.
 * ``existing`` (:class:`e2e.kind_backend.ClusterBackend`): the cluster of ``KUBECONFIG`` (Argo installed), in a

@@ -1,25 +1,40 @@
 """The ``kind`` and ``existing`` e2e backends: the WorkflowTemplate run by a real Argo Workflows controller.
 
 Contract: :class:`ClusterBackend` talks to a cluster that already runs Argo Workflows v4 (``existing``:
-``KUBECONFIG``, a throwaway namespace): ``install`` server-side-applies documents (re-homing namespaced ones
-into its namespace and overriding step images when asked), ``submit`` creates a ``Workflow`` with a
-``workflowTemplateRef`` (exactly what ``argo submit --from workflowtemplate/<name>`` creates), ``wait`` polls
-its phase with a deadline and converts it with :func:`e2e.argo_local.run_from_argo_workflow`, saving each pod's
-``main`` log. :class:`KindBackend` adds the cluster's life cycle (pytest-kind-ng), the Argo install from the
-pinned ``github.com/argoproj/argo-workflows/v4`` module zip (``kustomize build`` of
-``manifests/cluster-install`` with the images pinned to the same version), and the step/simulator images
-(``docker build`` + ``kind load``), and the simulator in the cluster (:meth:`KindBackend.deploy_simulator`:
-the CAPI line's and Talos CRDs, ``sim/deploy``'s manifests with the scenario, one Service per fake Talos node so
-workflow pods reach it; a :class:`SimDeployment` handle triggers the rollout, reads the timeline and removes it).
-On request (:meth:`KindBackend.install_argo_events`, the Sensor test) it installs Argo Events from the pinned
+``KUBECONFIG``, a drill's throwaway namespace):
+
+* ``install`` server-side-applies documents over REST (field manager ``capi-rollout-e2e``), each through
+  :meth:`ClusterBackend.localize`: re-homed into the throwaway namespace, with every cluster-scoped object and every
+  binding outside it renamed ``<name>-<namespace>`` (:func:`rehome`), so a drill never overwrites the deployed
+  tool; step images overridden (``E2E_STEP_IMAGE``, ``E2E_SIM_IMAGE``). ``close`` removes exactly what was added
+  (:meth:`ClusterBackend.cleanup`; ``E2E_KEEP=1`` keeps it);
+* ``submit`` creates a ``Workflow`` with a ``workflowTemplateRef`` (what ``argo submit --from
+  workflowtemplate/<name>`` creates); ``faults`` (:class:`~e2e.argo_local.KillStep`) force-delete the attempt's
+  pod when due (:func:`kill_due`), which Argo reports as a lost pod;
+* ``wait`` polls the phase with a deadline and converts it with :func:`e2e.argo_local.run_from_argo_workflow`,
+  saving each pod's ``main`` log;
+* ``deploy_simulator`` runs ``sim/deploy``'s manifests with the scenario (one Service per fake Talos node, so
+  workflow pods reach it) once the cluster can hold its CAPI line (:meth:`ClusterBackend.capi_line_available`: a
+  drill cluster is never changed, its Machine CRD must store the line's version); the :class:`SimDeployment`
+  handle (an :class:`e2e.simhandles.RemoteSim`) reads the timeline from the pod's log (JSON lines), triggers the
+  rollout with ``SIGUSR1`` through ``kubectl exec``, fails fast when its container exits, and removes it.
+
+:class:`KindBackend` adds the cluster's life cycle (pytest-kind-ng; one cluster per CAPI line), the Argo install
+from the pinned ``github.com/argoproj/argo-workflows/v4`` module zip (``kustomize build`` of
+``manifests/cluster-install`` with the images pinned to the same version), the step/simulator images (``docker
+build`` + ``kind load``) and the CAPI line's and Talos CRDs before a simulator runs; documents are installed as
+shipped (the cluster is the test's own) and ``close`` deletes the cluster. On request
+(:meth:`KindBackend.install_argo_events`, the Sensor test) it installs Argo Events from the pinned
 ``github.com/argoproj/argo-events`` module zip (``go mod download`` into the project's GOMODCACHE, ``kustomize
 build`` of ``manifests/cluster-install``, images pinned to the same version), an EventBus ``default`` and the
 ``overlay/management/capi-rollout`` EventSource/Sensor.
+
 Pure helpers (:func:`workflow_object`, :func:`argo_kustomization`, :func:`override_images`, :func:`rehome`,
+:func:`outside`, :func:`image_overrides`, :func:`serves_capi_line`, :func:`kill_due`, :func:`container_alive`,
 :func:`images_to_build`, :func:`simulator_documents`, :func:`simulator_ready`, :func:`argo_events_members`,
 :func:`argo_events_kustomization`, :func:`install_order`, :func:`jetstream_versions`, :func:`newest_release`,
-:func:`eventbus_object`) carry the decisions and are
-unit-tested; the rest needs Docker.
+:func:`eventbus_object`) carry the decisions and are unit-tested; install, localize and cleanup run against the
+real local API server (``tests/integration/test_drill_backend.py``); the rest needs Docker.
 """
 
 from __future__ import annotations
