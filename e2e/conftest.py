@@ -42,12 +42,12 @@ def e2e_backend(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_resul
         ok, why = docker_available()
         if not ok:
             pytest.fail(f"E2E_CLUSTER=kind but {why}", pytrace=False)
-        backend = make_backend("kind", results_dir=e2e_results_dir)
+        backend = make_backend("kind", results_dir=e2e_results_dir, echo=_live)
     elif e2e_backend_name == "local":
         backend = make_backend("local", results_dir=e2e_results_dir, apiserver=request.getfixturevalue("apiserver"),
                                echo=_live)
     else:
-        backend = make_backend(e2e_backend_name, results_dir=e2e_results_dir)
+        backend = make_backend(e2e_backend_name, results_dir=e2e_results_dir, echo=_live)
     try:
         yield backend
     finally:
@@ -76,7 +76,7 @@ def _stage(request: pytest.FixtureRequest, line: str, backend_name: str, results
     backend: Any = request.getfixturevalue("e2e_backend")
     owned = None
     if backend_name == "kind" and line != "v1.14":  # one CAPI line's CRDs per kind cluster
-        owned = backend = KindBackend(results, cluster_name=KIND_CLUSTER_PER_LINE[line])
+        owned = backend = KindBackend(results, cluster_name=KIND_CLUSTER_PER_LINE[line], echo=_live)
     assert isinstance(backend, ClusterBackend)
     try:
         ok, why = backend.capi_line_available(line)

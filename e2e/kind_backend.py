@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -237,6 +237,21 @@ def container_alive(pod: Mapping[str, Any], container: str = SIM_CONTAINER) -> t
     return True, f"container {container} not started yet"
 
 
+def progress_lines(run: WorkflowRun, seen: dict[str, str]) -> list[str]:
+    """``<workflow>: <step attempt> <phase>[: message]`` for every Pod node whose phase differs from ``seen``
+    (updated), and the workflow's own phase when it changed: what a test prints while a remote run goes on."""
+    lines: list[str] = []
+    for node in run.nodes.values():
+        if node.type != POD or seen.get(node.name) == node.phase:
+            continue
+        seen[node.name] = node.phase
+        lines.append(f"{run.name}: {node.display_name} {node.phase}" + (f": {node.message}" if node.message else ""))
+    if seen.get(run.name) != run.phase:
+        seen[run.name] = run.phase
+        lines.append(f"{run.name}: workflow {run.phase}" + (f": {run.message}" if run.message else ""))
+    return lines
+
+
 def kill_due(run: WorkflowRun, fault: KillStep, *, now: float) -> str | None:
     """The pod to delete for ``fault`` now, or None: its attempt has started, is still running, and has run for
     ``fault.after`` seconds."""
@@ -412,13 +427,14 @@ class ClusterBackend:
 
     def __init__(self, kubeconfig: Path, results_dir: Path, *, namespace: str | None = None,
                  images: Mapping[str, str] | None = None, kubectl: Sequence[str] = ("kubectl",),
-                 keep: bool = False) -> None:
+                 keep: bool = False, echo: Callable[[str], None] | None = None) -> None:
         self.kubeconfig = Path(kubeconfig)
         self.results_dir = Path(results_dir)
         self.namespace = namespace or f"capi-rollout-e2e-{uuid.uuid4().hex[:6]}"
         self.images = dict(images or {})
         self.kubectl_argv = list(kubectl)
         self.keep = keep
+        self.echo = echo  # progress while waiting: one line per step attempt whose phase changed
         self.templates: list[str] = []
         self._api: Any = None
         self._injectors: list[threading.Thread] = []
@@ -559,9 +575,13 @@ class ClusterBackend:
 
         custom = client.CustomObjectsApi(self.api)
         deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
         while True:
             obj = cast(dict[str, Any], custom.get_namespaced_custom_object(
                 ARGO_GROUP, ARGO_VERSION, self.namespace, "workflows", run.name))
+            if self.echo is not None:
+                for line in progress_lines(run_from_argo_workflow(obj), seen):
+                    self.echo(line)
             if (obj.get("status") or {}).get("phase") in COMPLETED_PHASES:
                 break
             if time.monotonic() >= deadline:
@@ -653,7 +673,8 @@ class KindBackend(ClusterBackend):
 
     def __init__(self, results_dir: Path, *, cluster_name: str = "capi-rollout-e2e", repo_root: Path | None = None,
                  cache: Path | None = None, argo_version: str | None = None, keep: bool = False,
-                 images: Mapping[str, str] | None = None, namespace: str = "argo") -> None:
+                 images: Mapping[str, str] | None = None, namespace: str = "argo",
+                 echo: Callable[[str], None] | None = None) -> None:
         from pytest_kind import KindCluster
 
         from sim.envtest import assets
@@ -665,7 +686,7 @@ class KindBackend(ClusterBackend):
         self.cluster = KindCluster(cluster_name)
         self.cluster.create()
         super().__init__(self.cluster.kubeconfig_path, results_dir, namespace=namespace, images=images,
-                         kubectl=(str(self.cluster.kubectl_path),), keep=keep)
+                         kubectl=(str(self.cluster.kubectl_path),), keep=keep, echo=echo)
         self.cluster.ensure_kubectl()
         self.install_argo()
 

@@ -169,3 +169,16 @@ def test_a_simulator_pod_is_alive_until_its_container_exits_once() -> None:
                   lastState={"terminated": {"exitCode": 1, "reason": "Error"}})
     assert container_alive(crashed) == (False, "container simulator exited with code 1 (Error); restarts: 3")
     assert container_alive(pod(state={"terminated": {"exitCode": 2}}))[0] is False
+
+
+def test_a_remote_run_prints_each_step_attempt_and_the_workflow_when_their_phase_changes() -> None:
+    from e2e.kind_backend import progress_lines
+
+    seen: dict[str, str] = {}
+    running = run_from_argo_workflow(_workflow(_pod("a", "control-plane(0)", "Running", "2027-01-15T08:00:00Z")))
+    assert progress_lines(running, seen) == ["wf-1: control-plane(0) Running", "wf-1: workflow Running"]
+    assert progress_lines(running, seen) == [], "nothing changed, nothing printed"
+    lost = _pod("a", "control-plane(0)", "Error", "2027-01-15T08:00:00Z") | {"message": "pod deleted"}
+    retry = _pod("b", "control-plane(1)", "Pending", None)
+    assert sorted(progress_lines(run_from_argo_workflow(_workflow(lost, retry)), seen)) == [
+        "wf-1: control-plane(0) Error: pod deleted", "wf-1: control-plane(1) Pending"]
