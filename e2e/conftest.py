@@ -82,7 +82,8 @@ def _stage(request: pytest.FixtureRequest, line: str, backend_name: str, results
         ok, why = backend.capi_line_available(line)
         if not ok:
             pytest.skip(f"CAPI {line} scenarios on {backend_name}: {why}")
-        yield Stage.on_cluster(backend)
+        deployed = os.environ.get("E2E_DEPLOYED_TEMPLATE", "").strip() if backend_name == "existing" else ""
+        yield Stage.on_cluster(backend, template=backend.deployed_template(deployed) if deployed else None)
     finally:
         if owned is not None:
             owned.close()

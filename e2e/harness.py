@@ -337,10 +337,11 @@ class Stage:
         return cls(venue, Path(scenario_dir) if scenario_dir else results_dir / "e2e")
 
     @classmethod
-    def on_cluster(cls, backend: ClusterBackend, *, scenario_dir: Path | None = None,
-                   settle_timeout: float = 120.0) -> Stage:
-        """A kind or drill cluster: ``backend`` runs the template with its Argo; simulators run there as pods."""
-        backend.install([RBAC_PATH, TEMPLATE_PATH])
+    def on_cluster(cls, backend: ClusterBackend, *, scenario_dir: Path | None = None, settle_timeout: float = 120.0,
+                   template: Mapping[str, Any] | None = None) -> Stage:
+        """A kind or drill cluster: ``backend`` runs the template with its Argo; simulators run there as pods.
+        ``template``: the WorkflowTemplate to play (a drill's copy of the deployed one), else the rendered file."""
+        backend.install([RBAC_PATH, template if template is not None else TEMPLATE_PATH])
 
         def start_simulator(scenario: Scenario) -> SimHandle:
             return backend.deploy_simulator(scenario, namespace=scenario.namespace)

@@ -252,6 +252,21 @@ def progress_lines(run: WorkflowRun, seen: dict[str, str]) -> list[str]:
     return lines
 
 
+def template_copy(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A deployed WorkflowTemplate as a manifest to install elsewhere: kind, name, labels, annotations (minus
+    kubectl's last-applied copy) and spec; nothing the server owns (uid, resourceVersion, managedFields...)."""
+    meta = obj.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k != "kubectl.kubernetes.io/last-applied-configuration"}
+    copied_meta: dict[str, Any] = {"name": meta["name"], "namespace": meta.get("namespace", "argo")}
+    if meta.get("labels"):
+        copied_meta["labels"] = dict(meta["labels"])
+    if annotations:
+        copied_meta["annotations"] = annotations
+    return {"apiVersion": obj.get("apiVersion", f"{ARGO_GROUP}/{ARGO_VERSION}"), "kind": "WorkflowTemplate",
+            "metadata": copied_meta, "spec": yaml.safe_load(yaml.safe_dump(obj["spec"]))}
+
+
 def kill_due(run: WorkflowRun, fault: KillStep, *, now: float) -> str | None:
     """The pod to delete for ``fault`` now, or None: its attempt has started, is still running, and has run for
     ``fault.after`` seconds."""
@@ -518,6 +533,18 @@ class ClusterBackend:
         self.apply([ns, *[d for d in docs if d.get("kind") == "Namespace"]])
         self.apply([d for d in docs if d.get("kind") != "Namespace"])
         self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
+
+    def deployed_template(self, ref: str) -> dict[str, Any]:
+        """A copy (:func:`template_copy`) of the WorkflowTemplate ``<namespace>/<name>`` the cluster runs, so a
+        drill plays what is deployed rather than this checkout's rendering (``E2E_DEPLOYED_TEMPLATE``)."""
+        from kubernetes import client
+
+        namespace, _, name = ref.rpartition("/")
+        if not namespace or not name:
+            raise ValueError(f"E2E_DEPLOYED_TEMPLATE={ref!r}: expected <namespace>/<name>, e.g. argo/capi-rollout")
+        obj = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            ARGO_GROUP, ARGO_VERSION, namespace, "workflowtemplates", name)
+        return template_copy(cast(dict[str, Any], obj))
 
     def cleanup(self) -> None:
         """Remove what :meth:`install` added to the cluster: the throwaway namespace (template, runner

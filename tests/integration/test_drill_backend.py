@@ -35,7 +35,7 @@ def _rbac_state(api: Any) -> dict[str, tuple[str, str, str]]:
     return state
 
 
-def test_a_drill_installs_beside_the_deployed_tool_binds_its_own_runner_and_removes_only_what_it_added(
+def test_a_drill_plays_the_deployed_template_beside_the_deployed_tool_and_removes_only_what_it_added(
         apiserver: LocalAPIServer, admin_api_client: Any, tmp_path: Path) -> None:
     apiserver.create_namespace("argo")
     apiserver.apply_manifests([RBAC_PATH, TEMPLATE_PATH])  # the tool as Argo CD deployed it
@@ -44,7 +44,13 @@ def test_a_drill_installs_beside_the_deployed_tool_binds_its_own_runner_and_remo
 
     drill_ns = f"capi-rollout-e2e-{uuid.uuid4().hex[:6]}"
     backend = ClusterBackend(apiserver.kubeconfig_path, tmp_path, namespace=drill_ns)
-    stage = Stage.on_cluster(backend)
+    stage = Stage.on_cluster(backend, template=backend.deployed_template("argo/capi-rollout"))  # what is deployed
+    custom = client.CustomObjectsApi(admin_api_client)
+    played: Any = custom.get_namespaced_custom_object("argoproj.io", "v1alpha1", drill_ns, "workflowtemplates",
+                                                      "capi-rollout")
+    live: Any = custom.get_namespaced_custom_object("argoproj.io", "v1alpha1", "argo", "workflowtemplates",
+                                                    "capi-rollout")
+    assert played["spec"] == live["spec"] and played["metadata"]["uid"] != live["metadata"]["uid"]
     cluster_ns = f"sim-{uuid.uuid4().hex[:6]}"
     apiserver.create_namespace(cluster_ns)
     stage.bind_runner(cluster_ns)
@@ -64,8 +70,8 @@ def test_a_drill_installs_beside_the_deployed_tool_binds_its_own_runner_and_remo
     # The drill's runner (a real token) reads the simulated cluster's namespace through its own binding only.
     runner = client_from_kubeconfig(apiserver.serviceaccount_kubeconfig(drill_ns, RUNNER))
     try:
-        custom = client.CustomObjectsApi(runner)
-        custom.list_namespaced_custom_object("cluster.x-k8s.io", "v1beta2", cluster_ns, "machines")
+        client.CustomObjectsApi(runner).list_namespaced_custom_object("cluster.x-k8s.io", "v1beta2", cluster_ns,
+                                                                      "machines")
         with pytest.raises(ApiException) as denied:
             client.CoreV1Api(runner).list_namespaced_secret("kube-system")
         assert denied.value.status == 403
@@ -73,8 +79,7 @@ def test_a_drill_installs_beside_the_deployed_tool_binds_its_own_runner_and_remo
         cast(Any, runner).close()
 
     run = backend.submit({"clusterName": "demo", "clusterNamespace": cluster_ns, **SCALED_PARAMETERS})
-    wf: Any = client.CustomObjectsApi(admin_api_client).get_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", drill_ns, "workflows", run.name)
+    wf: Any = custom.get_namespaced_custom_object("argoproj.io", "v1alpha1", drill_ns, "workflows", run.name)
     assert wf["spec"]["workflowTemplateRef"] == {"name": "capi-rollout"}
 
     backend.close()  # cleanup: what the drill added, nothing else

@@ -182,3 +182,20 @@ def test_a_remote_run_prints_each_step_attempt_and_the_workflow_when_their_phase
     retry = _pod("b", "control-plane(1)", "Pending", None)
     assert sorted(progress_lines(run_from_argo_workflow(_workflow(lost, retry)), seen)) == [
         "wf-1: control-plane(0) Error: pod deleted", "wf-1: control-plane(1) Pending"]
+
+
+def test_a_drill_copies_the_deployed_template_without_what_the_server_owns() -> None:
+    from e2e.kind_backend import template_copy
+
+    live = {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate",
+            "metadata": {"name": "capi-rollout", "namespace": "argo", "uid": "u-1", "resourceVersion": "42",
+                         "generation": 3, "creationTimestamp": "2026-11-01T00:00:00Z", "managedFields": [{}],
+                         "labels": {"app.kubernetes.io/name": "capi-rollout"},
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                                         "argocd.argoproj.io/tracking-id": "capi-rollout:argoproj.io/x"}},
+            "spec": {"entrypoint": "main", "templates": [{"name": "main"}]}}
+    assert template_copy(live) == {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate",
+        "metadata": {"name": "capi-rollout", "namespace": "argo", "labels": {"app.kubernetes.io/name": "capi-rollout"},
+                     "annotations": {"argocd.argoproj.io/tracking-id": "capi-rollout:argoproj.io/x"}},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main"}]}}
