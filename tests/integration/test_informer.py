@@ -1,0 +1,97 @@
+"""The informer cache against a real kube-apiserver: it syncs, follows changes, and stays within a few requests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from capi_rollout.adapters.informer import ClusterCache, Snapshot
+from capi_rollout.adapters.kube import Kube
+from sim import objects as o
+from sim.envtest.server import LocalAPIServer
+from tests.integration.test_kube_adapter import seed
+
+pytestmark = pytest.mark.apiserver
+
+WAIT = 10.0  # bound for every condition below; they normally hold within milliseconds
+
+
+def names(objs: Any) -> list[str]:
+    return [m["metadata"]["name"] for m in objs]
+
+
+def test_the_cache_syncs_with_the_clusters_own_objects_only(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    seed(apiserver, "v1.14", kube_namespace, "alpha")
+    seed(apiserver, "v1.14", kube_namespace, "beta")
+    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "alpha") as cache:
+        assert cache.wait_until(lambda s: True, WAIT), f"not synced: {cache.failure}"
+        snap = cache.snapshot()
+        assert cache.failure is None
+    assert snap.cluster is not None and snap.cluster["metadata"]["name"] == "alpha"
+    assert names(snap.clusters) == ["alpha"]
+    assert names(snap.control_planes) == ["alpha-cp"]
+    assert names(snap.deployments) == ["alpha-workers"]
+    assert names(snap.machines) == ["alpha-cp-a"]
+
+
+def test_a_create_a_modify_and_a_delete_show_up_without_further_lists(apiserver: LocalAPIServer,
+                                                                      kube_namespace: str) -> None:
+    live = seed(apiserver, "v1.14", kube_namespace, "gamma")
+    api = client.CustomObjectsApi(apiserver.admin)
+    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "gamma") as cache:
+        assert cache.wait_until(lambda s: True, WAIT), f"not synced: {cache.failure}"
+        while cache.wait(0.2):  # the initial lists woke it; drain
+            pass
+        lists = [i.lists for i in cache.informers]
+
+        second = dict(live, metadata={k: v for k, v in live["metadata"].items()
+                                      if k in ("labels", "ownerReferences", "namespace")} | {"name": "gamma-cp-b"})
+        second.pop("status", None)
+        apiserver.apply_manifests([second], namespace=kube_namespace)
+        assert cache.wait(WAIT) is True
+        assert cache.wait_until(lambda s: names(s.machines) == ["gamma-cp-a", "gamma-cp-b"], WAIT)
+
+        api.patch_namespaced_custom_object_status(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "gamma-cp-a",
+                                                  {"status": {"phase": "Running"}})
+
+        def running(s: Snapshot) -> bool:
+            return any(m["metadata"]["name"] == "gamma-cp-a" and (m.get("status") or {}).get("phase") == "Running"
+                       for m in s.machines)
+
+        assert cache.wait_until(running, WAIT)
+        api.delete_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "gamma-cp-b")
+        assert cache.wait_until(lambda s: names(s.machines) == ["gamma-cp-a"], WAIT)
+        assert [i.lists for i in cache.informers] == lists, "events alone must keep the cache current"
+
+
+def test_a_machine_deleted_through_the_adapter_shows_deleting_by_uid(apiserver: LocalAPIServer,
+                                                                     kube_namespace: str) -> None:
+    live = seed(apiserver, "v1.14", kube_namespace, "delta")
+    api = client.CustomObjectsApi(apiserver.admin)
+    api.patch_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "delta-cp-a",
+                                       {"metadata": {"finalizers": ["test.capi-rollout/hold"]}})
+    kube = Kube(apiserver.api_client())
+    uid = live["metadata"]["uid"]
+    with ClusterCache(kube, kube_namespace, "delta") as cache:
+        assert cache.wait_until(lambda s: True, WAIT)
+        assert not cache.snapshot().shows_deleting(uid)
+        assert kube.delete_machine(kube_namespace, "delta-cp-a", uid) is True
+        assert cache.wait_until(lambda s: s.shows_deleting(uid), WAIT)
+        (m,) = cache.snapshot().machines
+        assert m["metadata"]["deletionTimestamp"]
+    api.patch_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "delta-cp-a",
+                                       {"metadata": {"finalizers": None}})
+
+
+def test_stopping_the_cache_ends_every_informer_thread_promptly(apiserver: LocalAPIServer,
+                                                                kube_namespace: str) -> None:
+    seed(apiserver, "v1.14", kube_namespace, "eps")
+    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "eps") as cache:
+        assert cache.wait_until(lambda s: True, WAIT)
+        start = time.monotonic()
+    assert time.monotonic() - start < 2.0, "open watches must be shut down, not waited out"
+    assert not any(i._thread.is_alive() for i in cache.informers)
+    assert not cache.synced
