@@ -7,6 +7,9 @@
   per-ordinal faults: a faulty new Machine never becomes Ready until it is deleted.
 * :class:`FakeWatch` stands in for the change watcher: each wait advances the fake clock by the timeout and
   lets the controllers act once.
+* :class:`FakeCache` is a FakeWatch that is also an object cache (``synced``, ``snapshot``, ``wait_until``): its
+  snapshot is what FakeKube held at the last wait (so the runner's own writes are not in it until a wait or a
+  delivered ``wait_until``); ``delivers_writes=False`` makes it never show them (a lagging watch).
 * :class:`FakeTalos` answers probes and records reboots.
 * :class:`FakeRunStep` stands in for ``capi_rollout.runner.run_step`` behind the step shell
   (``capi_rollout.workflow.steps`` / ``entry``), with the environment (:data:`STEP_ENV`) and parameters
@@ -19,12 +22,13 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from capi_rollout.adapters.informer import Snapshot
 from capi_rollout.params import DEFAULTS
 from capi_rollout.workflow import steps
 from tests import builders as b
@@ -58,6 +62,7 @@ class FakeKube:
         self.events: list[tuple[str, str]] = []
         self.deleted: list[str] = []
         self.log: list[str] = []
+        self.machine_lists = 0
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"FakeKube.{name} must not be called")
@@ -75,6 +80,7 @@ class FakeKube:
         return copy.deepcopy(self.mds)
 
     def list_machines(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.machine_lists += 1
         return copy.deepcopy(list(self.machines.values()))
 
     def list_health_checks(self, namespace: str) -> list[dict[str, Any]]:
@@ -252,3 +258,42 @@ class FakeRunStep:
     def __call__(self, *args: Any, **kwargs: Any) -> FakeResult:
         self.calls.append((args, kwargs))
         return self.result
+
+
+class FakeCache(FakeWatch):
+    """A FakeWatch that is also an object cache; see the module docstring."""
+
+    def __init__(self, clock: Clock, controllers: Sequence[Any], kube: FakeKube, *, delivers_writes: bool = True,
+                 synced: bool = True, max_waits: int = 500) -> None:
+        super().__init__(clock, controllers, max_waits=max_waits)
+        self.kube, self.delivers_writes, self.synced = kube, delivers_writes, synced
+        self.failure: str | None = None if synced else "watch machines: connection refused"
+        self.barriers: list[bool] = []
+        self._snap = self._read()
+
+    def _read(self) -> Snapshot:
+        k = self.kube
+        return Snapshot(clusters=[copy.deepcopy(k.cluster)] if k.cluster else [], control_planes=copy.deepcopy(k.tcps),
+                        deployments=copy.deepcopy(k.mds),
+                        machines=copy.deepcopy([k.machines[n] for n in sorted(k.machines)]))
+
+    def wait(self, timeout: float) -> bool:
+        changed = super().wait(timeout)
+        self._snap = self._read()
+        return changed
+
+    def snapshot(self) -> Snapshot:
+        return self._snap
+
+    def wait_until(self, predicate: Callable[[Snapshot], bool], timeout: float) -> bool:
+        if self.delivers_writes:
+            self._snap = self._read()
+        else:
+            self.clock.advance(timeout)
+        held = self.synced and predicate(self._snap)
+        self.barriers.append(held)
+        return held
+
+    @contextmanager
+    def __call__(self, kube: Any, namespace: str, cluster: str) -> Iterator[FakeCache]:
+        yield self

@@ -6,11 +6,20 @@ parameters, connects the adapters, loads the ledger, runs one step and returns a
 parameters, an unresolvable cluster, a preflight violation, a phase timeout or an exhausted budget all come
 back as ``ok=False`` with a message saying what to do.
 
-A phase loop observes the cluster (Kubernetes adapter), asks Talos about unhealthy Machines, lets
+A phase loop observes the cluster, asks Talos about unhealthy Machines, lets
 :func:`capi_rollout.domain.decide.decide` choose, hands remediations to the executor and waits for the next
-change (watch-driven, at most ``pollInterval``). Every state change goes to the ledger first, so a step that
-is killed and retried resumes with the same clocks and remediation count. A phase already finished in the
-ledger is not run again.
+change (at most ``pollInterval``). Every state change goes to the ledger first, so a step that is killed and
+retried resumes with the same clocks and remediation count. A phase already finished in the ledger is not run
+again.
+
+Reads: resolve, preflight and the Talos Secret are one-off direct reads. During a phase the ``watch`` seam
+(default :func:`capi_rollout.adapters.informer.cluster_cache`) keeps the cluster's Cluster, TalosControlPlane,
+MachineDeployments and Machines by LIST + WATCH; each evaluation reads that cache's snapshot once it is synced,
+and falls back to four direct reads (get Cluster, list TCPs, MDs, Machines) while it is not (starting, or a
+watch down). Read-after-write: after the executor deletes a Machine, the loop waits (at most min(5s,
+``pollInterval``)) until the cache shows that Machine (by UID) deleting or gone; if it does not, the next
+evaluation is a direct LIST-based one, so no decision is ever made on a stale copy of our own delete. A
+``watch`` that yields a bare waker (``wait(timeout) -> bool``, no snapshot) makes every evaluation read lists.
 """
 
 from __future__ import annotations
@@ -21,13 +30,14 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from capi_rollout.adapters.kube import ChangeWatcher, Kube, KubeError, connect, watching
+from capi_rollout.adapters.informer import ObjectCache, Waker, cluster_cache
+from capi_rollout.adapters.kube import Kube, KubeError, connect
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
@@ -72,7 +82,7 @@ class Runner:
     def __init__(self, *, params: Params, kube: Kube, store: LedgerStore,
                  talos_factory: Callable[[str], TalosPort] = default_talos_factory,
                  clock: Callable[[], datetime] = _utcnow, out: Callable[[str], None] | None = None,
-                 watch: Callable[[Kube, str, str], AbstractContextManager[ChangeWatcher]] = watching,
+                 watch: Callable[[Kube, str, str], AbstractContextManager[Waker]] = cluster_cache,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.params = params
         self.kube = kube
@@ -85,6 +95,7 @@ class Runner:
         self._talos: TalosPort | None = None
         self._ledger: Ledger | None = None
         self._views = MachineViews()
+        self.last_read = ""  # "cache" or "lists": where the last observation came from
 
     # --- ledger ----------------------------------------------------------------------------------------
     @property
@@ -155,23 +166,40 @@ class Runner:
                                  f"talosconfig: {exc}") from exc
         return self._talos
 
-    def observe(self, *, with_health_checks: bool = False) -> tuple[dict[str, Any], dict[str, Any],
-                                                                    list[dict[str, Any]], ClusterState]:
+    def observe(self, *, with_health_checks: bool = False, cache: ObjectCache | None = None,
+                ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], ClusterState]:
+        """One observation: from ``cache`` when it is synced, else with four direct reads (get + 3 lists)."""
         t = self.targets()
-        cluster = self.kube.get_cluster(t.namespace, t.cluster)
+        if cache is not None and cache.synced:
+            snap = cache.snapshot()
+            cluster, tcps, mds = snap.cluster, snap.control_planes, snap.deployments
+            machines: Sequence[Mapping[str, Any]] = snap.machines
+            self.last_read = "cache"
+        else:
+            if cache is not None and self.last_read == "cache":
+                log.info("cache not in sync (%s): reading with lists", cache.failure or "watch reconnecting")
+            cluster = self.kube.get_cluster(t.namespace, t.cluster)
+            tcps = self.kube.list_control_planes(t.namespace, self.selector) if cluster is not None else []
+            mds = self.kube.list_machine_deployments(t.namespace, self.selector) if cluster is not None else []
+            machines = self.kube.list_machines(t.namespace, self.selector) if cluster is not None else []
+            self.last_read = "lists"
         if cluster is None:
             raise StepFailed(f"Cluster {t.namespace}/{t.cluster} disappeared during the rollout")
-        tcps = [o for o in self.kube.list_control_planes(t.namespace, self.selector)
-                if o["metadata"]["name"] == t.control_plane]
-        if not tcps:
+        tcp = next((o for o in tcps if o["metadata"]["name"] == t.control_plane), None)
+        if tcp is None:
             raise StepFailed(f"TalosControlPlane {t.namespace}/{t.control_plane} disappeared during the rollout")
-        mds = [o for o in self.kube.list_machine_deployments(t.namespace, self.selector)
-               if o["metadata"]["name"] in t.deployments]
-        machines = self.kube.list_machines(t.namespace, self.selector)
+        mds = [o for o in mds if o["metadata"]["name"] in t.deployments]
         mhcs = self.kube.list_health_checks(t.namespace) if with_health_checks else []
-        state = ClusterState.from_objects(cluster=cluster, control_plane=tcps[0], deployments=mds,
+        state = ClusterState.from_objects(cluster=cluster, control_plane=tcp, deployments=mds,
                                           machines=machines, health_checks=mhcs, views=self._views)
-        return cluster, tcps[0], mds, state
+        return dict(cluster), dict(tcp), [dict(o) for o in mds], state
+
+    def await_deletion(self, cache: ObjectCache | None, uid: str) -> bool:
+        """Read-after-write barrier: True once ``cache`` shows the Machine ``uid`` deleting or gone (bounded by
+        min(5s, pollInterval)); False when it did not (or there is no cache), so the next read must be a LIST."""
+        if cache is None:
+            return False
+        return cache.wait_until(lambda snap: snap.shows_deleting(uid), min(5.0, self.params.poll_interval))
 
     def probe(self, addresses: list[str]) -> dict[str, NodeStatus]:
         if not addresses:
@@ -222,8 +250,11 @@ class Runner:
         min_gap = min(1.0, self.params.poll_interval / 4)
         last_counters, last_said = "", now
         with self.watch(self.kube, t.namespace, t.cluster) as watcher:
+            cache = watcher if isinstance(watcher, ObjectCache) else None
+            fresh = False  # the next observation must be a LIST (the cache did not show our own write in time)
             while True:
-                _, tcp, mds, state = self.observe()
+                _, tcp, mds, state = self.observe(cache=None if fresh else cache)
+                fresh = False
                 now = self.clock()
                 nodes = self.probe(addresses_to_probe(phase=phase, state=state, now=now, params=self.params))
                 action = decide(phase=phase, state=state, record=record, nodes=nodes, now=now, params=self.params)
@@ -250,6 +281,8 @@ class Runner:
                         None)
                     record = executor.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode, now=now)
                     self.say(f"{title}: remediation recorded: {record.remediations[-1].outcome}")
+                    if cache is not None and action.delete and not self.params.dry_run and action.machine:
+                        fresh = not self.await_deletion(cache, action.machine.meta.uid)
                     continue
                 waited = (self.clock() - now).total_seconds()
                 watcher.wait(max(self.params.poll_interval - waited, 0.0))

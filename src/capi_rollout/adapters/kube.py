@@ -8,11 +8,11 @@ Contract:
   server serves: ``v1beta2`` when served (CAPI ≥ 1.11), else ``v1beta1`` (CAPI 1.10).
 * Its only writes are: delete one Machine (with a UID precondition), create an Event, and create/replace the
   ledger ConfigMap. It never patches or updates CAPI objects.
-* Transient failures (connection errors, 429, 5xx, 410 on watches) are retried with capped exponential
+* Transient failures (connection errors, 429, 5xx) are retried with capped exponential
   backoff for up to ``retry_for`` seconds; they never fail a rollout on their own. Other API errors raise
   :class:`KubeError` with the verb, the resource and the server's message.
-* :class:`ChangeWatcher` wakes the caller as soon as a watched resource changes (watch-driven waiting); the
-  caller bounds each wait by ``pollInterval``.
+* Watching lives in :mod:`capi_rollout.adapters.informer` (an informer-style cache of one cluster's objects,
+  which also wakes the runner's loop on a change); this module makes only one-off requests.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
@@ -261,88 +259,3 @@ class Kube:
             return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
         except (urllib3.exceptions.HTTPError, OSError):
             return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
-
-
-class ChangeWatcher:
-    """Watches CAPI resources in one namespace and sets a flag on any event (watch-driven waiting).
-
-    One daemon thread per resource; each re-establishes its watch after expiry (410) or a dropped
-    connection, with backoff. :meth:`wait` returns True as soon as something changed, False on timeout.
-    """
-
-    def __init__(self, kube: Kube, namespace: str, resources: Sequence[tuple[str, str, str, str | None]]) -> None:
-        self.kube = kube
-        self.namespace = namespace
-        self.resources = resources
-        self._changed = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._watches: list[watch.Watch] = []
-
-    def __enter__(self) -> ChangeWatcher:
-        for group, version, plural, selector in self.resources:
-            t = threading.Thread(target=self._run, args=(group, version, plural, selector), daemon=True,
-                                 name=f"watch-{plural}")
-            t.start()
-            self._threads.append(t)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for w in list(self._watches):
-            w.stop()
-
-    def wait(self, timeout: float) -> bool:
-        changed = self._changed.wait(timeout)
-        self._changed.clear()
-        return changed
-
-    def _run(self, group: str, version: str, plural: str, selector: str | None) -> None:
-        delay = 0.2
-        resource_version: str | None = None
-        while not self._stop.is_set():
-            w = watch.Watch()
-            self._watches.append(w)
-            try:
-                kwargs: dict[str, Any] = {"label_selector": selector or "", "timeout_seconds": 60,
-                                          "allow_watch_bookmarks": True}
-                if resource_version:
-                    kwargs["resource_version"] = resource_version
-                for event in w.stream(self.kube.custom.list_namespaced_custom_object, group, version,
-                                      self.namespace, plural, **kwargs):
-                    obj = event.get("object") or {}
-                    resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
-                    if event.get("type") != "BOOKMARK":
-                        self._changed.set()
-                    delay = 0.2
-                    if self._stop.is_set():
-                        break
-            except ApiException as exc:
-                if exc.status == 410:
-                    resource_version = None  # expired: start over from a fresh list
-                    self._changed.set()
-                    continue
-                log.debug("watch %s: %s; retrying in %.1fs", plural, _short(exc), delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-            except Exception as exc:
-                log.debug("watch %s dropped: %s; retrying in %.1fs", plural, _short(exc), delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                if w in self._watches:
-                    self._watches.remove(w)
-
-
-@contextmanager
-def watching(kube: Kube, namespace: str, cluster: str) -> Iterator[ChangeWatcher]:
-    """Watch the cluster's Machines, MachineDeployments and TalosControlPlane for changes."""
-    selector = f"{CAPI_GROUP}/cluster-name={cluster}"
-    version = kube.capi_version()
-    resources = [
-        (CAPI_GROUP, version, "machines", selector),
-        (CAPI_GROUP, version, "machinedeployments", selector),
-        (TCP_GROUP, TCP_VERSION, "taloscontrolplanes", selector),
-    ]
-    with ChangeWatcher(kube, namespace, resources) as w:
-        yield w
