@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from capi_rollout.adapters.informer import ClusterCache, Snapshot
+from capi_rollout.adapters.informer import ClusterCache, Snapshot, cluster_cache
 from capi_rollout.adapters.kube import Kube
+from capi_rollout.ledger_store import MemoryLedgerStore
+from capi_rollout.params import parse_params
+from capi_rollout.runner import Runner
 from sim import objects as o
 from sim.envtest.server import LocalAPIServer
 from tests.integration.test_kube_adapter import seed
@@ -95,3 +98,30 @@ def test_stopping_the_cache_ends_every_informer_thread_promptly(apiserver: Local
     assert time.monotonic() - start < 2.0, "open watches must be shut down, not waited out"
     assert not any(i._thread.is_alive() for i in cache.informers)
     assert not cache.synced
+
+
+def test_the_runner_sees_a_machine_it_deleted_as_deleting_in_the_very_next_evaluation(
+        apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    live = seed(apiserver, "v1.14", kube_namespace, "zeta")
+    client.CoreV1Api(apiserver.admin).create_namespaced_secret(kube_namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="zeta-talosconfig", labels={o.CLUSTER_NAME_LABEL: "zeta"}),
+        data={"talosconfig": "Y29udGV4dDogemV0YQo="}))
+    api = client.CustomObjectsApi(apiserver.admin)
+    api.patch_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "zeta-cp-a",
+                                       {"metadata": {"finalizers": ["test.capi-rollout/hold"]}})
+    kube = Kube(apiserver.api_client())
+    params = parse_params({"clusterName": "zeta", "clusterNamespace": kube_namespace, "pollInterval": "1s",
+                           "stallTimeout": "4s"})
+    runner = Runner(params=params, kube=kube, store=MemoryLedgerStore())
+    runner.resolve()
+    uid = live["metadata"]["uid"]
+    with cluster_cache(kube, kube_namespace, "zeta") as cache:
+        assert cache.wait_until(lambda s: True, WAIT), f"not synced: {cache.failure}"
+        _, _, _, before = runner.observe(cache=cache)
+        assert runner.last_read == "cache" and [m.deleting for m in before.machines] == [False]
+        assert kube.delete_machine(kube_namespace, "zeta-cp-a", uid) is True
+        assert runner.await_deletion(cache, uid) is True
+        _, _, _, after = runner.observe(cache=cache)
+        assert runner.last_read == "cache" and [m.deleting for m in after.machines] == [True]
+    api.patch_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "zeta-cp-a",
+                                       {"metadata": {"finalizers": None}})
