@@ -14,12 +14,14 @@ again.
 
 Reads: resolve, preflight and the Talos Secret are one-off direct reads. During a phase the ``watch`` seam
 (default :func:`capi_rollout.adapters.informer.cluster_cache`) keeps the cluster's Cluster, TalosControlPlane,
-MachineDeployments and Machines by LIST + WATCH; each evaluation reads that cache's snapshot once it is synced,
-and falls back to four direct reads (get Cluster, list TCPs, MDs, Machines) while it is not (starting, or a
-watch down). Read-after-write: after the executor deletes a Machine, the loop waits (at most min(5s,
-``pollInterval``)) until the cache shows that Machine (by UID) deleting or gone; if it does not, the next
-evaluation is a direct LIST-based one, so no decision is ever made on a stale copy of our own delete. A
-``watch`` that yields a bare waker (``wait(timeout) -> bool``, no snapshot) makes every evaluation read lists.
+MachineDeployments and Machines by LIST + WATCH; the first evaluation waits for it to sync (at most
+min(1s, ``pollInterval``/4)), and each evaluation reads that cache's snapshot while it is synced, falling back to
+four direct reads (get Cluster, list TCPs, MDs, Machines) while it is not (not yet synced, or a watch down).
+
+Read-after-write: after the executor deletes a Machine, the loop waits (at most min(5s, ``pollInterval``))
+until the cache shows that Machine (by UID) deleting or gone; if it does not, the next evaluation is a direct
+LIST-based one, so no decision is ever made on a stale copy of our own delete. A ``watch`` that yields a bare
+waker (``wait(timeout) -> bool``, no snapshot) makes every evaluation read lists.
 """
 
 from __future__ import annotations
@@ -251,6 +253,8 @@ class Runner:
         last_counters, last_said = "", now
         with self.watch(self.kube, t.namespace, t.cluster) as watcher:
             cache = watcher if isinstance(watcher, ObjectCache) else None
+            if cache is not None:  # a fresh cache syncs in one round trip: worth a short wait, not four lists
+                cache.wait_until(lambda _: True, min_gap)
             fresh = False  # the next observation must be a LIST (the cache did not show our own write in time)
             while True:
                 _, tcp, mds, state = self.observe(cache=None if fresh else cache)

@@ -75,7 +75,7 @@ def test_with_a_stall_the_cache_shows_the_deletion_to_the_very_next_evaluation()
     rig = make({1: "not-ready"})
     record = rig.runner.phase("control-plane")
     assert [r.machine for r in record.remediations] == ["cp-new-1"]
-    assert rig.cache.barriers == [True] and rig.kube.machine_lists == 0
+    assert rig.cache.barriers == [True, True] and rig.kube.machine_lists == 0
     assert rig.cache_stale == [True], "the delete is not in the cache until the barrier waited for it"
     (at,) = rig.deleted_at
     assert deleting(rig.seen[at - 1][1], "cp-new-1") is False
@@ -87,7 +87,7 @@ def test_a_cache_that_never_shows_our_delete_forces_one_list_based_evaluation() 
     rig = make({1: "not-ready"}, delivers_writes=False)
     record = rig.runner.phase("control-plane")
     assert record.result == "succeeded" and [r.machine for r in record.remediations] == ["cp-new-1"]
-    assert rig.cache.barriers == [False]
+    assert rig.cache.barriers == [True, False]  # synced at the start; our delete never shown
     (at,) = rig.deleted_at
     # The cache still held the pre-delete copy: reading it would have shown cp-new-1 alive (and stalled)...
     assert rig.cache_stale == [True]
