@@ -9,7 +9,9 @@
   lets the controllers act once.
 * :class:`FakeCache` is a FakeWatch that is also an object cache (``synced``, ``snapshot``, ``wait_until``): its
   snapshot is what FakeKube held at the last wait (so the runner's own writes are not in it until a wait or a
-  delivered ``wait_until``); ``delivers_writes=False`` makes it never show them (a lagging watch).
+  delivered ``wait_until``); ``delivers_writes=False`` makes it never show them (a lagging watch), and
+  ``freeze_after_waits=n`` stops it from changing at all after n waits while it still says it is synced (a
+  watch connection that died silently).
 * :class:`FakeTalos` answers probes and records reboots.
 * :class:`FakeRunStep` stands in for ``capi_rollout.runner.run_step`` behind the step shell
   (``capi_rollout.workflow.steps`` / ``entry``), with the environment (:data:`STEP_ENV`) and parameters
@@ -264,14 +266,17 @@ class FakeCache(FakeWatch):
     """A FakeWatch that is also an object cache; see the module docstring."""
 
     def __init__(self, clock: Clock, controllers: Sequence[Any], kube: FakeKube, *, delivers_writes: bool = True,
-                 synced: bool = True, max_waits: int = 500) -> None:
+                 synced: bool = True, freeze_after_waits: int | None = None, max_waits: int = 500) -> None:
         super().__init__(clock, controllers, max_waits=max_waits)
+        self.freeze_after_waits = freeze_after_waits
         self.kube, self.delivers_writes, self.synced = kube, delivers_writes, synced
         self.failure: str | None = None if synced else "watch machines: connection refused"
         self.barriers: list[bool] = []
         self._snap = self._read()
 
     def _read(self) -> Snapshot:
+        if self.freeze_after_waits is not None and self.waits > self.freeze_after_waits:
+            return self._snap
         k = self.kube
         return Snapshot(clusters=[copy.deepcopy(k.cluster)] if k.cluster else [], control_planes=copy.deepcopy(k.tcps),
                         deployments=copy.deepcopy(k.mds),

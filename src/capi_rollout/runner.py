@@ -20,7 +20,10 @@ four direct reads (get Cluster, list TCPs, MDs, Machines) while it is not (not y
 
 Read-after-write: after the executor deletes a Machine, the loop waits (at most min(5s, ``pollInterval``))
 until the cache shows that Machine (by UID) deleting or gone; if it does not, the next evaluation is a direct
-LIST-based one, so no decision is ever made on a stale copy of our own delete. A ``watch`` that yields a bare
+LIST-based one, so no decision is ever made on a stale copy of our own delete. And the runner acts only on a
+direct read: a remediation or a failure decided from the cache is re-decided at once from a LIST-based
+observation (a watch that died silently, without a reset, cannot make it delete a Machine that has meanwhile
+recovered; remediations are rare, so this costs four requests now and then). A ``watch`` that yields a bare
 waker (``wait(timeout) -> bool``, no snapshot) makes every evaluation read lists.
 """
 
@@ -255,13 +258,16 @@ class Runner:
             cache = watcher if isinstance(watcher, ObjectCache) else None
             if cache is not None:  # a fresh cache syncs in one round trip: worth a short wait, not four lists
                 cache.wait_until(lambda _: True, min_gap)
-            fresh = False  # the next observation must be a LIST (the cache did not show our own write in time)
+            fresh = False  # the next observation must be a LIST (confirm an act; our own write not in the cache)
             while True:
                 _, tcp, mds, state = self.observe(cache=None if fresh else cache)
                 fresh = False
                 now = self.clock()
                 nodes = self.probe(addresses_to_probe(phase=phase, state=state, now=now, params=self.params))
                 action = decide(phase=phase, state=state, record=record, nodes=nodes, now=now, params=self.params)
+                if action.kind in ("remediate", "fail") and self.last_read == "cache":
+                    fresh = True  # act only on a direct read: a silently stale watch must never cause a delete
+                    continue
                 if action.record != record:
                     record = action.record
                     self._save_phase(record)

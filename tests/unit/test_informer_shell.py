@@ -47,6 +47,9 @@ class Resp:
     def shutdown(self) -> None:
         self.closed.set()
 
+    def close(self) -> None:
+        pass
+
     def release_conn(self) -> None:
         pass
 

@@ -27,11 +27,13 @@ class Rig:
     cache_stale: list[bool] = field(default_factory=list)  # right after each delete: the cache still shows it alive
 
 
-def make(faulty: dict[int, str] | None = None, *, delivers_writes: bool = True, synced: bool = True) -> Rig:
+def make(faulty: dict[int, str] | None = None, *, delivers_writes: bool = True, synced: bool = True,
+         freeze_after_waits: int | None = None) -> Rig:
     clock = Clock(T0)
     kube = FakeKube()
     controller = FakeControlPlaneController(kube, clock, faulty=faulty, seed=7)
-    cache = FakeCache(clock, [controller], kube, delivers_writes=delivers_writes, synced=synced)
+    cache = FakeCache(clock, [controller], kube, delivers_writes=delivers_writes, synced=synced,
+                      freeze_after_waits=freeze_after_waits)
     params = parse_params({"clusterName": "homelab", "pollInterval": "30s", "stallTimeout": "10m",
                            "controlPlaneTimeout": "45m", "maxRemediations": "2"})
     runner = Runner(params=params, kube=kube, store=MemoryLedgerStore(),  # type: ignore[arg-type]
@@ -71,13 +73,15 @@ def test_a_synced_cache_replaces_every_list_and_the_sequence_is_unchanged() -> N
     check_golden("cp-rollout-no-faults", rig.kube.log)
 
 
-def test_with_a_stall_the_cache_shows_the_deletion_to_the_very_next_evaluation() -> None:
+def test_with_a_stall_the_remediation_is_confirmed_by_one_list_and_its_delete_shows_in_the_cache() -> None:
     rig = make({1: "not-ready"})
     record = rig.runner.phase("control-plane")
     assert [r.machine for r in record.remediations] == ["cp-new-1"]
-    assert rig.cache.barriers == [True, True] and rig.kube.machine_lists == 0
-    assert rig.cache_stale == [True], "the delete is not in the cache until the barrier waited for it"
     (at,) = rig.deleted_at
+    # decided from the cache, confirmed by one LIST-based evaluation, then acted on
+    assert [src for src, _ in rig.seen[at - 2:at]] == ["cache", "lists"] and rig.kube.machine_lists == 1
+    assert rig.cache.barriers == [True, True]
+    assert rig.cache_stale == [True], "the delete is not in the cache until the barrier waited for it"
     assert deleting(rig.seen[at - 1][1], "cp-new-1") is False
     assert rig.seen[at][0] == "cache" and deleting(rig.seen[at][1], "cp-new-1") is True
     check_golden("cp-stall-one-remediation", rig.kube.log)
@@ -94,8 +98,16 @@ def test_a_cache_that_never_shows_our_delete_forces_one_list_based_evaluation() 
     # ...so the very next evaluation is a LIST and sees it deleting; then the runner goes back to the cache.
     source, state = rig.seen[at]
     assert source == "lists" and deleting(state, "cp-new-1") is True
-    assert rig.kube.machine_lists == 1
+    assert rig.kube.machine_lists == 2  # the confirmation before the delete, and this one
     assert {src for src, _ in rig.seen[at + 1:]} == {"cache"}
+
+
+def test_a_silently_dead_watch_never_makes_the_runner_delete_a_machine() -> None:
+    rig = make(freeze_after_waits=3)  # no faults: every stall the cache shows is its own staleness
+    record = rig.runner.phase("control-plane")
+    assert record.result == "succeeded" and record.remediations == ()
+    assert rig.kube.deleted == [] and rig.kube.events == []
+    assert "lists" in {src for src, _ in rig.seen}, "the stale cache did ask for a remediation, and a list said no"
 
 
 def test_an_unsynced_cache_is_not_read_the_runner_lists_instead() -> None:

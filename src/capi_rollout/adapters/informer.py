@@ -156,16 +156,21 @@ class Informer:
     # --- the thread ------------------------------------------------------------------------------------
     def _run(self) -> None:
         delay = self.initial
+        gone = 0  # 410s in a row: the first relists at once, a repeat backs off like any error
         while not self._stop.is_set():
             try:
                 if self.reflection.resource_version is None:
                     self._relist()
                 self._watch_once()
-                delay = self.initial
+                delay, gone = self.initial, 0
             except ApiException as exc:
                 self._set_live(False)
                 if exc.status == GONE:
                     self._expire()
+                    gone += 1
+                    if gone > 1:
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, self.cap)
                     continue
                 self._failed(exc if _transient(exc) else KubeError(f"read {self.resource.plural}", exc), delay)
                 self._stop.wait(delay)
@@ -229,6 +234,7 @@ class Informer:
         finally:
             self._set_live(False)
             self._resp = None
+            resp.close()  # never hand a half-read stream back to the connection pool
             resp.release_conn()
 
     def _publish(self, reflection: Reflection, *, changed: bool) -> None:
