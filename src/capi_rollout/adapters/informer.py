@@ -5,7 +5,8 @@ Contract:
 * :class:`Informer` keeps one resource (group/version/plural in one namespace, narrowed by a label or field
   selector) in a daemon thread: it LISTs once, keeping the list's ``resourceVersion``, then WATCHes from it,
   folding every event into a :class:`~capi_rollout.adapters.reflection.Reflection` (pure, see there).
-  BOOKMARKs advance the ``resourceVersion``; 410 Gone (as an HTTP status or an ERROR event) → LIST again; a
+  BOOKMARKs advance the ``resourceVersion``; 410 Gone (as an HTTP status or an ERROR event) → LIST again (at
+  once the first time, after the backoff when it repeats); a
   watch the server ends (``timeout_seconds``) → WATCH again from the last ``resourceVersion``; a dropped
   connection or any other error → WATCH again from the last ``resourceVersion`` after a capped exponential
   backoff (``initial`` doubling to ``cap``). Every loop ends when the informer is stopped, and each wait in it
@@ -17,12 +18,15 @@ Contract:
   - :meth:`ClusterCache.wait` — ``wait(timeout) -> bool``: True as soon as an object changed (or a relist
     replaced them), False on timeout; the runner's "something changed" wake-up.
   - :attr:`ClusterCache.synced` — every informer has listed and its watch is open right now. While a watch is
-    down, the cache may be stale and says so (the runner then reads with LISTs).
+    down, the cache may be stale and says so (the runner then reads with LISTs). A connection that dies
+    silently (no reset) is only noticed by the client read timeout (``watch_timeout`` + 30 s); until then the
+    cache looks synced but is stale, which is why the runner never acts on the cache alone.
   - :meth:`ClusterCache.snapshot` — the current objects as a :class:`Snapshot`. Objects are replaced on each
     event, never mutated, so a snapshot never changes under its reader.
   - :meth:`ClusterCache.wait_until` — block (bounded) until a predicate over the snapshot holds while synced;
     the runner's read-after-write barrier after deleting a Machine (:meth:`Snapshot.shows_deleting`).
   - :attr:`ClusterCache.failure` — the last error an informer met, for logs; None while all is well.
+  - :attr:`ClusterCache.requests` — LIST + WATCH requests made so far, per resource.
 
 It reads with the verbs the runner's RBAC already grants (list and watch on clusters, taloscontrolplanes,
 machinedeployments and machines) and writes nothing.
