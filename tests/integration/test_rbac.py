@@ -30,7 +30,6 @@ CAPI = "cluster.x-k8s.io"
 CAPI_RESOURCES = [
     (CAPI, "clusters"),
     (CAPI, "machinedeployments"),
-    (CAPI, "machinesets"),
     (CAPI, "machines"),
     (CAPI, "machinehealthchecks"),
     ("controlplane.cluster.x-k8s.io", "taloscontrolplanes"),
@@ -163,6 +162,11 @@ def test_runner_can_read_and_watch_every_capi_object_it_follows(runner: Runner, 
     for verb in ("get", "list", "watch"):
         assert _allowed(runner.client, verb, group, resource, runner.cluster_namespace), (verb, resource)
         assert _allowed(runner.client, verb, group, resource, ""), (verb, resource, "all namespaces")
+
+
+def test_runner_cannot_read_machinesets_which_it_never_follows(runner: Runner) -> None:
+    for verb in ("get", "list", "watch"):
+        assert not _allowed(runner.client, verb, CAPI, "machinesets", runner.cluster_namespace), verb
 
 
 @pytest.mark.parametrize(("group", "resource"), CAPI_RESOURCES)

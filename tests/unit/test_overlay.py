@@ -101,8 +101,9 @@ def test_reads_cover_every_capi_kind_the_rollout_looks_at() -> None:
         for g in rule["apiGroups"]
         for r in rule["resources"]
     }
-    for kind in ("clusters", "machinedeployments", "machinesets", "machines", "machinehealthchecks"):
+    for kind in ("clusters", "machinedeployments", "machines", "machinehealthchecks"):
         assert ("cluster.x-k8s.io", kind) in readable
+    assert ("cluster.x-k8s.io", "machinesets") not in readable, "never followed, so never granted"
     assert ("controlplane.cluster.x-k8s.io", "taloscontrolplanes") in readable
 
 
