@@ -5,7 +5,9 @@ Contract:
 * :func:`connect` builds an API client from a kubeconfig path, ``$KUBECONFIG``/``~/.kube/config`` or the
   in-cluster service account, in that order of preference.
 * :class:`Kube` reads CAPI objects as plain dicts (the API server's JSON), choosing the CAPI API version the
-  server serves: ``v1beta2`` when served (CAPI ≥ 1.11), else ``v1beta1`` (CAPI 1.10).
+  server serves: ``v1beta2`` when served (CAPI ≥ 1.11), else ``v1beta1`` (CAPI 1.10). Core objects (Secrets,
+  ConfigMaps, Events) and discovery go as raw JSON too (:meth:`Kube.request`): the client's typed core API
+  costs a step pod over a second of imports and buys nothing here.
 * Its only writes are: delete one Machine (with a UID precondition), create an Event, and create/replace the
   ledger ConfigMap. It never patches or updates CAPI objects.
 * Transient failures (connection errors, 429, 5xx) are retried with capped exponential
@@ -21,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 CAPI_GROUP = "cluster.x-k8s.io"
 TCP_GROUP, TCP_VERSION = "controlplane.cluster.x-k8s.io", "v1alpha3"
 SUPPORTED_CAPI_VERSIONS = ("v1beta2", "v1beta1")
+REQUEST_TIMEOUT_SECONDS = 30.0
 
 T = TypeVar("T")
 
@@ -114,19 +117,33 @@ class Kube:
     def __init__(self, api: client.ApiClient, *, backoff: Backoff | None = None) -> None:
         self.api = api
         self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
         self.backoff = backoff or Backoff()
         self._capi_version: str | None = None
+
+    def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (), body: Any = None,
+                timeout: float = REQUEST_TIMEOUT_SECONDS) -> Any:
+        """One raw request with a JSON body; the decoded JSON answer. ``ApiException`` on a non-2xx status (as
+        the typed client raises), so callers and :class:`Backoff` treat both alike."""
+        prepared = self.api.param_serialize(
+            method, path, query_params=list(query), body=body, auth_settings=["BearerToken"],
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        response: Any = self.api.call_api(*prepared, _request_timeout=timeout)
+        response.read()
+        text = response.data.decode("utf-8") if response.data else ""
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return json.loads(text) if text else None
 
     # --- discovery -------------------------------------------------------------------------------------
     def capi_version(self) -> str:
         """``v1beta2`` when the server serves it, else ``v1beta1``; KubeError when CAPI is not installed."""
         if self._capi_version is None:
             def discover() -> list[str]:
-                group = client.ApisApi(self.api).get_api_versions()
-                for g in group.groups:
-                    if g.name == CAPI_GROUP:
-                        return [v.version for v in g.versions]
+                groups = self.request("GET", "/apis").get("groups") or []
+                for g in groups:
+                    if g.get("name") == CAPI_GROUP:
+                        return [str(v.get("version")) for v in g.get("versions") or []]
                 return []
 
             served = self.backoff.run("discover the cluster.x-k8s.io API group", discover)
@@ -177,20 +194,20 @@ class Kube:
 
     def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         def call() -> list[dict[str, Any]]:
-            items = self.core.list_namespaced_secret(namespace, label_selector=selector).items
-            return [self.api.sanitize_for_serialization(s) for s in items]
+            found = self.request("GET", f"/api/v1/namespaces/{namespace}/secrets", query=[("labelSelector", selector)])
+            return list(found.get("items") or [])
 
         return self.backoff.run(f"list Secrets in {namespace}", call)
 
     # --- writes ----------------------------------------------------------------------------------------
     def delete_machine(self, namespace: str, name: str, uid: str) -> bool:
         """Delete one Machine if it is still the one we chose (UID precondition); False if already gone."""
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
 
         def call() -> bool:
             try:
-                self.custom.delete_namespaced_custom_object(CAPI_GROUP, self.capi_version(), namespace, "machines",
-                                                            name, body=body)
+                path = f"/apis/{CAPI_GROUP}/{self.capi_version()}/namespaces/{namespace}/machines/{name}"
+                self.request("DELETE", path, body=body)
                 return True
             except ApiException as exc:
                 if exc.status == 404:
@@ -203,52 +220,52 @@ class Kube:
                      now: datetime | None = None) -> None:
         """A core/v1 Event on ``involved`` (an object dict), from component ``capi-rollout``."""
         md = involved.get("metadata") or {}
-        ts = (now or datetime.now(UTC)).replace(microsecond=0)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{md.get('name', 'capi-rollout')}.", namespace=md["namespace"]),
-            involved_object=client.V1ObjectReference(
-                api_version=involved.get("apiVersion"), kind=involved.get("kind"), name=md.get("name"),
-                namespace=md.get("namespace"), uid=md.get("uid"),
-            ),
-            reason=reason, message=message[:1000], type="Warning" if warning else "Normal",
-            source=client.V1EventSource(component="capi-rollout"), first_timestamp=ts, last_timestamp=ts, count=1,
-            reporting_component="capi-rollout", reporting_instance=os.environ.get("HOSTNAME", "capi-rollout"),
-        )
+        ts = (now or datetime.now(UTC)).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{md.get('name', 'capi-rollout')}.", "namespace": md["namespace"]},
+            "involvedObject": {k: v for k, v in (("apiVersion", involved.get("apiVersion")),
+                                                 ("kind", involved.get("kind")), ("name", md.get("name")),
+                                                 ("namespace", md.get("namespace")), ("uid", md.get("uid"))) if v},
+            "reason": reason, "message": message[:1000], "type": "Warning" if warning else "Normal",
+            "source": {"component": "capi-rollout"}, "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+            "reportingComponent": "capi-rollout",
+            "reportingInstance": os.environ.get("HOSTNAME", "capi-rollout"),
+        }
         self.backoff.run(f"create Event {reason} in {md['namespace']}",
-                         lambda: self.core.create_namespaced_event(md["namespace"], event))
+                         lambda: self.request("POST", f"/api/v1/namespaces/{md['namespace']}/events", body=event))
 
     def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         """(data, resourceVersion) of a ConfigMap, or None when it does not exist."""
         def call() -> tuple[dict[str, str], str] | None:
             try:
-                cm = self.core.read_namespaced_config_map(name, namespace)
+                cm = self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return dict(cm.data or {}), str(cm.metadata.resource_version if cm.metadata else '')
+            return dict(cm.get("data") or {}), str((cm.get("metadata") or {}).get("resourceVersion", ""))
 
         return self.backoff.run(f"get ConfigMap {namespace}/{name}", call)
 
     def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
                          labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
         """Create (resource_version None) or replace with optimistic concurrency; returns the new version."""
-        owners = None
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
         if owner and owner.get("uid"):
-            owners = [client.V1OwnerReference(api_version=owner["apiVersion"], kind=owner["kind"], name=owner["name"],
-                                              uid=owner["uid"], block_owner_deletion=False)]
-        body = client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels),
-                                         owner_references=owners, resource_version=resource_version),
-            data=dict(data),
-        )
+            metadata["ownerReferences"] = [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+                                            "name": owner["name"], "uid": owner["uid"], "blockOwnerDeletion": False}]
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(data)}
+        collection = f"/api/v1/namespaces/{namespace}/configmaps"
 
         def call() -> str:
             if resource_version is None:
-                cm = self.core.create_namespaced_config_map(namespace, body)
+                cm = self.request("POST", collection, body=body)
             else:
-                cm = self.core.replace_namespaced_config_map(name, namespace, body)
-            return str(cm.metadata.resource_version if cm.metadata else '')
+                cm = self.request("PUT", f"{collection}/{name}", body=body)
+            return str((cm.get("metadata") or {}).get("resourceVersion", ""))
 
         # 409 on a replace is a real conflict (another writer): do not retry it blindly.
         try:
