@@ -180,13 +180,15 @@ def images_to_build() -> list[tuple[str, str]]:
 
 
 def simulator_documents(scenario: Scenario | str, namespace: str, *, image: str = SIM_IMAGE,
-                        trigger_after: float = -1.0) -> list[dict[str, Any]]:
+                        trigger_after: float = -1.0, allow_real_capi: bool = False) -> list[dict[str, Any]]:
     """``sim/deploy``'s documents for ``scenario`` in ``namespace`` (the scenario's own namespace is replaced:
     the simulator, its objects and its per-node Services all live in one namespace); the timeline is printed as
-    JSON lines, for :class:`SimDeployment` to read back."""
+    JSON lines, for :class:`SimDeployment` to read back. ``allow_real_capi``: the simulator's ``--allow-real-capi``
+    (a drill cluster whose real CAPI controllers are confined by ``--watch-filter`` or ``--namespace``)."""
     s = load(scenario) if isinstance(scenario, str) else scenario
+    extra = ("--output", "json", *(("--allow-real-capi",) if allow_real_capi else ()))
     return manifests(namespace=namespace, scenario=replace(s, namespace=namespace), image=image,
-                     trigger_after=trigger_after, extra_args=("--output", "json"))
+                     trigger_after=trigger_after, extra_args=extra)
 
 
 def simulator_ready(*, deployment: Mapping[str, Any] | None, talosconfig: bool, services: int,
@@ -442,7 +444,8 @@ class ClusterBackend:
 
     def __init__(self, kubeconfig: Path, results_dir: Path, *, namespace: str | None = None,
                  images: Mapping[str, str] | None = None, kubectl: Sequence[str] = ("kubectl",),
-                 keep: bool = False, echo: Callable[[str], None] | None = None) -> None:
+                 keep: bool = False, echo: Callable[[str], None] | None = None,
+                 allow_real_capi: bool = False) -> None:
         self.kubeconfig = Path(kubeconfig)
         self.results_dir = Path(results_dir)
         self.namespace = namespace or f"capi-rollout-e2e-{uuid.uuid4().hex[:6]}"
@@ -450,6 +453,7 @@ class ClusterBackend:
         self.kubectl_argv = list(kubectl)
         self.keep = keep
         self.echo = echo  # progress while waiting: one line per step attempt whose phase changed
+        self.allow_real_capi = allow_real_capi  # E2E_SIM_ALLOW_REAL_CAPI=1: see sim/README.md, "Safety"
         self.templates: list[str] = []
         self._api: Any = None
         self._injectors: list[threading.Thread] = []
@@ -464,6 +468,7 @@ class ClusterBackend:
             raise ValueError("E2E_CLUSTER=existing needs KUBECONFIG (a cluster with Argo Workflows installed)")
         images = {**image_overrides(os.environ), **(options.pop("images", None) or {})}
         options.setdefault("keep", os.environ.get("E2E_KEEP", "") not in ("", "0"))
+        options.setdefault("allow_real_capi", os.environ.get("E2E_SIM_ALLOW_REAL_CAPI", "") not in ("", "0"))
         return cls(Path(path), results_dir, images=images, **options)
 
     # -- plumbing -----------------------------------------------------------------------------------------
@@ -668,7 +673,8 @@ class ClusterBackend:
         s = load(scenario) if isinstance(scenario, str) else scenario
         ns = namespace or f"sim-{uuid.uuid4().hex[:8]}"
         self.prepare_simulation(s.capi_line)
-        docs = simulator_documents(s, ns, trigger_after=trigger_after, image=self.images.get(SIM_IMAGE, SIM_IMAGE))
+        docs = simulator_documents(s, ns, trigger_after=trigger_after, image=self.images.get(SIM_IMAGE, SIM_IMAGE),
+                                   allow_real_capi=self.allow_real_capi)
         self.apply([d for d in docs if d["kind"] == "Namespace"])
         self.apply([d for d in docs if d["kind"] != "Namespace"])
         deployment = SimDeployment(self, ns, replace(s, namespace=ns))

@@ -50,7 +50,10 @@ def test_the_pod_simulator_prints_its_timeline_as_json() -> None:
     docs = simulator_documents("happy", "sim-x", image="img:1")
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--output") + 1] == "json"
+    assert args[args.index("--output") + 1] == "json" and "--allow-real-capi" not in args
+    (drill,) = [d for d in simulator_documents("happy", "sim-x", image="img:1", allow_real_capi=True)
+                if d["kind"] == "Deployment"]
+    assert "--allow-real-capi" in drill["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 # --- settled ------------------------------------------------------------------------------------------------
