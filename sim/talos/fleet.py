@@ -235,18 +235,7 @@ class FakeTalosFleet:
                 raise ValueError(f"node {name!r} already exists")
         node = FakeTalosNode(self, name, address or self._allocate_address(name), self.port, talos_version, stage,
                              ready)
-        with self._lock:
-            self._nodes[name] = node
-        try:
-            self._run(self._up(name))
-        except BaseException:
-            with self._lock:
-                self._nodes.pop(name, None)
-            self._release_address(name)
-            raise
-        if node.maintenance:
-            self._record("talos.maintenance", name, address=node.address)
-        return node
+        return self._start_node(node, release=self._release_address)
 
     def _add_exposed_node(self, name: str, address: str | None, *, talos_version: str, stage: str,
                           ready: bool) -> FakeTalosNode:
@@ -259,17 +248,22 @@ class FakeTalosFleet:
         exposure = self.exposer.expose(name)
         node = FakeTalosNode(self, name, exposure.address, self.port, talos_version, stage, ready,
                              bind_host=exposure.bind_host, bind_port=exposure.bind_port, sans=exposure.sans)
+        return self._start_node(node, release=self.exposer.release)
+
+    def _start_node(self, node: FakeTalosNode, *, release: Callable[[str], None]) -> FakeTalosNode:
+        """Register ``node`` and bring its endpoint up; if that fails, forget it and ``release`` where it was to
+        listen (its claimed address or its exposure)."""
         with self._lock:
-            self._nodes[name] = node
+            self._nodes[node.name] = node
         try:
-            self._run(self._up(name))
+            self._run(self._up(node.name))
         except BaseException:
             with self._lock:
-                self._nodes.pop(name, None)
-            self.exposer.release(name)
+                self._nodes.pop(node.name, None)
+            release(node.name)
             raise
         if node.maintenance:
-            self._record("talos.maintenance", name, address=node.address)
+            self._record("talos.maintenance", node.name, address=node.address)
         return node
 
     def remove_node(self, name: str) -> None:
