@@ -126,3 +126,28 @@ def test_the_runner_sees_a_machine_it_deleted_as_deleting_in_the_very_next_evalu
         assert runner.last_read == "cache" and [m.deleting for m in after.machines] == [True]
     api.patch_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "zeta-cp-a",
                                        {"metadata": {"finalizers": None}})
+
+
+def test_a_watch_from_an_expired_resource_version_gets_410_from_the_real_server_and_lists_again(
+        apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    import threading
+
+    from capi_rollout.adapters.informer import Informer, Resource
+    from capi_rollout.adapters.reflection import Reflection
+
+    seed(apiserver, "v1.14", kube_namespace, "zeta")
+    resource = Resource("cluster.x-k8s.io", "v1beta2", "machines", label_selector="cluster.x-k8s.io/cluster-name=zeta")
+    informer = Informer(Kube(apiserver.api_client()), kube_namespace, resource, on_change=lambda: None,
+                        lock=threading.Condition())
+    informer.reflection = Reflection(resource_version="1")  # far older than the server's watch cache holds
+    informer.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while not (informer.synced and informer.lists) and time.monotonic() < deadline:
+            time.sleep(0.05)  # bounded above; the informer runs in its own thread
+        assert informer.synced and informer.lists == 1, (informer.lists, informer.watches, informer.failure)
+        assert informer.watches >= 2  # the one the server refused with 410, then the one after the list
+        assert names(informer.reflection.items) == ["zeta-cp-a"]
+        assert informer.reflection.resource_version not in (None, "1")
+    finally:
+        informer.stop()
