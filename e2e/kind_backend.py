@@ -720,8 +720,12 @@ class KindBackend(ClusterBackend):
         self.cluster.create()
         super().__init__(self.cluster.kubeconfig_path, results_dir, namespace=namespace, images=images,
                          kubectl=(str(self.cluster.kubectl_path),), keep=keep, echo=echo)
-        self.cluster.ensure_kubectl()
-        self.install_argo()
+        try:
+            self.cluster.ensure_kubectl()
+            self.install_argo()
+        except BaseException:
+            self.close()  # a half-made backend leaves no cluster behind (unless keep)
+            raise
 
     def install_argo(self, timeout: float = 300) -> None:
         """Install Argo Workflows from the pinned module zip and wait for the controller to be available."""
