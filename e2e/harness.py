@@ -296,7 +296,6 @@ class Venue:
     start_simulator: Callable[[Scenario], SimHandle]
     runner_namespace: str
     settle_timeout: float = 30.0
-    server: LocalAPIServer | None = None  # the local API server (local venues only)
     local_steps: bool = False  # the workflow's steps are child processes of this test (abort() kills them)
 
 
@@ -307,7 +306,6 @@ class Stage:
         self.venue = venue
         self.backend = venue.backend
         self.api = venue.api
-        self.server = venue.server
         self.scenario_dir = Path(scenario_dir)  # <dir>/<scenario>/
 
     @classmethod
@@ -333,7 +331,7 @@ class Stage:
             server.apply_manifests(docs)
 
         venue = Venue(backend=backend, api=api, apply=apply, start_simulator=start_simulator,
-                      runner_namespace=RUNNER_NAMESPACE, server=server, local_steps=True)
+                      runner_namespace=RUNNER_NAMESPACE, local_steps=True)
         return cls(venue, Path(scenario_dir) if scenario_dir else results_dir / "e2e")
 
     @classmethod
