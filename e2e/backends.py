@@ -129,6 +129,7 @@ class LocalBackend:
         env: Mapping[str, str] | None = None,
         echo: Callable[[str], None] | None = None,
         safety_timeout: float = 900.0,
+        backoff_scale: float = 1.0,
     ) -> None:
         self.apiserver = apiserver
         self.results_dir = Path(results_dir)
@@ -138,6 +139,7 @@ class LocalBackend:
         self.env = dict(env or {})
         self.echo = echo
         self.safety_timeout = safety_timeout
+        self.backoff_scale = backoff_scale  # the executor's retry backoffs, scaled (declared in every run it scales)
         self.templates: dict[str, dict[str, Any]] = {}
         self._threads: dict[str, threading.Thread] = {}
 
@@ -180,6 +182,7 @@ class LocalBackend:
             echo=self.echo,
             faults=tuple(faults),
             safety_timeout=self.safety_timeout,
+            backoff_scale=self.backoff_scale,
         )
         self._threads[run.name] = start(wft, run, options)
         return run

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
-from e2e.argo_local import ExecutorOptions, KillStep, WorkflowRun, new_run, start
+from e2e.argo_local import KillStep, WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.backends import Backend, LocalBackend
 from e2e.simhandles import InProcessSim, ProcessSim, SimHandle
@@ -107,33 +107,6 @@ def parameters(scenario: Scenario, **overrides: str) -> dict[str, str]:
     """The workflow's parameters for ``scenario``'s cluster: :data:`SCALED_PARAMETERS` plus ``overrides``."""
     return {"clusterName": scenario.cluster, "clusterNamespace": scenario.namespace, **SCALED_PARAMETERS,
             **overrides}
-
-
-class ScaledLocalBackend(LocalBackend):
-    """The local backend with the executor's ``backoff_scale`` (declared and logged in every run it scales)."""
-
-    def __init__(self, *args: Any, backoff_scale: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.backoff_scale = backoff_scale
-
-    def submit(
-        self, parameters: Mapping[str, str], *, template: str | None = None, faults: Sequence[KillStep] = ()
-    ) -> WorkflowRun:
-        wft = self._template(template)
-        run = new_run(namespace=self.namespace, parameters=parameters, generate_name=f"{wft['metadata']['name']}-")
-        options = ExecutorOptions(
-            results_dir=self.results_dir,
-            kubeconfig=self.apiserver.serviceaccount_kubeconfig(self.namespace, self.service_account),
-            service_account=self.service_account,
-            python=self.python,
-            env=self.env,
-            echo=self.echo,
-            faults=tuple(faults),
-            safety_timeout=self.safety_timeout,
-            backoff_scale=self.backoff_scale,
-        )
-        self._threads[run.name] = start(wft, run, options)
-        return run
 
 
 def per_cluster_binding(namespace: str) -> dict[str, Any]:
@@ -316,7 +289,7 @@ class Stage:
         if simulator not in SIMULATORS:
             raise ValueError(f"simulator={simulator!r}: expected one of {', '.join(SIMULATORS)}")
         results_dir = Path(results_dir)
-        backend = ScaledLocalBackend(server, results_dir, namespace=RUNNER_NAMESPACE, python=python, echo=echo,
+        backend = LocalBackend(server, results_dir, namespace=RUNNER_NAMESPACE, python=python, echo=echo,
                                      backoff_scale=backoff_scale, safety_timeout=300.0)
         backend.install([RBAC_PATH, TEMPLATE_PATH])
         api = server.api_client()
