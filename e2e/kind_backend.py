@@ -319,17 +319,24 @@ def build_argo_install(zip_path: Path, version: str, kustomize: Path) -> list[di
     if not zip_path.is_file():
         raise FileNotFoundError(f"{zip_path} missing: run `make tools` (it fetches the Argo module zip)")
     prefix = f"{ARGO_MODULE}@{version}/"
+
+    def wanted(names: Iterable[str]) -> list[str]:
+        return [m for m in names if not m.endswith("/")
+                and any(m.startswith(f"{prefix}manifests/{d}/") for d in ARGO_INSTALL_DIRS)]
+
+    return kustomize_zip(zip_path, prefix, wanted, argo_kustomization(version), kustomize)
+
+
+def kustomize_zip(zip_path: Path, prefix: str, members: Callable[[Iterable[str]], Iterable[str]],
+                  kustomization: Mapping[str, Any], kustomize: Path) -> list[dict[str, Any]]:
+    """``kustomize build`` of a module zip's ``members`` (extracted without ``prefix``) with ``kustomization``."""
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path) as z:
-        for member in z.namelist():
-            wanted = any(member.startswith(f"{prefix}manifests/{d}/") for d in ARGO_INSTALL_DIRS)
-            if wanted and not member.endswith("/"):
-                target = Path(tmp) / member.removeprefix(prefix)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(z.read(member))
-        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(argo_kustomization(version)))
-        built = subprocess.run([str(kustomize), "build", tmp], capture_output=True, text=True, check=True,
-                               timeout=120).stdout
-    return [d for d in yaml.safe_load_all(built) if d]
+        for member in members(z.namelist()):
+            target = Path(tmp) / member.removeprefix(prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(member))
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(dict(kustomization)))
+        return kustomize_build(Path(tmp), kustomize)
 
 
 def download_module(cache: Path, module: str, version: str, *, timeout: float = 300) -> Path:
@@ -384,17 +391,11 @@ def build_argo_events_install(zip_path: Path, version: str, kustomize: Path) -> 
     zip's ``manifests/cluster-install`` (see :func:`argo_events_kustomization`), in :func:`install_order`."""
     if not zip_path.is_file():
         raise FileNotFoundError(f"{zip_path} missing: see download_module")
-    prefix = f"{ARGO_EVENTS_MODULE}@{version}/"
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path) as z:
-        for member in argo_events_members(z.namelist(), version):
-            target = Path(tmp) / member.removeprefix(prefix)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(z.read(member))
-        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(argo_events_kustomization(version)))
-        built = subprocess.run([str(kustomize), "build", tmp], capture_output=True, text=True, check=True,
-                               timeout=120).stdout
+    built = kustomize_zip(zip_path, f"{ARGO_EVENTS_MODULE}@{version}/",
+                          lambda names: argo_events_members(names, version), argo_events_kustomization(version),
+                          kustomize)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ARGO_EVENTS_NAMESPACE}}
-    return install_order([namespace, *[d for d in yaml.safe_load_all(built) if d]])
+    return install_order([namespace, *built])
 
 
 def kustomize_build(directory: Path, kustomize: Path) -> list[dict[str, Any]]:
