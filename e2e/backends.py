@@ -37,7 +37,7 @@ import yaml
 
 from e2e.argo_local import ExecutorOptions, KillStep, WorkflowRun, check_supported, new_run, start
 
-BACKENDS = ("local", "kind", "existing")
+BACKENDS = ("local", "kind", "existing", "node")
 RUNNER_SERVICE_ACCOUNT = "capi-rollout-runner"
 Manifest = str | Path | Mapping[str, Any]
 
@@ -211,4 +211,8 @@ def make_backend(name: str, *, results_dir: Path, apiserver: LocalAPIServerLike 
         return kind_backend.KindBackend(results_dir=results_dir, **options)
     if name == "existing":
         return kind_backend.ClusterBackend.from_kubeconfig(results_dir=results_dir, **options)
+    if name == "node":
+        from e2e.node_backend import NodeBackend
+
+        return NodeBackend(results_dir=results_dir, **options)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")

@@ -72,12 +72,15 @@ def _stage(request: pytest.FixtureRequest, line: str, backend_name: str, results
             s.close()
         return
     from e2e.kind_backend import ClusterBackend, KindBackend
+    from e2e.node_backend import NodeBackend
 
     backend: Any = request.getfixturevalue("e2e_backend")
     owned = None
     if backend_name == "kind" and line != "v1.14":  # one CAPI line's CRDs per kind cluster
         owned = backend = KindBackend(results, cluster_name=KIND_CLUSTER_PER_LINE[line], echo=_live)
     assert isinstance(backend, ClusterBackend)
+    if isinstance(backend, NodeBackend):
+        backend.install_capi_crds(backend.capi_line)
     try:
         ok, why = backend.capi_line_available(line)
         if not ok:

@@ -93,8 +93,10 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def generate(directory: Path, *, now: datetime.datetime | None = None) -> Pki:
-    """Generate the PKI into ``directory`` (created if missing) and return the file paths."""
+def generate(directory: Path, *, now: datetime.datetime | None = None, ip_sans: tuple[str, ...] = (),
+             dns_sans: tuple[str, ...] = ()) -> Pki:
+    """Generate the PKI into ``directory`` (created if missing) and return the file paths. ``ip_sans`` and
+    ``dns_sans`` add names to the serving certificate (a server that is not only on loopback)."""
     now = now or datetime.datetime.now(datetime.UTC)
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
@@ -118,6 +120,8 @@ def generate(directory: Path, *, now: datetime.datetime | None = None) -> Pki:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes.default.svc"),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_sans),
+        *(x509.DNSName(name) for name in dns_sans),
     ]
     serving = _issue(
         subject=_name("kube-apiserver"),
@@ -149,3 +153,25 @@ def generate(directory: Path, *, now: datetime.datetime | None = None) -> Pki:
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
+
+
+def issue(pki: Pki, cert_path: Path, key_path: Path, *, common_name: str, organization: str | None = None,
+          server: bool = False, ip_sans: tuple[str, ...] = (), now: datetime.datetime | None = None) -> None:
+    """Issue one more certificate from ``pki``'s CA: a client certificate (``CN``/``O`` name the user and group
+    for RBAC), or with ``server`` a serving certificate for ``ip_sans``."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        subject=_name(common_name, organization),
+        key=key,
+        issuer=ca.subject,
+        issuer_key=ca_key,
+        now=now,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH,
+        sans=[x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_sans] or None,
+    )
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)

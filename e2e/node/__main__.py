@@ -1,0 +1,97 @@
+"""``python -m e2e.node``: a real one-node Kubernetes with Argo Workflows in its own network namespace.
+
+Usage::
+
+    python -m e2e.node check                 # what this machine lacks for a node (one line each), exit 1 if any
+    python -m e2e.node run [--keep] -- CMD   # build/import images, start the node, run CMD inside, tear down
+    python -m e2e.node down                  # remove a node left by a killed run (processes, cgroups, namespace)
+
+``run`` prints each step and its duration. CMD runs inside the namespace with ``KUBECONFIG`` (the admin
+kubeconfig), ``E2E_CLUSTER=node``, ``E2E_NODE_STATE`` (the state directory) and ``E2E_NODE_ENGINE`` (one line
+naming the engine) set; its exit code is ``run``'s. Whatever CMD did, the node is torn down afterwards (unless
+``--keep``) and a second ``run`` always starts clean. Where a node cannot run here, ``run`` and ``check`` say
+what is missing and that kind (``E2E_CLUSTER=kind``, with a Docker engine) is the alternative, and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from e2e.node import config, netns, setup
+from e2e.node.config import Layout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.node", allow_abbrev=False,
+                                     description="A real one-node Kubernetes with Argo Workflows, in its own "
+                                                 "network namespace.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="say what this machine lacks for a node", allow_abbrev=False)
+    run = sub.add_parser("run", help="start the node, run a command inside it, tear it down", allow_abbrev=False)
+    run.add_argument("--keep", action="store_true", help="keep the node's state directory after the run")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command to run inside (after --)")
+    sub.add_parser("down", help="remove a node left behind by a killed run", allow_abbrev=False)
+    inside = sub.add_parser("inside", help=argparse.SUPPRESS, allow_abbrev=False)
+    inside.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    layout = setup.default_layout()
+
+    if args.command == "check":
+        missing = setup.missing()
+        for line in missing:
+            print(f"cannot run a real node here: {line}", file=sys.stderr)
+        if missing:
+            print(f"alternative: {setup.ALTERNATIVE}", file=sys.stderr)
+        return 1 if missing else 0
+    if args.command == "down":
+        for line in netns.destroy(layout):
+            print(f"[node] {line}", file=sys.stderr)
+        return 0
+    if args.command == "inside":
+        return setup.run_inside(layout, _command(args.cmd))
+    return _run(layout, _command(args.cmd), keep=args.keep)
+
+
+def _command(cmd: list[str]) -> list[str]:
+    cmd = cmd[1:] if cmd[:1] == ["--"] else cmd
+    if not cmd:
+        raise SystemExit("python -m e2e.node: give the command to run after --")
+    return cmd
+
+
+def _run(layout: Layout, cmd: list[str], *, keep: bool) -> int:
+    missing = setup.missing()
+    if missing:
+        print(f"cannot run a real node here: {'; '.join(missing)}. Alternative: {setup.ALTERNATIVE}",
+              file=sys.stderr)
+        return 1
+    images = setup.build_images()
+    for line in netns.destroy(layout):
+        print(f"[node] left by an earlier run: {line}", file=sys.stderr)
+    layout.state.mkdir(parents=True)
+    layout.resolv_conf.write_text(config.render_resolv_conf(layout))
+    setup.write_image_list(layout, images)
+    netns.create(layout)
+    child = subprocess.Popen(netns.enter_argv(layout, [sys.executable, "-m", "e2e.node", "inside", "--", *cmd]))
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        code = child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for line in netns.destroy(layout, keep_state=keep):
+            print(f"[node] teardown: {line}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
+

@@ -1,0 +1,137 @@
+"""What a real node needs on this machine, where its pieces are, and the part of ``run`` inside the namespace.
+
+Contract:
+- :func:`missing` lists, one sentence each, what this machine lacks for a node (not Linux, not root, a kernel
+  without network namespaces/veth/bridge, a missing command such as ``runc`` or the CNI plugins, binaries not yet
+  built by ``make node-tools``); empty means a node can run. It reads the machine and changes nothing.
+- :func:`node_bin_dir` is where ``tools/build.sh node`` puts the node's binaries for the pins.
+- :func:`build_images` builds (or finds cached) every image archive; it runs outside the namespace, where PyPI is
+  reachable for the step image's wheels.
+- :func:`run_inside` runs in the namespace: the node's ``resolv.conf`` over ``/etc/resolv.conf`` (in the private
+  mount namespace only), the :class:`~e2e.node.cluster.Node` started, the command run with the node's
+  environment, the node stopped whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from e2e.node import images as images_module
+from e2e.node.cluster import Node, NodeBinaries
+from e2e.node.config import Layout
+from sim.envtest import assets
+
+ALTERNATIVE = "E2E_CLUSTER=kind make e2e on a machine with a Docker engine (kind), or E2E_CLUSTER=local for the " \
+              "local emulator's template check"
+COMMANDS = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux", "runc": "runc",
+            "iptables": "iptables", "tar": "tar", "debootstrap": "debootstrap"}
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+CNI_BIN_DIR = Path("/usr/lib/cni")
+IMAGE_LIST = "images.txt"
+
+
+def default_layout(env: dict[str, str] | None = None) -> Layout:
+    env = dict(os.environ) if env is None else env
+    state = Path(env.get("E2E_NODE_STATE") or "/var/tmp/capi-rollout-node")
+    return Layout(state=state)
+
+
+def node_bin_dir(pins: dict[str, str], cache: Path) -> Path:
+    name = (f"node-kubernetes-{pins['KUBERNETES_VERSION']}-containerd-{pins['CONTAINERD_VERSION']}"
+            f"-argo-{pins['ARGO_WORKFLOWS_VERSION']}")
+    return cache / "bin" / name
+
+
+def binaries() -> NodeBinaries:
+    pins = assets.versions()
+    cache = assets.cache_dir()
+    return NodeBinaries.from_dirs(assets.bin_dir(pins, cache), node_bin_dir(pins, cache))
+
+
+def missing() -> list[str]:
+    """What this machine lacks for a real node (see the module contract)."""
+    if platform.system() != "Linux":
+        return [f"a real node needs Linux (this is {platform.system()})"]
+    problems: list[str] = []
+    if os.geteuid() != 0:
+        problems.append("a real node needs root (network namespaces, mounts, cgroups)")
+    for command, package in COMMANDS.items():
+        if shutil.which(command) is None:
+            problems.append(f"the command {command} is missing (Debian package {package}; `make node-tools` "
+                            "installs it)")
+    absent = [p for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).exists()]
+    if absent:
+        problems.append(f"CNI plugins {', '.join(absent)} are missing from {CNI_BIN_DIR} (Debian package "
+                        "containernetworking-plugins; `make node-tools` installs it)")
+    if not Path("/proc/self/ns/net").exists():
+        problems.append("the kernel has no network namespaces")
+    if not Path("/sys/fs/cgroup").is_dir():
+        problems.append("no cgroup file system at /sys/fs/cgroup")
+    if not problems:
+        probe = subprocess.run(["ip", "link", "add", "capi-rollout-probe", "type", "veth", "peer", "name",
+                                "capi-rollout-prb1"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            problems.append(f"the kernel cannot make veth pairs ({probe.stderr.strip()})")
+        else:
+            subprocess.run(["ip", "link", "delete", "capi-rollout-probe"], capture_output=True)
+    built = binaries().missing()
+    if built:
+        problems.append(f"{len(built)} node binaries are not built (e.g. {built[0]}): run `make node-tools`")
+    return problems
+
+
+def argo_module_dir() -> Path:
+    """The pinned Argo Workflows module tree (unpacked in the Go module cache by ``tools/build.sh node``)."""
+    version = assets.versions()["ARGO_WORKFLOWS_VERSION"]
+    return assets.cache_dir() / "go" / "mod" / "github.com" / "argoproj" / "argo-workflows" / f"v4@{version}"
+
+
+def build_images() -> list[Path]:
+    from capi_rollout.workflow.image import IMAGE as STEP_IMAGE
+    from sim.deploy import SIM_IMAGE
+
+    bin_dir = node_bin_dir(assets.versions(), assets.cache_dir())
+    built = images_module.build_all(
+        assets.cache_dir(),
+        {"pause": bin_dir / "pause", "argoexec": bin_dir / "argoexec",
+         "workflow-controller": bin_dir / "workflow-controller"},
+        repo=assets.REPO_ROOT, argo_module=argo_module_dir(), argo_version=assets.versions()["ARGO_WORKFLOWS_VERSION"],
+        step_image=STEP_IMAGE, sim_image=SIM_IMAGE, python=sys.executable)
+    return [archive.path for archive in built]
+
+
+def write_image_list(layout: Layout, archives: list[Path]) -> None:
+    layout.path(IMAGE_LIST).write_text("".join(f"{p}\n" for p in archives))
+
+
+def engine_line() -> str:
+    pins = assets.versions()
+    return (f"engine: Argo Workflows {pins['ARGO_WORKFLOWS_VERSION']} workflow-controller + argoexec on kubelet "
+            f"{pins['KUBERNETES_VERSION']}, containerd {pins['CONTAINERD_VERSION']} (a real node in the network "
+            "namespace the harness made)")
+
+
+def run_inside(layout: Layout, cmd: list[str]) -> int:
+    """Inside the namespace: start the node, run ``cmd`` with its environment, stop the node."""
+    subprocess.run(["mount", "--bind", str(layout.resolv_conf), "/etc/resolv.conf"], check=True)
+    archives = [Path(line) for line in layout.path(IMAGE_LIST).read_text().split()]
+    node = Node(layout, binaries(), archives)
+    try:
+        node.start()
+    except BaseException as error:
+        print(f"[node] the node did not start: {error}", file=sys.stderr)
+        return 1
+    env = dict(os.environ, KUBECONFIG=str(layout.kubeconfig), E2E_CLUSTER="node", E2E_NODE_STATE=str(layout.state),
+               E2E_NODE_ENGINE=engine_line(), E2E_NODE_KUBECTL=str(node.binaries.kubectl))
+    print(engine_line(), file=sys.stderr, flush=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        node.stop()
