@@ -75,6 +75,9 @@ _CALL_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (*_CALL_ERRORS, ValueError)
+
+
 class ProbeState(StrEnum):
     RUNNING = "running"  # stage running and ready
     MAINTENANCE = "maintenance"  # Talos maintenance mode (no machine config)
@@ -280,7 +283,7 @@ class TalosClient:
         try:
             async with asyncio.timeout(self._timeout):
                 _, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
-        except _CALL_ERRORS + (ValueError,):
+        except _HANDSHAKE_ERRORS:
             return None
         ssl_object: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
         writer.close()
