@@ -340,7 +340,9 @@ def test_the_boot_id_is_read_like_talosctl_and_from_the_v1_14_resource(fleet: Fa
         assert operator._run(operator._client.boot_id(new.address)) == new.boot_id  # BootIDs.runtime.talos.dev
 
 
-def test_an_accepted_reboot_is_confirmed_by_the_boot_id_changing(fleet: FakeTalosFleet, client: SyncTalosClient) -> None:
+def test_an_accepted_reboot_is_confirmed_by_the_boot_id_changing(
+    fleet: FakeTalosFleet, client: SyncTalosClient
+) -> None:
     node = fleet.add_node("cp-1")
     before = node.boot_id
     result = client.reboot(node.address, "powercycle", node_name="cp-1")

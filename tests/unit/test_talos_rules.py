@@ -154,7 +154,7 @@ def test_an_accepted_reboot_that_is_never_observed_is_reported_and_still_counts(
 
 
 def test_an_observed_reboot_is_recorded_as_observed() -> None:
-    runner, _, talos, _ = make({1: "not-ready"})
+    runner, _, _, _ = make({1: "not-ready"})
     runner.resolve()
     runner.phase("control-plane")
     rec = runner.ledger.phase("control-plane")
