@@ -57,16 +57,18 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ed25519.Ed25519PublicKey) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ed25519.Ed25519PublicKey, *,
+             valid: tuple[dt.datetime, dt.datetime] | None = None) -> x509.CertificateBuilder:
     now = _now()
+    not_before, not_after = valid or (now - dt.timedelta(minutes=5), now + _VALIDITY)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
     )
 
 
@@ -140,17 +142,20 @@ class ClusterPKI:
             x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()), critical=False
         ).sign(self._ca_key, None)
 
-    def server_cert(self, address: str, hostname: str, *, extra_sans: tuple[str, ...] = ()) -> CertKey:
+    def server_cert(self, address: str, hostname: str, *, extra_sans: tuple[str, ...] = (),
+                    valid: tuple[dt.datetime, dt.datetime] | None = None) -> CertKey:
         """A node's apid certificate: SANs = address (IP), hostname and ``extra_sans`` (e.g. a Service's DNS
-        names and the pod address in the in-cluster mode), ExtKeyUsage ServerAuth."""
+        names and the pod address in the in-cluster mode), ExtKeyUsage ServerAuth; ``valid`` = (not before,
+        not after) for tests of expired certificates."""
         key = ed25519.Ed25519PrivateKey.generate()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
         builder = _leaf_usage(
-            _builder(subject, self._ca_cert.subject, key.public_key()), [ExtendedKeyUsageOID.SERVER_AUTH]
+            _builder(subject, self._ca_cert.subject, key.public_key(), valid=valid), [ExtendedKeyUsageOID.SERVER_AUTH]
         ).add_extension(_san(address, hostname, extra_sans), critical=False)
         return CertKey(self._sign(builder).public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
-    def client_cert(self, role: str = "os:admin", *, client_auth_only: bool = True) -> CertKey:
+    def client_cert(self, role: str = "os:admin", *, client_auth_only: bool = True,
+                    valid: tuple[dt.datetime, dt.datetime] | None = None) -> CertKey:
         """A talosctl client certificate; ``role`` may list several roles separated by commas."""
         key = ed25519.Ed25519PrivateKey.generate()
         attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, r.strip()) for r in role.split(",") if r.strip()]
@@ -158,12 +163,13 @@ class ClusterPKI:
         ekus = [ExtendedKeyUsageOID.CLIENT_AUTH]
         if not client_auth_only:
             ekus.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        builder = _leaf_usage(_builder(subject, self._ca_cert.subject, key.public_key()), ekus)
+        builder = _leaf_usage(_builder(subject, self._ca_cert.subject, key.public_key(), valid=valid), ekus)
         return CertKey(self._sign(builder).public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
-    def talosconfig(self, endpoints: list[str], *, role: str = "os:admin") -> str:
-        """The talosconfig YAML as the bootstrap provider writes it: one context named after the cluster."""
-        client = self.client_cert(role)
+    def talosconfig(self, endpoints: list[str], *, role: str = "os:admin", client: CertKey | None = None) -> str:
+        """The talosconfig YAML as the bootstrap provider writes it: one context named after the cluster
+        (``client``: a certificate of your own, e.g. an expired one)."""
+        client = client or self.client_cert(role)
         b64 = [base64.b64encode(pem).decode("ascii") for pem in (self.ca.cert_pem, client.cert_pem, client.key_pem)]
         lines = [f"context: {self.cluster_name}", "contexts:", f"    {self.cluster_name}:"]
         if endpoints:

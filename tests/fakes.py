@@ -121,6 +121,10 @@ class FakeKube:
 class FakeTalos:
     stages: dict[str, str] = field(default_factory=dict)
     reboots: list[tuple[str, str]] = field(default_factory=list)
+    client_validity: Any = None  # None: unknown (no check); else .not_before/.not_after
+    tags: dict[str, str] = field(default_factory=dict)  # address -> Talos version tag (default v1.12.0)
+    dropped: set[str] = field(default_factory=set)  # addresses whose accepted reboot never happens
+    version_reads: list[str] = field(default_factory=list)
 
     @dataclass(frozen=True)
     class Probe:
@@ -132,13 +136,30 @@ class FakeTalos:
     class Reboot:
         accepted: bool
         detail: str = ""
+        boot_id: str | None = "boot-0"
+
+    @dataclass(frozen=True)
+    class Observation:
+        observed: bool
+        detail: str
 
     def probe_many(self, addresses: Sequence[str]) -> dict[str, FakeTalos.Probe]:
         return {a: FakeTalos.Probe(a, self.stages.get(a, "running")) for a in addresses}
 
-    def reboot(self, address: str, mode: str) -> FakeTalos.Reboot:
+    def versions(self, addresses: Sequence[str]) -> dict[str, str]:
+        self.version_reads.extend(addresses)
+        return {a: self.tags.get(a, "v1.12.0") for a in addresses}
+
+    def reboot(self, address: str, mode: str, *, node_name: str | None = None) -> FakeTalos.Reboot:
         self.reboots.append((address, mode))
         return FakeTalos.Reboot(self.stages.get(address, "running") != "maintenance")
+
+    def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
+                       on_wait: Any = None) -> FakeTalos.Observation:
+        if address in self.dropped:
+            return FakeTalos.Observation(False, f"reboot requested but not observed within {within:g}s: the boot id "
+                                         "is still boot-0 and the API never went away")
+        return FakeTalos.Observation(True, "boot id changed (boot-0 → boot-1)")
 
 
 class FakeControlPlaneController:

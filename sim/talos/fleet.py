@@ -7,7 +7,10 @@ processes do not collide; within one process every fleet claims its addresses in
 node is removed or the fleet stops), so fleets started at the same time, or a node whose address is free while
 it reboots, never share an address. A reboot answers the RPC first (as Talos does), then takes the endpoint down
 (listener and open connections closed) for ``reboot_downtime`` seconds, changes the boot ID and comes back
-as the ``on_reboot`` callback says (:class:`RebootOutcome`). Timeline events: ``talos.reboot`` (mode, role,
+as the ``on_reboot`` callback says (:class:`RebootOutcome`). A reboot accepted while the node's stage is
+installing, upgrading or shutting down — or one the callback answers ``DROPPED`` — is answered OK and then
+never happens, as Talos drops it (recorded ``dropped=True``; timeline ``talos.reboot-dropped``).
+Timeline events: ``talos.reboot`` (mode, role,
 address), ``talos.down``, ``talos.up``, ``talos.maintenance``.
 
 Opt-in in-cluster mode: given an ``exposer`` (:class:`sim.talos.exposure.Exposer`, e.g. one Kubernetes Service
@@ -33,10 +36,10 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 
 from capi_rollout.adapters.talos.tls import load_key_pair
-from sim.pki import ClusterPKI, self_signed
+from sim.pki import CertKey, ClusterPKI, self_signed
 from sim.talos.exposure import Exposer
 from sim.talos.node import FakeTalosNode, RebootOutcome, RebootRecord
-from sim.talos.service import TalosService
+from sim.talos.service import DROPPING_STAGES, TalosService
 from sim.timeline import Timeline
 
 T = TypeVar("T")
@@ -295,6 +298,17 @@ class FakeTalosFleet:
         """Put a node into maintenance mode now (restarts its endpoint with the self-signed certificate)."""
         self._submit(self._enter_maintenance(name))
 
+    def set_certificate(self, name: str, cert: CertKey | None) -> None:
+        """Serve ``cert`` instead of the node's own certificate (None: back to its own), e.g. an impostor's: another
+        CA's, the cluster CA's for another address, an expired one. Restarts the endpoint."""
+        self.node(name)._certificate = cert
+        self._submit(self._restart(name))
+
+    async def _restart(self, name: str) -> None:
+        if name in self._endpoints:
+            await self._down(name, record=False)
+            await self._up(name)
+
     def set_unreachable(self, name: str, unreachable: bool) -> None:
         node = self.node(name)
         node._set(unreachable=unreachable)
@@ -302,6 +316,9 @@ class FakeTalosFleet:
 
     # --- on the loop -------------------------------------------------------------------------------------
     def _context_for(self, node: FakeTalosNode) -> ssl.SSLContext:
+        if node._certificate is not None:
+            ca = None if node.maintenance else self.pki.ca.cert_pem
+            return _server_context(node._certificate.cert_pem, node._certificate.key_pem, ca)
         if node.maintenance:
             cert = self_signed(node.address)
             return _server_context(cert.cert_pem, cert.key_pem, None)
@@ -339,14 +356,19 @@ class FakeTalosFleet:
             await self._up(name)
 
     def _accept_reboot(self, node: FakeTalosNode, mode: str, effective: str, role: str) -> Callable[[], None]:
-        record = RebootRecord(node.name, node.address, mode, effective, role, node.boot_id, self.clock())
+        busy = node.stage in DROPPING_STAGES
+        outcome = RebootOutcome.DROPPED if busy else RebootOutcome.RUNNING
+        if self._callback is not None and not busy:
+            outcome = RebootOutcome(self._callback(node, mode, role) or RebootOutcome.RUNNING)
+        dropped = outcome is RebootOutcome.DROPPED
+        record = RebootRecord(node.name, node.address, mode, effective, role, node.boot_id, self.clock(), dropped)
         with self._lock:
             self._reboots.append(record)
         self._record("talos.reboot", node.name, mode=mode, role=role, address=node.address,
                      **({"effective_mode": effective} if effective != mode else {}))
-        outcome = RebootOutcome.RUNNING
-        if self._callback is not None:
-            outcome = RebootOutcome(self._callback(node, mode, role) or RebootOutcome.RUNNING)
+        if dropped:
+            self._record("talos.reboot-dropped", node.name, address=node.address, stage=node.stage)
+            return lambda: None
 
         def start() -> None:
             task = asyncio.get_running_loop().create_task(self._reboot(node.name, outcome))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from capi_rollout.adapters.talos.client import parse_version
 
 if TYPE_CHECKING:
+    from sim.pki import CertKey
     from sim.talos.fleet import FakeTalosFleet
 
 
@@ -24,6 +25,7 @@ class RebootOutcome(StrEnum):
     RUNNING = "running"  # comes back running and ready, same certificate
     MAINTENANCE = "maintenance"  # comes back in maintenance mode (lost its machine config)
     NEVER = "never"  # stays down
+    DROPPED = "dropped"  # accepted (actor id) but never performed: Talos was installing/upgrading/shutting down
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class RebootRecord:
     role: str
     boot_id_before: str
     at: float  # fleet clock
+    dropped: bool = False  # accepted, then dropped (no reboot happened)
 
 
 class FakeTalosNode:
@@ -63,6 +66,7 @@ class FakeTalosNode:
         self._maintenance = stage == "maintenance"
         self._unreachable = False
         self._up = False
+        self._certificate: CertKey | None = None  # served instead of the node's own (impostor tests)
 
     def __repr__(self) -> str:
         return (f"FakeTalosNode({self.name!r}, {self.endpoint!r}, {self.talos_version}, stage={self.stage!r}, "

@@ -9,6 +9,12 @@ Contract: request in, reply or ``GRPCError`` out; node state comes from :class:`
 * maintenance mode: no client certificate, everyone is ``os:reader``; Reboot is answered Unimplemented
   (Talos ≤ 1.12, whose separate maintenance server embeds ``UnimplementedMachineServiceServer``) or
   PermissionDenied (≥ 1.13).
+* Reboot while the node installs, upgrades or shuts down (stage ``installing``, ``upgrading``, ``shutting down``):
+  answered OK with an actor id like any other, then dropped — Talos's sequencer cannot take its priority lock
+  (siderolabs/talos ``v1alpha1_server.go`` Reboot, ``sequencer.go``); recorded with ``dropped=True``.
+* ``MachineService/Read`` serves only ``/proc/sys/kernel/random/boot_id`` (os:admin, like Talos; others
+  PermissionDenied; any other path NotFound); ``State/Get`` also serves the ``BootIDs.runtime.talos.dev``
+  resource (id ``boot-id``) on Talos v1.14 and later (NotFound before, as the type does not exist there).
 * ``RebootRequest.Mode.FORCE`` on Talos < 1.12: proto3 keeps the unknown enum value and that Talos's reboot
   sequence only tests for POWERCYCLE, so it is accepted and performed as a default reboot (recorded as
   ``effective_mode=default``). siderolabs/talos v1.11 ``v1alpha1_sequencer_tasks.go``.
@@ -36,6 +42,9 @@ from capi_rollout.adapters.talos.status import MachineStatus, to_proto, to_yaml
 from sim.talos.node import FakeTalosNode
 
 REBOOT_ROLES = frozenset({"os:admin", "os:operator"})
+READ_FILE_ROLES = frozenset({"os:admin"})
+BOOT_ID_MIN_VERSION = (1, 14)
+DROPPING_STAGES = frozenset({"installing", "upgrading", "shutting down"})
 READ_ROLES = frozenset({"os:admin", "os:operator", "os:reader", "os:etcd:backup"})
 
 # (node, requested mode, effective mode, role) -> start: records the reboot before the reply is sent and
@@ -103,6 +112,18 @@ class TalosService:
         await stream.send_trailing_metadata()
         start()
 
+    async def read(self, stream: Stream[Any, Any]) -> None:
+        request: Any = await stream.recv_message()
+        roles = self._identity(stream)
+        if self.node.maintenance:
+            raise GRPCError(Status.UNIMPLEMENTED, "API is not implemented in maintenance mode")
+        self._require(roles, READ_FILE_ROLES)
+        if request is None or request.path != messages.BOOT_ID_PATH:
+            path = request.path if request is not None else ""
+            raise GRPCError(Status.NOT_FOUND, f"open {path}: no such file or directory")
+        await stream.send_message(messages.Data(metadata=messages.Metadata(hostname=self.node.name),
+                                                bytes=(self.node.boot_id + "\n").encode()))
+
     async def version(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
         self._require(self._identity(stream), READ_ROLES)
@@ -114,14 +135,22 @@ class TalosService:
         request: Any = await stream.recv_message()
         self._require(self._identity(stream), READ_ROLES)
         pointer = (request.namespace, request.type, request.id)
-        if pointer != (messages.MACHINE_STATUS_NAMESPACE, messages.MACHINE_STATUS_TYPE, messages.MACHINE_STATUS_ID):
+        boot_id = (messages.MACHINE_STATUS_NAMESPACE, messages.BOOT_ID_TYPE, messages.BOOT_ID_ID)
+        if pointer == boot_id and self.node.version_tuple >= BOOT_ID_MIN_VERSION:
+            spec = messages.ResourceSpec(proto_spec=messages.BootIDSpec(boot_id=self.node.boot_id).SerializeToString(),
+                                         yaml_spec=f"bootID: {self.node.boot_id}\n")
+            owner = "runtime.BootIDController"
+        elif pointer == (messages.MACHINE_STATUS_NAMESPACE, messages.MACHINE_STATUS_TYPE, messages.MACHINE_STATUS_ID):
+            status = MachineStatus(stage=self.node.stage, ready=self.node.ready)
+            spec = messages.ResourceSpec(proto_spec=to_proto(status), yaml_spec=to_yaml(status))
+            owner = "runtime.MachineStatusController"
+        else:
             raise GRPCError(Status.NOT_FOUND, f"resource {request.type}({request.namespace}/{request.id}@undefined) "
                             "doesn't exist")
-        status = MachineStatus(stage=self.node.stage, ready=self.node.ready)
         resource = messages.Resource(
             metadata=messages.ResourceMetadata(namespace=request.namespace, type=request.type, id=request.id,
-                                               version="1", owner="runtime.MachineStatusController", phase="running"),
-            spec=messages.ResourceSpec(proto_spec=to_proto(status), yaml_spec=to_yaml(status)),
+                                               version="1", owner=owner, phase="running"),
+            spec=spec,
         )
         await stream.send_message(messages.GetResponse(resource=resource))
 
@@ -134,4 +163,6 @@ class TalosService:
                 self.version, unary, messages.Empty, messages.VersionResponse),
             messages.STATE_GET_PATH: grpclib.const.Handler(
                 self.state_get, unary, messages.GetRequest, messages.GetResponse),
+            messages.READ_PATH: grpclib.const.Handler(
+                self.read, grpclib.const.Cardinality.UNARY_STREAM, messages.ReadRequest, messages.Data),
         }

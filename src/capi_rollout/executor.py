@@ -5,7 +5,11 @@ Contract: :meth:`Executor.remediate` carries out a ``remediate`` :class:`~capi_r
 1. the remediation is written to the ledger first (outcome ``started``), so a crash or a retried step can
    never perform more than ``maxRemediations``;
 2. the Machine is deleted (UID precondition) unless it is already deleting;
-3. its node is rebooted through the Talos API with ``rebootMode`` when its address is known;
+3. its node is rebooted through the Talos API with ``rebootMode`` when its address is known — only when the node
+   answering at that address names itself as the Machine's node — and an accepted reboot is then confirmed:
+   the boot ID changes (or the API goes away and comes back) within ``confirm_within`` seconds (the runner
+   passes ``stallTimeout``), else the outcome says "reboot requested but not observed"; either way the
+   remediation counts against the budget;
 4. the outcome is written to the ledger, and an Event is recorded on the Machine's owner
    (TalosControlPlane or MachineDeployment).
 
@@ -43,23 +47,65 @@ class RebootLike(Protocol):
     def accepted(self) -> bool: ...
     @property
     def detail(self) -> str: ...
+    @property
+    def boot_id(self) -> str | None: ...
+
+
+class ObservationLike(Protocol):
+    @property
+    def observed(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class ValidityLike(Protocol):
+    @property
+    def not_before(self) -> datetime: ...
+    @property
+    def not_after(self) -> datetime: ...
 
 
 class TalosPort(Protocol):
     """What the runner needs from Talos (``SyncTalosClient`` satisfies it)."""
 
+    @property
+    def client_validity(self) -> ValidityLike | None: ...
+
     def probe_many(self, addresses: Sequence[str]) -> Mapping[str, ProbeLike]: ...
 
-    def reboot(self, address: str, mode: str) -> RebootLike: ...
+    def versions(self, addresses: Sequence[str]) -> Mapping[str, str]: ...
+
+    def reboot(self, address: str, mode: str, *, node_name: str | None = None) -> RebootLike: ...
+
+    def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
+                       on_wait: Callable[[float], None] | None = None) -> ObservationLike: ...
 
 
 class Executor:
     def __init__(self, *, kube: Kube, talos: TalosPort | None, dry_run: bool,
-                 save: Callable[[PhaseRecord], None]) -> None:
+                 save: Callable[[PhaseRecord], None], confirm_within: float = 0.0, confirm_interval: float = 1.0,
+                 say: Callable[[str], None] | None = None) -> None:
         self.kube = kube
         self.talos = talos
         self.dry_run = dry_run
         self.save = save
+        self.confirm_within = confirm_within
+        self.confirm_interval = confirm_interval
+        self.say = say or (lambda line: None)
+
+    def _confirm(self, talos: TalosPort, address: str, boot_id: str | None) -> ObservationLike:
+        """Wait (bounded by ``confirm_within``) for the accepted reboot to be seen; say so now and then."""
+        every = max(self.confirm_interval, min(30.0, self.confirm_within / 4))
+        said = [0.0]
+
+        def on_wait(elapsed: float) -> None:
+            if elapsed - said[0] >= every:
+                said[0] = elapsed
+                self.say(f"waiting to observe the reboot of {address} (boot id change or API away and back): "
+                         f"{elapsed:.0f}s of {self.confirm_within:g}s")
+
+        return talos.confirm_reboot(address, boot_id, within=self.confirm_within, interval=self.confirm_interval,
+                                    on_wait=on_wait)
 
     def remediate(self, action: Action, *, owner: Mapping[str, Any] | None, reboot_mode: str,
                   now: datetime) -> PhaseRecord:
@@ -89,17 +135,23 @@ class Executor:
             notes.append(f"deleted Machine {machine.name}" if deleted else f"Machine {machine.name} was already gone")
             log.info("remediation: %s", notes[-1])
         rebooted = False
+        observed: bool | None = None
         if address:
             if self.talos is None:
                 notes.append(f"could not reboot {address}: no Talos client")
             else:
-                result = self.talos.reboot(address, reboot_mode)
+                result = self.talos.reboot(address, reboot_mode, node_name=machine.node_name)
                 rebooted = result.accepted
                 notes.append(f"reboot {address} ({reboot_mode}) " + ("accepted" if rebooted else "failed")
                              + (f": {result.detail}" if result.detail else ""))
+                if rebooted and self.confirm_within > 0:
+                    log.info("remediation: %s", notes[-1])
+                    seen = self._confirm(self.talos, address, result.boot_id)
+                    observed = seen.observed
+                    notes.append(f"reboot observed: {seen.detail}" if observed else seen.detail)
             log.info("remediation: %s", notes[-1])
         outcome = "; ".join(notes) or "nothing to do"
-        record = self._finish(record, index, outcome=outcome, deleted=deleted, rebooted=rebooted)
+        record = self._finish(record, index, outcome=outcome, deleted=deleted, rebooted=rebooted, observed=observed)
         if owner is not None:
             self.kube.record_event(
                 involved=owner, reason="CapiRolloutRemediation", now=now, warning=True,
@@ -108,9 +160,10 @@ class Executor:
         return record
 
     def _finish(self, record: PhaseRecord, index: int, *, outcome: str, deleted: bool = False,
-                rebooted: bool = False) -> PhaseRecord:
+                rebooted: bool = False, observed: bool | None = None) -> PhaseRecord:
         rems = list(record.remediations)
-        rems[index] = replace(rems[index], outcome=outcome, deleted=deleted, rebooted=rebooted)
+        rems[index] = replace(rems[index], outcome=outcome, deleted=deleted, rebooted=rebooted,
+                              reboot_observed=observed)
         record = replace(record, remediations=tuple(rems))
         self.save(record)
         return record

@@ -216,8 +216,12 @@ class Runner:
         cluster, tcp, mds, state = self.observe(with_health_checks=True)
         addresses = sorted({m.address for m in state.machines if m.address})
         self.say(f"preflight: checking strategies, pause flags and the Talos stage of {len(addresses)} nodes")
+        talos = self.talos()
+        validity = talos.client_validity
+        versions = dict(talos.versions(addresses)) if self.params.reboot_mode == "force" and addresses else None
         report = preflight(cluster=cluster, control_plane=tcp, deployments=mds, state=state,
-                           nodes=self.probe(addresses))
+                           nodes=self.probe(addresses), now=self.clock(), versions=versions,
+                           client_certificate=None if validity is None else (validity.not_before, validity.not_after))
         ledger = replace(self.ledger, warnings=report.warnings,
                          preflight=None if report.ok else "preflight failed: " + "; ".join(report.violations))
         self._save(ledger)
@@ -250,7 +254,10 @@ class Runner:
         else:
             self.say(f"{title}: resuming (started {record.started.isoformat()}, "
                      f"{len(record.remediations)} remediations so far)")
-        executor = Executor(kube=self.kube, talos=None, dry_run=self.params.dry_run, save=self._save_phase)
+        executor = Executor(kube=self.kube, talos=None, dry_run=self.params.dry_run, save=self._save_phase,
+                            confirm_within=self.params.stall_timeout, say=self.say,
+                            confirm_interval=max(0.05, min(5.0, self.params.poll_interval,
+                                                           self.params.stall_timeout / 20)))
         t = self.targets()
         min_gap = min(1.0, self.params.poll_interval / 4)
         last_counters, last_said = "", now

@@ -167,7 +167,11 @@ def test_an_unhealthy_machine_in_maintenance_fails_at_once_without_waiting_for_t
     nodes = {"10.0.0.9": NodeStatus("10.0.0.9", "maintenance")}
     action = decide(phase="control-plane", state=state, record=record(), nodes=nodes, now=T0, params=PARAMS)
     assert action.kind == "fail"
-    assert action.reason == "node node-cp-new (10.0.0.9) is in Talos maintenance mode: manual intervention required"
+    assert action.reason.startswith("node node-cp-new (10.0.0.9) is in Talos maintenance mode: manual intervention "
+                                    "required")
+    # The warning comes before any advice to run apply-config --insecure.
+    assert "WARNING: maintenance mode cannot prove who answers; before `talosctl apply-config --insecure`" \
+        in action.reason
 
 
 def test_the_quorum_guard_refuses_when_two_of_three_control_plane_machines_are_unhealthy() -> None:

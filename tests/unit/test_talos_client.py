@@ -155,10 +155,10 @@ def test_a_node_whose_certificate_is_from_another_ca_is_never_called_running(fle
     with SyncTalosClient(parse_talosconfig(stranger.talosconfig([])), timeout=TIMEOUT) as c:
         probe = c.probe(node.address)
         result = c.reboot(node.address, "default")
-    # The node wants a client certificate, so the credential-free read fails too: not RUNNING, and says why.
-    assert probe.state is ProbeState.UNREACHABLE
+    # Issued by another CA (not self-signed like maintenance mode's): untrusted, never read without credentials.
+    assert probe.state is ProbeState.UNTRUSTED
     assert probe.detail.startswith("x509: certificate signed by unknown authority")
-    assert "the insecure read failed" in probe.detail
+    assert "certificate SHA-256 fingerprint SHA256:" in probe.detail
     assert not result.accepted
     assert fleet.reboots() == []
 
@@ -327,3 +327,70 @@ def test_unavailable_right_after_the_request_was_sent_counts_as_accepted(pki: Cl
     assert received == [1]
     assert result.accepted
     assert "UNAVAILABLE right after the request was sent" in result.detail
+
+
+# --- boot id and reboot confirmation (what `talosctl reboot --wait` checks) ------------------------------------
+def test_the_boot_id_is_read_like_talosctl_and_from_the_v1_14_resource(fleet: FakeTalosFleet, pki: ClusterPKI) -> None:
+    old = fleet.add_node("w-1", talos_version="v1.12.0")
+    new = fleet.add_node("w-2", talos_version="v1.14.0")
+    with SyncTalosClient(config_for(pki), timeout=TIMEOUT) as admin:
+        assert admin._run(admin._client.boot_id(old.address)) == old.boot_id  # MachineService/Read, os:admin
+    with SyncTalosClient(config_for(pki, "os:operator"), timeout=TIMEOUT) as operator:
+        assert operator._run(operator._client.boot_id(old.address)) is None  # Read denied, no BootID resource
+        assert operator._run(operator._client.boot_id(new.address)) == new.boot_id  # BootIDs.runtime.talos.dev
+
+
+def test_an_accepted_reboot_is_confirmed_by_the_boot_id_changing(
+    fleet: FakeTalosFleet, client: SyncTalosClient
+) -> None:
+    node = fleet.add_node("cp-1")
+    before = node.boot_id
+    result = client.reboot(node.address, "powercycle", node_name="cp-1")
+    assert result.accepted and result.boot_id == before
+    seen = client.confirm_reboot(node.address, result.boot_id, within=3.0, interval=0.02)
+    assert seen.observed, seen.detail
+    assert seen.detail.startswith(f"boot id changed ({before[:8]}")
+
+
+@pytest.mark.parametrize("stage", ["upgrading", "installing"])
+def test_a_reboot_talos_accepts_but_drops_is_reported_as_not_observed(
+    fleet: FakeTalosFleet, client: SyncTalosClient, stage: str
+) -> None:
+    node = fleet.add_node("w-1")
+    node.set_stage(stage, False)
+    result = client.reboot(node.address, "powercycle", node_name="w-1")
+    assert result.accepted and "actor id" in result.detail  # Talos says yes ...
+    started = time.monotonic()
+    seen = client.confirm_reboot(node.address, result.boot_id, within=0.4, interval=0.05)
+    assert not seen.observed  # ... and nothing happens
+    assert seen.detail.startswith("reboot requested but not observed within 0.4s: the boot id is still ")
+    assert time.monotonic() - started < 2.0
+    [record] = fleet.reboots("w-1")
+    assert record.dropped
+
+
+def test_a_reboot_the_fake_is_told_to_drop_is_not_observed(fleet: FakeTalosFleet, client: SyncTalosClient) -> None:
+    fleet.on_reboot(lambda node, mode, role: RebootOutcome.DROPPED)
+    node = fleet.add_node("w-1")
+    result = client.reboot(node.address, "default")
+    seen = client.confirm_reboot(node.address, result.boot_id, within=0.3, interval=0.05)
+    assert result.accepted and not seen.observed
+
+
+def test_without_a_readable_boot_id_the_api_going_away_and_back_confirms_the_reboot(
+    fleet: FakeTalosFleet, pki: ClusterPKI
+) -> None:
+    node = fleet.add_node("w-1", talos_version="v1.12.0")
+    with SyncTalosClient(config_for(pki, "os:operator"), timeout=TIMEOUT) as operator:
+        result = operator.reboot(node.address, "default", node_name="w-1")
+        assert result.accepted and result.boot_id is None
+        seen = operator.confirm_reboot(node.address, None, within=3.0, interval=0.02)
+    assert seen.observed and seen.detail.startswith("the Talos API went away and came back")
+
+
+def test_a_node_that_never_comes_back_is_not_observed(fleet: FakeTalosFleet, client: SyncTalosClient) -> None:
+    fleet.on_reboot(lambda node, mode, role: RebootOutcome.NEVER)
+    node = fleet.add_node("w-1")
+    result = client.reboot(node.address, "default")
+    seen = client.confirm_reboot(node.address, result.boot_id, within=0.6, interval=0.05)
+    assert not seen.observed and "went away and did not come back" in seen.detail

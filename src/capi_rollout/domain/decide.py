@@ -6,7 +6,9 @@ returns an :class:`Action` plus the updated record (new fingerprint / stall cloc
 action; ``capi_rollout.executor`` does. The rules, in order:
 
 1. complete → ``complete``;
-2. an unhealthy Machine whose node reports Talos maintenance → ``fail`` at once (manual intervention);
+2. an unhealthy Machine whose node reports Talos maintenance → ``fail`` at once (manual intervention; the
+   message carries the certificate fingerprint and warns before ``talosctl apply-config --insecure``); one
+   whose Talos API presents a certificate that cannot be trusted → ``fail`` at once (never remediated);
 3. the phase timeout has passed → ``fail`` naming the phase, the time spent and what is incomplete;
 4. progress (the fingerprint changed) restarts the stall clock; not stalled yet → ``wait``;
 5. stalled: remediation budget spent → ``fail`` ("remediation budget exhausted"); no candidate → ``wait``
@@ -28,7 +30,7 @@ from capi_rollout.domain.ledger import PHASE_TITLES, PhaseRecord
 from capi_rollout.domain.model import Machine
 from capi_rollout.domain.progress import PhaseStatus, phase_status
 from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
-from capi_rollout.domain.state import MAINTENANCE, ClusterState, NodeStatus
+from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
 from capi_rollout.params import Params, format_duration
 
 Kind = Literal["complete", "wait", "remediate", "fail"]
@@ -46,10 +48,22 @@ class Action:
     counters: str = ""
 
 
-def maintenance_message(machine: Machine, address: str) -> str:
+def maintenance_message(machine: Machine, address: str, detail: str = "") -> str:
+    seen = f" ({detail})" if detail else ""
     return (
         f"node {machine.node_name or machine.name} ({address}) is in Talos maintenance mode: "
-        "manual intervention required"
+        f"manual intervention required{seen}. WARNING: maintenance mode cannot prove who answers; before "
+        "`talosctl apply-config --insecure` (which hands the machine config, with the cluster's secrets, to "
+        "whoever answers) check on the machine's console that it is in maintenance mode and that its "
+        "certificate fingerprint matches the one above"
+    )
+
+
+def untrusted_message(machine: Machine, address: str, detail: str) -> str:
+    return (
+        f"the Talos API at {address} for node {machine.node_name or machine.name} presents a certificate this "
+        f"tool cannot trust ({detail}): not believed, not rebooted; find out what answers at that address "
+        "(an address reused by another machine, an expired node certificate, or an impostor)"
     )
 
 
@@ -115,7 +129,14 @@ def _decide(
     if in_maintenance:
         for m in state.phase_machines(phase):
             if not m.healthy and m.address in in_maintenance:
-                return Action("fail", maintenance_message(m, nodes[m.address].address), progress, record, machine=m)
+                node = nodes[m.address]
+                return Action("fail", maintenance_message(m, node.address, node.detail), progress, record, machine=m)
+    untrusted = {a for a, n in nodes.items() if n.state == UNTRUSTED}
+    if untrusted:
+        for m in state.phase_machines(phase):
+            if not m.healthy and m.address in untrusted:
+                node = nodes[m.address]
+                return Action("fail", untrusted_message(m, node.address, node.detail), progress, record, machine=m)
 
     limit = phase_timeout(phase, params)
     if elapsed >= limit:

@@ -35,6 +35,7 @@ class Remediation:
     rebooted: bool
     outcome: str
     dry_run: bool = False
+    reboot_observed: bool | None = None  # None: no reboot accepted (or dry run); False: "requested but not observed"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

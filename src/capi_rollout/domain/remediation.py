@@ -71,11 +71,21 @@ def quorum_refusal(control_plane_machines: Sequence[Machine], candidate: Machine
     target_total = len(members) - (1 if is_member else 0)
     target_quorum = target_total // 2 + 1
     healthy_after = [m for m in members if m.healthy and m.name != candidate.name]
+    if target_total == 0:
+        state = "deleting" if candidate.deleting else ("without a node" if candidate.node_name is None else "")
+        others = f" (it is {state})" if state else ""
+        return (
+            f"control-plane Machine {candidate.name} is the cluster's only etcd member{others} and no other "
+            "control-plane Machine has a node yet: rebooting or deleting it would stop etcd, the store behind the "
+            "workload cluster's Kubernetes API, with no other member to keep the API answering or to rebuild "
+            "from; the guard refuses. Take an etcd snapshot (`talosctl etcd snapshot`) and fix it by hand"
+        )
     if len(healthy_after) < target_quorum:
         unhealthy = sorted(m.name for m in members if not m.healthy)
         return (
             f"removing control-plane Machine {candidate.name} would leave {len(healthy_after)} healthy of "
             f"{target_total} etcd members, below the quorum of {target_quorum} "
-            f"(unhealthy: {', '.join(unhealthy) or 'none'}); fix the control plane by hand"
+            f"(unhealthy: {', '.join(unhealthy) or 'none'}): without a quorum etcd stops accepting writes and the "
+            "workload cluster's Kubernetes API stops working; fix the control plane by hand"
         )
     return None

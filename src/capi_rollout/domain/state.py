@@ -17,11 +17,13 @@ from capi_rollout.domain.model import Cluster, ControlPlane, HealthCheck, Machin
 MAINTENANCE = "maintenance"
 RUNNING = "running"
 UNREACHABLE = "unreachable"
+UNTRUSTED = "untrusted"
 
 
 @dataclass(frozen=True)
 class NodeStatus:
-    """Talos's answer for one address: state is running, maintenance, booting, unreachable or denied."""
+    """Talos's answer for one address: state is running, maintenance, booting, unreachable, denied or untrusted
+    (its certificate is not one this tool may trust, and it is not Talos maintenance mode)."""
 
     address: str
     state: str

@@ -5,7 +5,8 @@ Contract: no I/O, no generated code. :data:`FILES` describes exactly what the ha
 paths, package names, message names and field numbers:
 
 * ``machine/machine.proto``  — siderolabs/talos ``api/machine/machine.proto`` (``MachineService.Reboot``,
-  ``MachineService.Version``; ``RebootRequest.Mode.FORCE = 2`` since Talos v1.12).
+  ``MachineService.Version``, ``MachineService.Read`` (server streaming); ``RebootRequest.Mode.FORCE = 2``
+  since Talos v1.12).
 * ``common/common.proto``    — siderolabs/talos ``api/common/common.proto`` (``common.Metadata``).
 * ``v1alpha1/resource.proto``, ``v1alpha1/state.proto`` — cosi-project/specification
   ``proto/v1alpha1/{resource,state}.proto`` (``cosi.resource.State/Get``).
@@ -60,10 +61,13 @@ def _enum(name: str, values: list[str]) -> descriptor_pb2.EnumDescriptorProto:
     return enum
 
 
-def _service(name: str, methods: list[tuple[str, str, str]]) -> descriptor_pb2.ServiceDescriptorProto:
+def _service(name: str, methods: list[tuple[str, str, str]], *,
+             streaming: frozenset[str] = frozenset()) -> descriptor_pb2.ServiceDescriptorProto:
     svc = descriptor_pb2.ServiceDescriptorProto(name=name)
     for mname, input_type, output_type in methods:
-        svc.method.add(name=mname, input_type=input_type, output_type=output_type)
+        method = svc.method.add(name=mname, input_type=input_type, output_type=output_type)
+        if mname in streaming:
+            method.server_streaming = True
     return svc
 
 
@@ -102,6 +106,9 @@ FILES: tuple[descriptor_pb2.FileDescriptorProto, ...] = (
             ("hostname", 1, _S, None, False),
             ("error", 2, _S, None, False),
             ("status", 3, _M, ".google.rpc.Status", False),
+        ]), _message("Data", [
+            ("metadata", 1, _M, ".common.Metadata", False),
+            ("bytes", 2, _B, None, False),
         ])],
     ),
     _file(
@@ -126,11 +133,13 @@ FILES: tuple[descriptor_pb2.FileDescriptorProto, ...] = (
                 (name, number, _S, None, False)
                 for number, name in enumerate(["tag", "sha", "built", "go_version", "os", "arch"], start=1)
             ]),
+            _message("ReadRequest", [("path", 1, _S, None, False)]),
         ],
         services=[_service("MachineService", [
             ("Reboot", ".machine.RebootRequest", ".machine.RebootResponse"),
             ("Version", ".google.protobuf.Empty", ".machine.VersionResponse"),
-        ])],
+            ("Read", ".machine.ReadRequest", ".common.Data"),
+        ], streaming=frozenset({"Read"}))],
     ),
     _file(
         "resource/definitions/enums/enums.proto", "talos.resource.definitions.enums", [], [],
@@ -153,6 +162,7 @@ FILES: tuple[descriptor_pb2.FileDescriptorProto, ...] = (
                 ("unmet_conditions", 2, _M, ".talos.resource.definitions.runtime.UnmetCondition", True),
             ]),
             _message("UnmetCondition", [("name", 1, _S, None, False), ("reason", 2, _S, None, False)]),
+            _message("BootIDSpec", [("boot_id", 1, _S, None, False)]),
         ],
     ),
     _file(
@@ -218,6 +228,9 @@ Resource: Any = message_class("cosi.resource.Resource")
 ResourceMetadata: Any = message_class("cosi.resource.Metadata")
 ResourceSpec: Any = message_class("cosi.resource.Spec")
 MachineStatusSpec: Any = message_class("talos.resource.definitions.runtime.MachineStatusSpec")
+BootIDSpec: Any = message_class("talos.resource.definitions.runtime.BootIDSpec")
+ReadRequest: Any = message_class("machine.ReadRequest")
+Data: Any = message_class("common.Data")
 Empty: Any = empty_pb2.Empty
 
 # RebootRequest.Mode values by the lower-case names the tool's parameters use.
@@ -228,6 +241,15 @@ REBOOT_MODE_NAMES: dict[int, str] = {v: k for k, v in REBOOT_MODES.items()}
 REBOOT_PATH = "/machine.MachineService/Reboot"
 VERSION_PATH = "/machine.MachineService/Version"
 STATE_GET_PATH = "/cosi.resource.State/Get"
+READ_PATH = "/machine.MachineService/Read"  # server streaming: common.Data chunks
+
+# What ``talosctl reboot --wait`` reads before and after the reboot (cmd/talosctl/pkg/talos/action/tracker.go
+# getBootID: ``c.Read(ctx, "/proc/sys/kernel/random/boot_id")``; Read needs os:admin).
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+# The same value as a resource, readable by every role, since Talos v1.14
+# (siderolabs/talos pkg/machinery/resources/runtime/boot_id.go).
+BOOT_ID_TYPE = "BootIDs.runtime.talos.dev"
+BOOT_ID_ID = "boot-id"
 
 # The MachineStatus resource pointer (siderolabs/talos pkg/machinery/resources/runtime/machine_status.go).
 MACHINE_STATUS_NAMESPACE = "runtime"
