@@ -4,6 +4,12 @@ Contract: ``plan`` never writes (no deletes, no reboots, no ledger); it prints o
 resolved targets, the preflight report and the decision for the current phase, each with its reasons.
 ``run`` performs the whole rollout in this process (the code the workflow steps run) and exits 0 on
 success, 1 on a failed rollout, 2 on bad parameters.
+
+Every user input is read through :mod:`capi_rollout.userfiles` and checked before anything acts: the snapshot's
+objects (:func:`capi_rollout.userfiles.object_problem`), the ``--ledger`` file (its schema and that it is this
+cluster's), the kubeconfig (readable, one mapping, list-shaped sections), ``--summary-file`` (writable, then
+replaced whole). A problem raises :class:`InputError` (one line naming the input; the CLI exits 2);
+an API server that cannot be used raises :class:`ApiUnusable` (exit 1).
 """
 
 from __future__ import annotations
