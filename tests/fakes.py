@@ -61,6 +61,7 @@ class FakeKube:
         self.secrets: list[dict[str, Any]] = [{"metadata": {"name": "homelab-talosconfig", "namespace": b.NS},
                                                "data": {"talosconfig": "Y29udGV4dDogaG9tZWxhYgo="}}]
         self.config_maps: dict[str, tuple[dict[str, str], int]] = {}
+        self.config_map_meta: dict[str, dict[str, Any]] = {}  # name -> labels and ownerReferences as written
         self.events: list[tuple[str, str]] = []
         self.deleted: list[str] = []
         self.log: list[str] = []
@@ -107,6 +108,14 @@ class FakeKube:
         found = self.config_maps.get(name)
         return (dict(found[0]), str(found[1])) if found else None
 
+    def read_config_map_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.config_maps.get(name)
+        if found is None:
+            return None
+        meta = copy.deepcopy(self.config_map_meta.get(name, {}))
+        return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": str(found[1]), **meta},
+                "data": dict(found[0])}
+
     def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
                          labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
         current = self.config_maps.get(name)
@@ -114,6 +123,10 @@ class FakeKube:
             raise AssertionError(f"conflicting write of ConfigMap {name}")
         version = (current[1] if current else 0) + 1
         self.config_maps[name] = (dict(data), version)
+        meta: dict[str, Any] = {"labels": dict(labels)}
+        if owner and owner.get("uid"):
+            meta["ownerReferences"] = [{**owner, "blockOwnerDeletion": False}]
+        self.config_map_meta[name] = meta
         return str(version)
 
 

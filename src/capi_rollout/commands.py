@@ -4,27 +4,36 @@ Contract: ``plan`` never writes (no deletes, no reboots, no ledger); it prints o
 resolved targets, the preflight report and the decision for the current phase, each with its reasons.
 ``run`` performs the whole rollout in this process (the code the workflow steps run) and exits 0 on
 success, 1 on a failed rollout, 2 on bad parameters.
+
+Every user input is read through :mod:`capi_rollout.userfiles` and checked before anything acts: the snapshot's
+objects (:func:`capi_rollout.userfiles.object_problem`), the ``--ledger`` file (its schema and that it is this
+cluster's), the kubeconfig (readable, one mapping, list-shaped sections), ``--summary-file`` (writable, then
+replaced whole). A problem raises :class:`InputError` (one line naming the input; the CLI exits 2);
+an API server that cannot be used raises :class:`ApiUnusable` (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from capi_rollout.domain.decide import decide
-from capi_rollout.domain.ledger import Ledger, PhaseRecord
+from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, parse_time
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.resolve import ResolveError, resolve_targets
 from capi_rollout.domain.state import ClusterState
 from capi_rollout.params import DEFAULTS, ParamError, Params, parse_params
+from capi_rollout.userfiles import InputError, object_problem, read_text, yaml_documents
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def raw_params(args: argparse.Namespace) -> dict[str, str]:
@@ -32,17 +41,68 @@ def raw_params(args: argparse.Namespace) -> dict[str, str]:
 
 
 def load_documents(path: str) -> list[dict[str, Any]]:
-    """YAML or JSON documents from a file (``-`` = stdin); a ``v1 List`` is flattened into its items."""
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    """YAML or JSON documents from a file (``-`` = stdin); a ``v1 List`` is flattened into its items.
+
+    :class:`InputError` (one line naming the file) when the file cannot be read, is not YAML, holds no objects
+    or holds a document that is not a Kubernetes object of the expected shape."""
+    source = "snapshot " + ("on stdin" if path == "-" else path)
     docs: list[dict[str, Any]] = []
-    for doc in yaml.safe_load_all(text):
-        if not isinstance(doc, dict):
+    for i, doc in enumerate(yaml_documents(read_text(path, what="snapshot"), source), start=1):
+        if doc is None:
             continue
-        if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):
-            docs.extend(d for d in doc["items"] if isinstance(d, dict))
+        if isinstance(doc, dict) and isinstance(doc.get("kind"), str) and doc["kind"].endswith("List"):
+            items = doc.get("items")
+            if not isinstance(items, list):
+                raise InputError(f"{source}: document {i} is a {doc['kind'][:60]} without an items list")
+            found = [(f"document {i} item {j}", item) for j, item in enumerate(items, start=1)]
         else:
-            docs.append(doc)
+            found = [(f"document {i}", doc)]
+        for where, obj in found:
+            if problem := object_problem(obj):
+                raise InputError(f"{source}: {where} {problem}")
+            docs.append(obj)
+    if not docs:
+        raise InputError(f"{source}: no Kubernetes objects in it")
     return docs
+
+
+def load_ledger(path: str, params: Params) -> Ledger:
+    """The ``plan --ledger`` file, checked against its schema and the cluster being planned."""
+    text = read_text(path, what="ledger")
+    try:
+        ledger = Ledger.from_json(text)
+        ledger.check_belongs_to(cluster=params.cluster_name, namespace=params.cluster_namespace)
+    except LedgerError as exc:
+        raise InputError(f"ledger {path}: {exc}") from exc
+    return ledger
+
+
+def check_kubeconfig(path: str | None) -> None:
+    """Refuse an explicit (or ``$KUBECONFIG``) kubeconfig that is unreadable, bombed or of the wrong shape,
+    before the Kubernetes client parses it."""
+    path = path or os.environ.get("KUBECONFIG") or None
+    if path is None or os.pathsep in path:
+        return
+    source = f"kubeconfig {path}"
+    docs = yaml_documents(read_text(path, what="kubeconfig"), source)
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise InputError(f"{source}: not a kubeconfig (one YAML mapping with clusters, contexts and users)")
+    for key in ("clusters", "contexts", "users"):
+        value = docs[0].get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, dict) for v in value)):
+            raise InputError(f"{source}: {key} must be a list of mappings")
+
+
+def connect_kube(kubeconfig: str | None) -> Any:
+    """A connected :class:`Kube`; :class:`InputError` naming the kubeconfig when it is missing or unusable."""
+    from capi_rollout.adapters.kube import Kube, connect
+
+    check_kubeconfig(kubeconfig)
+    try:
+        return Kube(connect(kubeconfig))
+    except Exception as exc:  # the client's ConfigException, or its TypeError/KeyError on a strange kubeconfig
+        where = f"kubeconfig {kubeconfig or os.environ.get('KUBECONFIG') or '~/.kube/config'}"
+        raise InputError(f"{where}: not usable: {type(exc).__name__}: {exc}") from exc
 
 
 def _kind(docs: Sequence[Mapping[str, Any]], kind: str, cluster: str, namespace: str) -> list[dict[str, Any]]:
@@ -106,58 +166,97 @@ def plan_main(args: argparse.Namespace) -> int:
     try:
         params = parse_params(raw_params(args))
     except ParamError as exc:
-        print(f"capi-rollout plan: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from exc
     now = parse_time(args.now) if args.now else datetime.now(UTC)
     if now is None:
-        print(f"capi-rollout plan: --now {args.now!r} is not an RFC 3339 time", file=sys.stderr)
-        return 2
-    ledger = Ledger.from_json(Path(args.ledger).read_text()) if args.ledger else None
-    docs = load_documents(args.file) if args.file else _live_documents(args.kubeconfig, params)
-    result = plan_snapshot(docs, params, now=now, ledger=ledger, phase=args.phase)
+        raise InputError(f"--now {args.now[:60]!r} is not an RFC 3339 time")
+    ledger = load_ledger(args.ledger, params) if args.ledger else None
+    if args.file:
+        docs = load_documents(args.file)
+        try:
+            result = plan_snapshot(docs, params, now=now, ledger=ledger, phase=args.phase)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:  # a field the shape check
+            raise InputError(f"snapshot {args.file}: a field has an unexpected type or value "  # does not cover
+                             f"({type(exc).__name__}: {exc})") from exc
+    else:
+        docs = _live_documents(args.kubeconfig, params)
+        result = plan_snapshot(docs, params, now=now, ledger=ledger, phase=args.phase)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 1 if result["decision"]["kind"] == "fail" or not result.get("preflight", {}).get("ok", True) else 0
 
 
 def _live_documents(kubeconfig: str | None, params: Params) -> list[dict[str, Any]]:
-    from capi_rollout.adapters.kube import Kube, connect
+    from capi_rollout.adapters.kube import KubeError
 
-    kube = Kube(connect(kubeconfig))
+    kube = connect_kube(kubeconfig)
     ns, sel = params.cluster_namespace, f"{CLUSTER_NAME_LABEL}={params.cluster_name}"
-    cluster = kube.get_cluster(ns, params.cluster_name)
-    docs: list[dict[str, Any]] = [cluster] if cluster else []
-    docs += [{**o, "kind": "TalosControlPlane"} for o in kube.list_control_planes(ns, sel)]
-    docs += [{**o, "kind": "MachineDeployment"} for o in kube.list_machine_deployments(ns, sel)]
-    docs += [{**o, "kind": "Machine"} for o in kube.list_machines(ns, sel)]
-    docs += [{**o, "kind": "MachineHealthCheck"} for o in kube.list_health_checks(ns)]
-    docs += [{"kind": "Secret", "metadata": s["metadata"], "data": {k: "" for k in s.get("data") or {}}}
-             for s in kube.list_secrets(ns, sel)]
+    try:
+        cluster = kube.get_cluster(ns, params.cluster_name)
+        docs: list[dict[str, Any]] = [cluster] if cluster else []
+        docs += [{**o, "kind": "TalosControlPlane"} for o in kube.list_control_planes(ns, sel)]
+        docs += [{**o, "kind": "MachineDeployment"} for o in kube.list_machine_deployments(ns, sel)]
+        docs += [{**o, "kind": "Machine"} for o in kube.list_machines(ns, sel)]
+        docs += [{**o, "kind": "MachineHealthCheck"} for o in kube.list_health_checks(ns)]
+        docs += [{"kind": "Secret", "metadata": s["metadata"], "data": {k: "" for k in s.get("data") or {}}}
+                 for s in kube.list_secrets(ns, sel)]
+    except KubeError as exc:
+        raise ApiUnusable(f"Kubernetes API error: {exc}") from exc
     return docs
 
 
+class ApiUnusable(InputError):
+    """The API server could not be used (not trusted, unreachable, RBAC): the run failed, exit 1."""
+
+    exit_code = 1
+
+
+def check_output_file(path: str) -> None:
+    """Refuse, before anything runs, an output path that could not be written (a directory, no such parent)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"summary file {path}: is a directory, not a file")
+    if not p.parent.is_dir():
+        raise InputError(f"summary file {path}: the directory {p.parent} does not exist")
+
+
+def write_output_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed over it)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"summary file {path}: cannot write: {exc.strerror or exc}") from exc
+
+
 def run_main(args: argparse.Namespace) -> int:
-    from capi_rollout.adapters.kube import Kube, KubeError, connect
+    from capi_rollout.adapters.kube import KubeError
     from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
     from capi_rollout.runner import configure_logging, run_all
 
-    configure_logging()
     try:
         params = parse_params(raw_params(args))
     except ParamError as exc:
-        print(f"capi-rollout run: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from exc
+    if args.ledger_namespace is not None and not _DNS_LABEL.fullmatch(args.ledger_namespace):
+        raise InputError(f"--ledger-namespace must be a namespace name (DNS-1123 label), "
+                         f"got {args.ledger_namespace[:63]!r}")
+    if args.summary_file:
+        check_output_file(args.summary_file)
+    kube = connect_kube(args.kubeconfig)
+    configure_logging()
     try:
-        kube = Kube(connect(args.kubeconfig))
         store: LedgerStore = MemoryLedgerStore()
         if args.ledger_namespace:
             run_id = f"{params.cluster_namespace}-{params.cluster_name}-{datetime.now(UTC):%Y%m%d%H%M%S}"
             store = ConfigMapLedgerStore(kube, namespace=args.ledger_namespace, run_id=run_id)
         result = run_all(params, kube=kube, store=store)
     except KubeError as exc:
-        print(f"capi-rollout run: Kubernetes API error: {exc}", file=sys.stderr)
-        return 1
+        raise ApiUnusable(f"Kubernetes API error: {exc}") from exc
     if args.summary_file:
-        Path(args.summary_file).write_text(result.outputs.get("summary", "{}"))
+        write_output_file(args.summary_file, result.outputs.get("summary", "{}"))
     if not result.ok:
         print(f"capi-rollout run: FAILED: {result.message}", file=sys.stderr)
     return 0 if result.ok else 1

@@ -3,17 +3,19 @@
 Contract: :class:`ConfigMapLedgerStore` keeps the ledger JSON under the key ``ledger`` of the ConfigMap
 ``capi-rollout-<run id>`` in the workflow's namespace, with an ownerReference to the Workflow (so it is
 garbage-collected with it) and optimistic concurrency (a lost update raises instead of silently
-overwriting). :class:`MemoryLedgerStore` is for ``capi-rollout run`` without a run id and for tests.
+overwriting). Loading trusts nothing it reads: a ConfigMap without the store's labels, not owned by this
+Workflow (when an owner is known), or whose ledger breaks the schema raises :class:`LedgerError`.
+:class:`MemoryLedgerStore` is for ``capi-rollout run`` without a run id and for tests.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from capi_rollout.adapters.kube import Kube
-from capi_rollout.domain.ledger import Ledger
+from capi_rollout.domain.ledger import Ledger, LedgerError
 
 LEDGER_KEY = "ledger"
 LABELS = {"app.kubernetes.io/name": "capi-rollout", "app.kubernetes.io/component": "ledger"}
@@ -29,6 +31,10 @@ def ledger_name(run_id: str) -> str:
     """``capi-rollout-<run id>`` made a valid ConfigMap name."""
     cleaned = re.sub(r"[^a-z0-9.-]+", "-", run_id.lower()).strip("-.") or "run"
     return f"capi-rollout-{cleaned}"[:253]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class MemoryLedgerStore:
@@ -53,13 +59,33 @@ class ConfigMapLedgerStore:
         self._version: str | None = None
 
     def load(self) -> Ledger | None:
-        found = self.kube.read_config_map(self.namespace, self.name)
+        """The stored ledger, or None when there is none yet; :class:`LedgerError` when the ConfigMap is not one
+        this store wrote (labels, owner) or its ledger breaks the schema."""
+        found = self.kube.read_config_map_object(self.namespace, self.name)
         if found is None:
             self._version = None
             return None
-        data, self._version = found
+        where = f"ledger ConfigMap {self.namespace}/{self.name}"
+        metadata = _mapping(found.get("metadata"))
+        self._version = str(metadata.get("resourceVersion", ""))
+        labels = _mapping(metadata.get("labels"))
+        if any(labels.get(k) != v for k, v in LABELS.items()):
+            wanted = ", ".join(f"{k}={v}" for k, v in LABELS.items())
+            raise LedgerError(f"{where}: not written by capi-rollout (labels {wanted} missing)")
+        if self.owner and self.owner.get("uid"):
+            refs = metadata.get("ownerReferences")
+            refs = refs if isinstance(refs, list) else []
+            if not any(isinstance(r, dict) and r.get("uid") == self.owner["uid"] for r in refs):
+                raise LedgerError(f"{where}: not owned by this Workflow ({self.owner.get('name')}, uid "
+                                  f"{self.owner['uid']}); refusing a ledger another run or user wrote")
+        data = _mapping(found.get("data"))
         text = data.get(LEDGER_KEY)
-        return Ledger.from_json(text) if text else None
+        if not isinstance(text, str) or not text:
+            raise LedgerError(f"{where}: has no key {LEDGER_KEY!r}")
+        try:
+            return Ledger.from_json(text)
+        except LedgerError as exc:
+            raise LedgerError(f"{where}: {exc}") from exc
 
     def save(self, ledger: Ledger) -> None:
         self._version = self.kube.write_config_map(

@@ -6,7 +6,9 @@ kustomize directory (built with ``kustomize build``, so patches count), or a pla
 (:mod:`capi_rollout.domain.strategy`, no second copy here), and every CAPI object for a pause that would stall a
 rollout. Findings print as ``<source>: <violation>``.
 
-Exit codes: 0 no findings, 1 findings, 2 a path could not be read (missing, bad YAML, kustomize failed or absent).
+Exit codes: 0 no findings, 1 findings, 2 a path could not be read (missing, a directory or file that cannot be read,
+binary or not UTF-8, bad or bombed YAML — read by :mod:`capi_rollout.userfiles` — a CAPI object of the wrong
+shape, kustomize failed or absent) or held no TalosControlPlane or MachineDeployment at all (nothing checked).
 The kustomize binary: ``$KUSTOMIZE`` if set, else ``kustomize`` on PATH, else ``kubectl kustomize``.
 """
 
@@ -21,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from capi_rollout.domain.strategy import (
     check_control_plane_strategy,
     check_machine_deployment_strategy,
     paused_reason,
 )
+from capi_rollout.userfiles import InputError, object_problem, read_text, yaml_documents
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _CAPI_GROUPS = ("cluster.x-k8s.io/", "controlplane.cluster.x-k8s.io/")
@@ -61,18 +62,35 @@ def kustomize_command(env: Mapping[str, str] | None = None) -> list[str] | None:
 
 def _documents(text: str, source: str) -> Iterator[dict[str, Any]]:
     try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise LintInputError(f"{source}: not valid YAML: {exc}") from exc
-    for doc in docs:
+        docs = yaml_documents(text, source)
+    except InputError as exc:
+        raise LintInputError(str(exc)) from exc
+    for i, doc in enumerate(docs, start=1):
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            raise LintInputError(f"{source}: a document is not a mapping")
-        if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            yield from (item for item in doc["items"] if isinstance(item, dict))
+            raise LintInputError(f"{source}: document {i} is not a mapping")
+        if doc.get("kind") == "List":
+            items = doc.get("items")
+            if not isinstance(items, list):
+                raise LintInputError(f"{source}: document {i} is a List without an items list")
+            found = [(f"document {i} item {j}", item) for j, item in enumerate(items, start=1)]
         else:
-            yield doc
+            found = [(f"document {i}", doc)]
+        for where, obj in found:
+            # Only CAPI objects are checked: only they must have the shape the rules read.
+            capi = not isinstance(obj, dict) or str(obj.get("apiVersion", "")).startswith(_CAPI_GROUPS)
+            if capi and (problem := object_problem(obj)):
+                raise LintInputError(f"{source}: {where} {problem}")
+            if isinstance(obj, dict):
+                yield obj
+
+
+def _read(path: Path) -> str:
+    try:
+        return read_text(str(path))
+    except InputError as exc:
+        raise LintInputError(str(exc)) from exc
 
 
 def _build_kustomization(directory: Path, env: Mapping[str, str] | None) -> str:
@@ -101,10 +119,8 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[str, di
             source = f"{path} (kustomize build)"
             return [(source, doc) for doc in _documents(_build_kustomization(path, env), source)]
         files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        return [(str(f), doc) for f in files for doc in _documents(f.read_text(encoding="utf-8"), str(f))]
-    if path.is_file():
-        return [(str(path), doc) for doc in _documents(path.read_text(encoding="utf-8"), str(path))]
-    raise LintInputError(f"{path}: no such file or directory")
+        return [(str(f), doc) for f in files for doc in _documents(_read(f), str(f))]
+    return [(str(path), doc) for doc in _documents(_read(path), str(path))]
 
 
 def check_object(obj: Mapping[str, Any]) -> list[str]:
@@ -136,19 +152,20 @@ def lint(paths: Sequence[Path], env: Mapping[str, str] | None = None) -> tuple[l
 
 
 def main(paths: list[str]) -> int:
-    """The ``lint`` subcommand: print findings; exit 0 clean, 1 findings, 2 unreadable input."""
+    """The ``lint`` subcommand: print findings; exit 0 clean, 1 findings, 2 unreadable input or nothing to check."""
     try:
         findings, checked = lint([Path(p) for p in paths])
     except LintInputError as exc:
         print(f"lint: {exc}", file=sys.stderr)
+        return 2
+    if checked == 0:
+        print(f"lint: no TalosControlPlane or MachineDeployment found in {', '.join(paths)}: nothing was checked "
+              "(wrong path?)", file=sys.stderr)
         return 2
     for finding in findings:
         print(finding)
     if findings:
         print(f"lint: {len(findings)} problem(s) in {checked} rollout object(s)", file=sys.stderr)
         return 1
-    if checked == 0:
-        print("lint: no TalosControlPlane or MachineDeployment found", file=sys.stderr)
-    else:
-        print(f"lint: {checked} rollout object(s), no problems")
+    print(f"lint: {checked} rollout object(s), no problems")
     return 0

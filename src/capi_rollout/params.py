@@ -38,6 +38,15 @@ DESCRIPTIONS: dict[str, str] = {
     "dryRun": "true: evaluate and log 'would delete / would reboot', write nothing.",
 }
 
+# Sane bounds (inclusive), the single source for validation, the CLI help, the template and README.
+DURATION_BOUNDS: dict[str, tuple[float, float]] = {
+    "pollInterval": (0.1, 3600.0),
+    "controlPlaneTimeout": (1.0, 7 * 24 * 3600.0),
+    "workersTimeout": (1.0, 7 * 24 * 3600.0),
+    "stallTimeout": (1.0, 24 * 3600.0),
+}
+MAX_REMEDIATIONS = 50
+
 REBOOT_MODES = ("powercycle", "default", "force")
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -62,13 +71,13 @@ def parse_duration(text: str) -> float:
     if s in ("0", "+0"):
         return 0.0
     if s.startswith("-"):
-        raise ValueError(f"negative durations are not allowed, got {text!r}")
+        raise ValueError(f"negative durations are not allowed, got {_clip(text)!r}")
     s = s.removeprefix("+")
     pos, total = 0, 0.0
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
         if not m:
-            raise ValueError(f"not a duration like 30s, 45m or 1h30m: {text!r}")
+            raise ValueError(f"not a duration like 30s, 45m or 1h30m: {_clip(text)!r}")
         total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         pos = m.end()
     if not s:
@@ -124,13 +133,28 @@ def _to_camel(snake: str) -> str:
     return head + "".join(p.capitalize() for p in rest)
 
 
+def _clip(text: str, limit: int = 40) -> str:
+    """A value short enough to quote in a one-line message."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def describe_bounds(name: str) -> str:
+    """The bounds of a parameter in words (``between 100ms and 1h0m0s``), or "" when it has none."""
+    if name in DURATION_BOUNDS:
+        low, high = DURATION_BOUNDS[name]
+        return f"between {format_duration(low)} and {format_duration(high)}"
+    if name == "maxRemediations":
+        return f"0 to {MAX_REMEDIATIONS}"
+    return ""
+
+
 def _parse_bool(text: str) -> bool:
     low = text.strip().lower()
     if low in ("true", "1", "yes"):
         return True
-    if low in ("false", "0", "no", ""):
+    if low in ("false", "0", "no"):
         return False
-    raise ValueError(f"must be true or false, got {text!r}")
+    raise ValueError(f"must be true or false, got {_clip(text)!r}")
 
 
 def parse_params(raw: Mapping[str, str | None]) -> Params:
@@ -143,20 +167,34 @@ def parse_params(raw: Mapping[str, str | None]) -> Params:
         if name not in DEFAULTS:
             problems.append(f"{name}: unknown parameter (known: {', '.join(DEFAULTS)})")
 
+    # Values are taken verbatim: what the runner acts on is the very string Argo puts in the mutex name
+    # (``capi-rollout-<clusterNamespace>-<clusterName>``), so nothing is stripped or defaulted here.
+    given: dict[str, str] = {}
+    for name, given_value in raw.items():
+        if name not in DEFAULTS or given_value is None:
+            continue
+        text = str(given_value)
+        if text.strip() == "":
+            default = DEFAULTS[name]
+            problems.append(f"{name}: must not be empty" + (f" (omit it for the default {default})" if default else ""))
+        elif text != text.strip():
+            problems.append(f"{name}: must not start or end with spaces, got {_clip(text)!r}")
+        else:
+            given[name] = text
+
     def get(name: str) -> str:
-        value = raw.get(name)
-        if value is None or (isinstance(value, str) and value.strip() == "" and DEFAULTS[name] is not None):
-            return DEFAULTS[name] or ""
-        return str(value).strip()
+        return given.get(name, DEFAULTS[name] or "")
 
     cluster_name = get("clusterName")
-    if not cluster_name:
+    if "clusterName" not in raw or raw.get("clusterName") is None:
         problems.append("clusterName: required (the name of the CAPI Cluster to roll)")
+    elif not cluster_name:
+        pass  # already reported (empty or padded)
     elif len(cluster_name) > 63 or not _DNS1123_LABEL.match(cluster_name):
-        problems.append(f"clusterName: must be a DNS-1123 label (lowercase, digits, '-'), got {cluster_name!r}")
+        problems.append(f"clusterName: must be a DNS-1123 label (lowercase, digits, '-'), got {_clip(cluster_name)!r}")
     namespace = get("clusterNamespace")
-    if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
-        problems.append(f"clusterNamespace: must be a DNS-1123 label, got {namespace!r}")
+    if "clusterNamespace" in given and (len(namespace) > 63 or not _DNS1123_LABEL.match(namespace)):
+        problems.append(f"clusterNamespace: must be a DNS-1123 label, got {_clip(namespace)!r}")
 
     durations: dict[str, float] = {}
     for name in ("pollInterval", "controlPlaneTimeout", "workersTimeout", "stallTimeout"):
@@ -165,20 +203,26 @@ def parse_params(raw: Mapping[str, str | None]) -> Params:
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
             continue
+        low, high = DURATION_BOUNDS[name]
         if value <= 0:
             problems.append(f"{name}: must be greater than zero, got {get(name)!r}")
+        elif not low <= value <= high:
+            problems.append(f"{name}: must be between {format_duration(low)} and {format_duration(high)}, "
+                            f"got {_clip(get(name))!r}")
         durations[name] = value
 
     max_rem = 0
     text = get("maxRemediations")
-    if re.fullmatch(r"\d+", text):
-        max_rem = int(text)
+    if not re.fullmatch(r"\d+", text):
+        problems.append(f"maxRemediations: must be a whole number ≥ 0, got {_clip(text)!r}")
+    elif len(text.lstrip("0")) > 6 or int(text) > MAX_REMEDIATIONS:
+        problems.append(f"maxRemediations: must be at most {MAX_REMEDIATIONS}, got {_clip(text)!r}")
     else:
-        problems.append(f"maxRemediations: must be a whole number ≥ 0, got {text!r}")
+        max_rem = int(text)
 
     mode = get("rebootMode").lower()
     if mode not in REBOOT_MODES:
-        problems.append(f"rebootMode: must be one of {', '.join(REBOOT_MODES)}, got {get('rebootMode')!r}")
+        problems.append(f"rebootMode: must be one of {', '.join(REBOOT_MODES)}, got {_clip(get('rebootMode'))!r}")
 
     dry_run = False
     try:
@@ -208,3 +252,9 @@ def parse_params(raw: Mapping[str, str | None]) -> Params:
 def is_dns_subdomain(name: str) -> bool:
     """True for a valid Kubernetes object name (DNS-1123 subdomain)."""
     return len(name) <= 253 and bool(_DNS1123_SUBDOMAIN.match(name))
+
+
+# Every description names its bounds, so the CLI help, the template's parameter descriptions and README agree.
+for _name in DESCRIPTIONS:
+    if _bounds := describe_bounds(_name):
+        DESCRIPTIONS[_name] += f" Allowed: {_bounds}."

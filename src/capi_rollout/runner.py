@@ -44,7 +44,7 @@ from typing import Any
 from capi_rollout.adapters.informer import ObjectCache, Waker, cluster_cache
 from capi_rollout.adapters.kube import Kube, KubeError, connect
 from capi_rollout.domain.decide import addresses_to_probe, decide
-from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, PhaseRecord
+from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.resolve import TALOSCONFIG_KEY, ResolveError, Targets, resolve_targets
@@ -68,6 +68,10 @@ class StepResult:
 
 class StepFailed(Exception):
     """An expected failure of a step; the message is what the user reads."""
+
+
+class LedgerUnusable(StepFailed):
+    """The stored ledger breaks its schema, names another cluster or was not written by this run."""
 
 
 def _utcnow() -> datetime:
@@ -106,9 +110,19 @@ class Runner:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = self.store.load() or Ledger(cluster=self.params.cluster_name,
-                                                       namespace=self.params.cluster_namespace)
+            self._ledger = self.load_ledger() or Ledger(cluster=self.params.cluster_name,
+                                                        namespace=self.params.cluster_namespace)
         return self._ledger
+
+    def load_ledger(self) -> Ledger | None:
+        """The stored ledger (None when none yet); :class:`LedgerUnusable` when it is garbage or another cluster's."""
+        try:
+            ledger = self.store.load()
+            if ledger is not None:
+                ledger.check_belongs_to(cluster=self.params.cluster_name, namespace=self.params.cluster_namespace)
+        except LedgerError as exc:
+            raise LedgerUnusable(f"cannot use the run's ledger: {exc}") from exc
+        return ledger
 
     def _save(self, ledger: Ledger) -> None:
         self._ledger = ledger
@@ -309,7 +323,12 @@ class Runner:
 
     def summary(self, *, workflow_status: str | None = None, workflow_failures: str | None = None,
                 failure: str | None = None) -> dict[str, Any]:
-        summary = build_summary(self.store.load(), workflow_status=workflow_status,
+        try:
+            ledger = self.load_ledger()
+        except LedgerUnusable as exc:  # the summary still reports, with the reason
+            ledger = None
+            failure = failure if failure and str(exc) in failure else "; ".join(f for f in (failure, str(exc)) if f)
+        summary = build_summary(ledger, workflow_status=workflow_status,
                                 workflow_failures=workflow_failures, failure=failure)
         self.out(render_table(summary))
         return summary
@@ -375,6 +394,8 @@ def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
         summary = runner.summary(workflow_status=workflow_status, workflow_failures=workflow_failures)
         return StepResult(True, "; ".join(summary["reasons"]) or "rollout succeeded",
                           {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
+    except LedgerUnusable as exc:  # never write over (or read more from) a ledger we cannot trust
+        return StepResult(False, str(exc))
     except StepFailed as exc:
         if step == "resolve":  # keep the reason for the summary (the exit hook reads only the ledger)
             with contextlib.suppress(KubeError):

@@ -87,9 +87,11 @@ def test_a_paused_object_is_reported(tmp_path: Path) -> None:
     assert [("paused" in f.message) for f in findings] == [True, True]
 
 
-def test_objects_that_are_not_capi_are_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_objects_that_are_not_capi_are_ignored_and_finding_no_rollout_object_fails(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {paused: true}\n"
-    assert lint.main([str(write(tmp_path / "d.yaml", other))]) == 0
+    assert lint.lint([write(tmp_path / "d.yaml", other)]) == ([], 0)
+    assert lint.main([str(tmp_path / "d.yaml")]) == 2  # nothing checked is not a pass (a wrong path, most likely)
     assert "no TalosControlPlane or MachineDeployment found" in capsys.readouterr().err
 
 

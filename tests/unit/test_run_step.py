@@ -12,7 +12,7 @@ def test_bad_parameters_fail_the_step_naming_each_one(tmp_path: Path) -> None:
     result = run_step("resolve", {"clusterName": "", "rebootMode": "hard"}, run_id="wf", ledger_namespace="argo",
                       kubeconfig=str(tmp_path / "none"))
     assert not result.ok
-    assert "clusterName: required" in result.message and "rebootMode: must be one of" in result.message
+    assert "clusterName: must not be empty" in result.message and "rebootMode: must be one of" in result.message
 
 
 def test_the_summary_still_reports_when_the_parameters_are_bad() -> None:

@@ -157,6 +157,7 @@ def test_render_check_passes_on_the_repository() -> None:
 
 
 def test_render_check_fails_on_drift_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "capi-rollout"\n')  # --root must be the repo
     path = tmp_path / render.TEMPLATE_PATH
     path.parent.mkdir(parents=True)
     drifted = render.render_text().replace("retryPolicy: OnError", "retryPolicy: Always")
@@ -168,6 +169,7 @@ def test_render_check_fails_on_drift_and_writes_nothing(tmp_path: Path, capsys: 
 
 
 def test_render_writes_the_file_then_check_accepts_it(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "capi-rollout"\n')  # --root must be the repo
     assert render.main(check=True, root=str(tmp_path)) == 1  # nothing committed yet
     assert render.main(check=False, root=str(tmp_path)) == 0
     assert render.main(check=True, root=str(tmp_path)) == 0

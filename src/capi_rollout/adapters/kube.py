@@ -11,8 +11,10 @@ Contract:
 * Its only writes are: delete one Machine (with a UID precondition), create an Event, and create/replace the
   ledger ConfigMap. It never patches or updates CAPI objects.
 * Transient failures (connection errors, 429, 5xx) are retried with capped exponential
-  backoff for up to ``retry_for`` seconds; they never fail a rollout on their own. Other API errors raise
-  :class:`KubeError` with the verb, the resource and the server's message.
+  backoff for up to ``retry_for`` seconds; each retry is logged with how long it will keep trying. A failed
+  verification of the API server's TLS certificate is not transient: it raises :class:`KubeError` at once,
+  with the x509 reason. Other API errors raise :class:`KubeError` with the verb, the resource and the
+  server's message.
 * Watching lives in :mod:`capi_rollout.adapters.informer` (an informer-style cache of one cluster's objects,
   which also wakes the runner's loop on a change); this module makes only one-off requests.
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,7 +74,34 @@ def connect(kubeconfig: str | None = None) -> client.ApiClient:
     return client.ApiClient(cfg)
 
 
+_VERIFY_FAILED = re.compile(r"certificate verify failed:?\s*([^()\n]*)", re.IGNORECASE)
+
+
+def tls_verification_failure(exc: BaseException) -> str | None:
+    """The x509 reason ("self-signed certificate", "Hostname mismatch ...") when ``exc`` is a failed verification of
+    the API server's certificate, else None. The Kubernetes client turns ``urllib3``'s SSLError into an
+    ``ApiException`` with status 0 and the text only, so both the exception chain and the text are read."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or current).strip()
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException) and id(reason) not in seen:
+            current = reason  # urllib3's MaxRetryError / SSLError keep the cause here
+            continue
+        current = current.__cause__ or current.__context__
+    text = str(exc.reason) if isinstance(exc, ApiException) else str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text.lower():
+        m = _VERIFY_FAILED.search(text)
+        return (m.group(1).strip() if m else "") or "certificate verify failed"
+    return None
+
+
 def _transient(exc: BaseException) -> bool:
+    if tls_verification_failure(exc) is not None:
+        return False  # an untrusted server stays untrusted: retrying cannot help
     if isinstance(exc, ApiException):
         return exc.status in (0, 408, 429, 500, 502, 503, 504) or exc.status is None
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
@@ -93,16 +124,27 @@ class Backoff:
             try:
                 return fn()
             except Exception as exc:
+                if (x509 := tls_verification_failure(exc)) is not None:
+                    raise KubeError(what, detail=(
+                        f"the API server's TLS certificate failed verification ({x509}); not retried: check the "
+                        "server address and certificate-authority in the kubeconfig")) from exc
                 if not _transient(exc) or self.clock() + delay > deadline:
-                    if isinstance(exc, ApiException):
+                    if isinstance(exc, ApiException) and not (exc.status == 0 and _transient(exc)):
                         raise KubeError(what, exc) from exc
                     if _transient(exc):
-                        detail = f"API server unreachable for {self.retry_for:.0f}s: {exc}"
+                        detail = f"API server unreachable for {_seconds(self.retry_for)}: {_short(exc)}"
                         raise KubeError(what, detail=detail) from exc
                     raise
-                log.warning("%s: transient error (%s); retrying in %.1fs", what, _short(exc), delay)
+                left = max(deadline - self.clock(), 0.0)
+                log.warning("%s: transient error (%s); retrying in %.1fs, for up to %s more before giving up",
+                            what, _short(exc), delay, _seconds(left))
                 self.sleep(delay)
                 delay = min(delay * 2, self.cap)
+
+
+def _seconds(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
 def _short(exc: BaseException) -> str:
@@ -237,14 +279,21 @@ class Kube:
 
     def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         """(data, resourceVersion) of a ConfigMap, or None when it does not exist."""
-        def call() -> tuple[dict[str, str], str] | None:
+        cm = self.read_config_map_object(namespace, name)
+        if cm is None:
+            return None
+        return dict(cm.get("data") or {}), str((cm.get("metadata") or {}).get("resourceVersion", ""))
+
+    def read_config_map_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The whole ConfigMap (metadata with labels and ownerReferences, data), or None when it does not exist."""
+        def call() -> dict[str, Any] | None:
             try:
                 cm = self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return dict(cm.get("data") or {}), str((cm.get("metadata") or {}).get("resourceVersion", ""))
+            return dict(cm) if isinstance(cm, dict) else {}
 
         return self.backoff.run(f"get ConfigMap {namespace}/{name}", call)
 

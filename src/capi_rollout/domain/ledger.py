@@ -4,18 +4,60 @@ Contract: pure data with JSON round-tripping (``to_json`` / ``from_json``). The 
 ConfigMap owned by the Workflow) after every change, so a crashed or retried step resumes with the same phase
 start, the same stall clock and the same remediation count: a retry never exceeds ``maxRemediations`` and never
 gets a fresh timeout.
+
+``from_json`` trusts nothing: the ledger is read back from a ConfigMap (or a ``plan --ledger`` file) that
+someone else could have written. Any deviation from the schema ``to_json`` writes raises :class:`LedgerError`
+naming the field; :meth:`Ledger.check_belongs_to` refuses a ledger of another cluster.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
 from capi_rollout.domain.model import parse_time
 
 PHASES = ("control-plane", "workers")
+RESULTS = (None, "succeeded", "failed")
+MAX_LEDGER_CHARS = 1024 * 1024  # a ConfigMap holds at most 1 MiB
+
+
+class LedgerError(ValueError):
+    """The ledger text does not follow the schema ``Ledger.to_json`` writes; the message names the field."""
+
+
+def _field(d: dict[str, Any], key: str, kinds: type | tuple[type, ...], where: str, *, optional: bool = False) -> Any:
+    if key not in d or (optional and d[key] is None):
+        if optional:
+            return None
+        raise LedgerError(f"{where}: missing field {key!r}")
+    value = d[key]
+    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        names = " or ".join(k.__name__ for k in allowed)
+        raise LedgerError(f"{where}: field {key!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _time(d: dict[str, Any], key: str, where: str, *, optional: bool = False) -> datetime | None:
+    text = _field(d, key, str, where, optional=optional)
+    if text is None:
+        return None
+    parsed = parse_time(text)
+    if parsed is None:
+        raise LedgerError(f"{where}: field {key!r} is not an RFC 3339 time: {text[:40]!r}")
+    return parsed
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise LedgerError(f"{where}: must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+_TARGET_FIELDS = ("cluster", "namespace", "capi_version", "control_plane", "deployments", "talosconfig_secret")
 PHASE_TITLES = {"control-plane": "control plane", "workers": "workers"}
 
 
@@ -43,11 +85,25 @@ class Remediation:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Remediation:
-        at = parse_time(d.get("at"))
-        if at is None:
-            raise ValueError("remediation without a valid 'at' time")
-        return cls(**{**d, "at": at})
+    def from_dict(cls, d: Any, where: str = "remediation") -> Remediation:
+        d = _object(d, where)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise LedgerError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+        at = _time(d, "at", where)
+        assert at is not None
+        return cls(
+            at=at,
+            machine=_field(d, "machine", str, where),
+            node=_field(d, "node", str, where, optional=True),
+            address=_field(d, "address", str, where, optional=True),
+            reason=_field(d, "reason", str, where),
+            reboot_mode=_field(d, "reboot_mode", str, where),
+            deleted=_field(d, "deleted", bool, where),
+            rebooted=_field(d, "rebooted", bool, where),
+            outcome=_field(d, "outcome", str, where),
+            dry_run=bool(_field(d, "dry_run", bool, where, optional=True)),
+        )
 
 
 @dataclass(frozen=True)
@@ -76,19 +132,27 @@ class PhaseRecord:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PhaseRecord:
-        started = parse_time(d.get("started"))
-        if started is None:
-            raise ValueError(f"phase {d.get('name')!r} has no valid start time")
+    def from_dict(cls, d: Any, where: str = "phase") -> PhaseRecord:
+        d = _object(d, where)
+        name = _field(d, "name", str, where)
+        if name not in PHASES:
+            raise LedgerError(f"{where}: unknown phase name {name[:40]!r} (known: {', '.join(PHASES)})")
+        started = _time(d, "started", where)
+        assert started is not None
+        result = _field(d, "result", str, where, optional=True)
+        if result not in RESULTS:
+            raise LedgerError(f"{where}: field 'result' must be succeeded, failed or null, got {result[:40]!r}")
+        remediations = _field(d, "remediations", list, where, optional=True) or []
         return cls(
-            name=str(d["name"]),
+            name=name,
             started=started,
-            last_progress=parse_time(d.get("lastProgress")) or started,
-            fingerprint=str(d.get("fingerprint") or ""),
-            finished=parse_time(d.get("finished")),
-            result=d.get("result"),
-            message=str(d.get("message") or ""),
-            remediations=tuple(Remediation.from_dict(r) for r in d.get("remediations") or []),
+            last_progress=_time(d, "lastProgress", where, optional=True) or started,
+            fingerprint=_field(d, "fingerprint", str, where, optional=True) or "",
+            finished=_time(d, "finished", where, optional=True),
+            result=result,
+            message=_field(d, "message", str, where, optional=True) or "",
+            remediations=tuple(Remediation.from_dict(r, f"{where}.remediations[{i}]")
+                               for i, r in enumerate(remediations)),
         )
 
     @property
@@ -130,13 +194,58 @@ class Ledger:
 
     @classmethod
     def from_json(cls, text: str) -> Ledger:
-        d = json.loads(text)
+        """The ledger ``to_json`` wrote; :class:`LedgerError` naming the first field that deviates."""
+        if len(text) > MAX_LEDGER_CHARS:
+            raise LedgerError(f"larger than {MAX_LEDGER_CHARS} characters")
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LedgerError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except (RecursionError, ValueError):
+            raise LedgerError("not usable JSON (nested too deeply or a number too long)") from None
+        d = _object(loaded, "ledger")
+        cluster = _field(d, "cluster", str, "ledger")
+        namespace = _field(d, "namespace", str, "ledger")
+        targets = _field(d, "targets", dict, "ledger", optional=True) or {}
+        if targets:
+            _check_targets(targets, cluster, namespace)
+        warnings = _field(d, "warnings", list, "ledger", optional=True) or []
+        if not all(isinstance(w, str) for w in warnings):
+            raise LedgerError("ledger: field 'warnings' must be a list of strings")
+        phases: dict[str, PhaseRecord] = {}
+        for key, raw in (_field(d, "phases", dict, "ledger", optional=True) or {}).items():
+            record = PhaseRecord.from_dict(raw, f"ledger phase {key[:40]!r}")
+            if record.name != key:
+                raise LedgerError(f"ledger phase {key[:40]!r}: its name is {record.name!r}")
+            phases[key] = record
         return cls(
-            cluster=str(d["cluster"]),
-            namespace=str(d["namespace"]),
-            targets=dict(d.get("targets") or {}),
-            warnings=tuple(d.get("warnings") or ()),
-            preflight=d.get("preflight"),
-            phases={k: PhaseRecord.from_dict(v) for k, v in (d.get("phases") or {}).items()},
-            failure=d.get("failure"),
+            cluster=cluster,
+            namespace=namespace,
+            targets=dict(targets),
+            warnings=tuple(warnings),
+            preflight=_field(d, "preflight", str, "ledger", optional=True),
+            phases=phases,
+            failure=_field(d, "failure", str, "ledger", optional=True),
         )
+
+    def check_belongs_to(self, *, cluster: str, namespace: str) -> None:
+        """:class:`LedgerError` unless this ledger records the rollout of ``namespace/cluster``."""
+        if (self.namespace, self.cluster) != (namespace, cluster):
+            raise LedgerError(f"it records cluster {self.namespace[:63]}/{self.cluster[:63]}, "
+                              f"not {namespace}/{cluster}")
+
+
+def _check_targets(targets: dict[str, Any], cluster: str, namespace: str) -> None:
+    where = "ledger targets"
+    if sorted(targets) != sorted(_TARGET_FIELDS):
+        raise LedgerError(f"{where}: must have exactly the fields {', '.join(_TARGET_FIELDS)}")
+    for key in _TARGET_FIELDS:
+        if key == "deployments":
+            value = targets[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise LedgerError(f"{where}: field 'deployments' must be a list of strings")
+        else:
+            _field(targets, key, str, where)
+    if (targets["namespace"], targets["cluster"]) != (namespace, cluster):
+        raise LedgerError(f"{where}: name cluster {str(targets['namespace'])[:63]}/{str(targets['cluster'])[:63]}, "
+                          f"not the ledger's {namespace[:63]}/{cluster[:63]}")

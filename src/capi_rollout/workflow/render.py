@@ -3,7 +3,9 @@
 Contract: :func:`render_text` is pure (the YAML, with a header saying where it comes from). :func:`main` writes
 it to :data:`TEMPLATE_PATH` under the repository root, or with ``check=True`` writes nothing and fails (exit 1,
 a unified diff on stderr) when the committed file differs. Both refuse a template that fails the semantic
-check (:mod:`capi_rollout.workflow.semantic`). Regenerate only on purpose (``make render``), never in CI.
+check (:mod:`capi_rollout.workflow.semantic`) and a ``--root`` that is not this repository (exit 2, nothing
+written); the file is replaced whole (written aside, then renamed). Regenerate only on purpose
+(``make render``), never in CI.
 """
 
 from __future__ import annotations
@@ -26,11 +28,19 @@ def render_text() -> str:
     return HEADER + template.build().to_yaml()
 
 
+def is_root(candidate: Path) -> bool:
+    """True when ``candidate`` holds capi-rollout's pyproject.toml (an unreadable one does not count)."""
+    pyproject = candidate / "pyproject.toml"
+    try:
+        return pyproject.is_file() and 'name = "capi-rollout"' in pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def find_root(start: Path) -> Path:
     """The repository root: the nearest directory at or above ``start`` holding capi-rollout's pyproject.toml."""
     for candidate in (start, *start.parents):
-        pyproject = candidate / "pyproject.toml"
-        if pyproject.is_file() and 'name = "capi-rollout"' in pyproject.read_text(encoding="utf-8"):
+        if is_root(candidate):
             return candidate
     raise FileNotFoundError(f"no capi-rollout pyproject.toml at or above {start}")
 
@@ -42,6 +52,10 @@ def main(check: bool, root: str | None) -> int:
     except FileNotFoundError as exc:
         print(f"render: {exc} (pass --root)", file=sys.stderr)
         return 2
+    if root and not is_root(base):
+        print(f"render: --root {root}: not the capi-rollout repository (no pyproject.toml naming capi-rollout)",
+              file=sys.stderr)
+        return 2
     problems = semantic.check(template.manifest())
     if problems:
         print("render: the WorkflowTemplate is unsound:", file=sys.stderr)
@@ -51,7 +65,10 @@ def main(check: bool, root: str | None) -> int:
     wanted = render_text()
     path = base / TEMPLATE_PATH
     if check:
-        current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        try:
+            current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        except (OSError, UnicodeDecodeError):
+            current = ""  # unreadable counts as different: the diff shows it
         if current == wanted:
             print(f"render: {TEMPLATE_PATH} is up to date")
             return 0
@@ -64,7 +81,14 @@ def main(check: bool, root: str | None) -> int:
         sys.stderr.writelines(diff)
         print(f"render: {TEMPLATE_PATH} differs from the Python definition; run `make render`", file=sys.stderr)
         return 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(wanted, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:  # whole or not at all: a temporary file renamed over the committed one
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(wanted, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        print(f"render: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"render: wrote {TEMPLATE_PATH}")
     return 0

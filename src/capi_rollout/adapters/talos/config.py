@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from capi_rollout.userfiles import load_yaml
+
 
 class TalosConfigError(ValueError):
     """The talosconfig cannot be used; the message says why."""
@@ -72,7 +74,7 @@ def _addresses(context: str, name: str, value: Any) -> tuple[str, ...]:
 def parse_talosconfig(text: str, context: str | None = None) -> TalosConfig:
     """Parse talosconfig YAML; ``context`` overrides the file's current context."""
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)  # bounded: aliases and size capped (capi_rollout.userfiles)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

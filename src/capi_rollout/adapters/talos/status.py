@@ -17,6 +17,7 @@ import yaml
 from google.protobuf.message import DecodeError
 
 from capi_rollout.adapters.talos import messages
+from capi_rollout.userfiles import load_yaml
 
 # RuntimeMachineStage enum number -> the name Talos uses in YAML (machinestage_enumer.go).
 STAGE_NAMES: tuple[str, ...] = (
@@ -39,7 +40,7 @@ def stage_number(stage: str) -> int:
 
 def from_yaml(text: str) -> MachineStatus | None:
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)  # bounded: aliases and size capped (capi_rollout.userfiles)
     except yaml.YAMLError:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("stage"), str):
