@@ -115,10 +115,22 @@ def test_no_step_pod_runs_hera(wt: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", LEAVES)
-def test_retries_are_for_argo_errors_only_never_for_a_failed_step(wt: dict[str, Any], name: str) -> None:
+def test_retries_survive_a_pod_lost_from_outside_and_never_repeat_a_failed_step(wt: dict[str, Any], name: str) -> None:
     retry = templates(wt)[name]["retryStrategy"]
-    assert retry["retryPolicy"] == "OnError"
+    assert retry["retryPolicy"] == "Always" and retry["expression"] == template.RETRY_EXPRESSION
     assert 1 <= retry["limit"] <= 3
+    assert retry["backoff"] == {"duration": "15s", "factor": 2}
+    decide = semantic.retry_decision
+    # Argo v4 records a force-deleted pod as Error "pod deleted" with no exit code ("-1").
+    assert decide(retry, "Error", "-1", "pod deleted")
+    # A graceful delete / drain / API eviction: the kubelet marks the pod Failed, main dies of SIGTERM.
+    assert decide(retry, "Failed", "143", "main: Error (exit code 143)")
+    assert decide(retry, "Failed", "137", "The node was low on resource: memory. ")
+    # The step's own decisions and its deadline backstop are final.
+    assert not decide(retry, "Failed", "1", "main: Error (exit code 1)")
+    assert not decide(retry, "Failed", "2", "main: Error (exit code 2)")
+    assert not decide(retry, "Failed", "143", "Pod was active on the node longer than the specified deadline")
+    assert not decide(retry, "Failed", "137", "Step exceeded its deadline")
 
 
 def test_deadlines_sit_on_leaves_and_the_phases_take_theirs_from_resolve(wt: dict[str, Any]) -> None:
@@ -159,11 +171,11 @@ def test_render_check_passes_on_the_repository() -> None:
 def test_render_check_fails_on_drift_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / render.TEMPLATE_PATH
     path.parent.mkdir(parents=True)
-    drifted = render.render_text().replace("retryPolicy: OnError", "retryPolicy: Always")
+    drifted = render.render_text().replace("retryPolicy: Always", "retryPolicy: OnError")
     path.write_text(drifted)
     assert render.main(check=True, root=str(tmp_path)) == 1
     err = capsys.readouterr().err
-    assert "-      retryPolicy: Always" in err and "+      retryPolicy: OnError" in err
+    assert "-      retryPolicy: OnError" in err and "+      retryPolicy: Always" in err
     assert path.read_text() == drifted
 
 
