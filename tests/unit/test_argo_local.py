@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from capi_rollout.workflow import template
 from e2e.argo_local import (
     ExecutorOptions,
     KillStep,
@@ -22,7 +23,6 @@ from e2e.argo_local import (
     check_supported,
     run_workflow,
 )
-from capi_rollout.workflow import template
 from e2e.argo_local.executor import DEADLINE_MESSAGE, EVICTED_MESSAGE
 from e2e.argo_local.model import node_id
 
