@@ -2,8 +2,10 @@
 
 Contract: :meth:`Executor.remediate` carries out a ``remediate`` :class:`~capi_rollout.domain.decide.Action`:
 
-1. the remediation is written to the ledger first (outcome ``started``), so a crash or a retried step can
-   never perform more than ``maxRemediations``;
+1. the remediation is written to the ledger first (outcome ``started``), conditional on the ledger's
+   resourceVersion, so a crash or a retried step can never perform more than ``maxRemediations``, and of two
+   attempts racing on one ledger (a retried pod while the old one still runs on a partitioned node) only the
+   one whose intent write lands acts: the other gets :class:`RemediationAborted` and deletes/reboots nothing;
 2. the Machine is deleted (UID precondition) unless it is already deleting;
 3. its node is rebooted through the Talos API with ``rebootMode`` when its address is known;
 4. the outcome is written to the ledger, and an Event is recorded on the Machine's owner
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.decide import Action
 from capi_rollout.domain.ledger import PhaseRecord, Remediation
+from capi_rollout.ledger_store import LedgerConflict
 
 log = logging.getLogger("capi_rollout")
 
@@ -51,6 +54,10 @@ class TalosPort(Protocol):
     def probe_many(self, addresses: Sequence[str]) -> Mapping[str, ProbeLike]: ...
 
     def reboot(self, address: str, mode: str) -> RebootLike: ...
+
+
+class RemediationAborted(RuntimeError):
+    """The intent could not be recorded (the ledger changed since it was read): nothing was deleted or rebooted."""
 
 
 class Executor:
@@ -81,7 +88,13 @@ class Executor:
             log.info("DRY RUN: %s", action.reason)
             return self._finish(record, index, outcome=outcome)
 
-        self.save(record)  # intent first: a retry sees this remediation even if we crash right now
+        try:
+            self.save(record)  # intent first: a retry sees this remediation even if we crash right now
+        except LedgerConflict as exc:
+            raise RemediationAborted(
+                f"remediation of Machine {machine.name} aborted before acting: another attempt of this step "
+                f"wrote the ledger first ({exc}); re-reading it"
+            ) from exc
         deleted = False
         notes: list[str] = []
         if action.delete:
