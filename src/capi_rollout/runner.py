@@ -375,7 +375,8 @@ def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
         # The summary step itself succeeds whenever it could report; the rollout's result is in its outputs.
         summary = runner.summary(workflow_status=workflow_status, workflow_failures=workflow_failures)
         return StepResult(True, "; ".join(summary["reasons"]) or "rollout succeeded",
-                          {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
+                          {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"],
+                           "remediations": str(summary["remediations"])})
     except StepFailed as exc:
         if step == "resolve":  # keep the reason for the summary (the exit hook reads only the ledger)
             with contextlib.suppress(KubeError):

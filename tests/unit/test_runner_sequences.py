@@ -224,6 +224,7 @@ def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() ->
     summary = json.loads(result.outputs["summary"])
     assert [summary["phases"][p]["result"] for p in ("control-plane", "workers")] == ["succeeded", "succeeded"]
     assert summary["remediations"] == 1 and talos.reboots == [("10.0.1.0", "powercycle")]
+    assert result.outputs["remediations"] == "1", "the run's total, counted once by the summary's metric"
     order = [line for line in kube.log if "phase started" in line]
     assert [line.split("] ")[1] for line in order] == ["control plane: phase started", "workers: phase started"]
 

@@ -52,7 +52,7 @@ def test_the_summary_is_an_exit_handler_that_sees_the_workflow_status(wt: dict[s
     env = {e["name"]: e["value"] for e in ts["summary"]["script"]["env"]}
     assert env[steps.ENV_WORKFLOW_STATUS] == "{{workflow.status}}"
     assert env[steps.ENV_WORKFLOW_FAILURES] == "{{workflow.failures}}"
-    assert [p["name"] for p in ts["summary"]["outputs"]["parameters"]] == ["summary", "result"]
+    assert [p["name"] for p in ts["summary"]["outputs"]["parameters"]] == ["summary", "result", "remediations"]
 
 
 def test_two_runs_for_one_cluster_share_a_workflow_level_mutex(wt: dict[str, Any]) -> None:
@@ -144,14 +144,19 @@ def test_deadlines_sit_on_leaves_and_the_phases_take_theirs_from_resolve(wt: dic
     assert isinstance(ts["resolve"]["activeDeadlineSeconds"], int)
 
 
-def test_prometheus_metrics_cover_remediations_duration_and_result(wt: dict[str, Any]) -> None:
+def test_prometheus_metrics_cover_remediations_duration_and_result_and_count_each_run_once(wt: dict[str, Any]) -> None:
     ts = templates(wt)
     for phase in ("control-plane", "workers"):
+        # A phase's metrics are emitted per attempt: a counter there would count a retried phase's remediations
+        # again (its output is the phase's total so far). Only the duration histogram stays on the phases.
         metrics = {m["name"]: m for m in ts[phase]["metrics"]["prometheus"]}
-        assert metrics["capi_rollout_remediations_total"]["counter"]["value"] == "{{outputs.parameters.remediations}}"
+        assert set(metrics) == {"capi_rollout_phase_duration_seconds"}
         assert metrics["capi_rollout_phase_duration_seconds"]["histogram"]["value"] == "{{duration}}"
-    (result,) = ts["summary"]["metrics"]["prometheus"]
-    assert {"key": "result", "value": "{{outputs.parameters.result}}"} in result["labels"]
+    summary = {m["name"]: m for m in ts["summary"]["metrics"]["prometheus"]}
+    assert set(summary) == {"capi_rollout_remediations_total", "capi_rollout_result_total"}
+    assert summary["capi_rollout_remediations_total"]["counter"]["value"] == "{{outputs.parameters.remediations}}"
+    assert {"key": "result", "value": "{{outputs.parameters.result}}"} in summary["capi_rollout_result_total"]["labels"]
+    assert "remediations" in {p["name"] for p in ts["summary"]["outputs"]["parameters"]}
 
 
 def test_the_rendered_template_is_semantically_sound(wt: dict[str, Any]) -> None:

@@ -17,7 +17,8 @@ The shape, kept to plain, well-known Argo constructs:
   a retried phase resumes from the remediation ledger, which is keyed by the workflow name.
 * Pods: non-root, read-only root filesystem (``/tmp`` is an ``emptyDir``), no capabilities, seccomp
   RuntimeDefault, modest requests/limits; the image from :mod:`capi_rollout.workflow.image`.
-* Template metrics (Prometheus): remediations per phase, phase duration, rollout result.
+* Template metrics (Prometheus, ``argo_workflows_`` prefix added by Argo): phase duration (per attempt);
+  remediations and rollout result counted once, by the summary from the ledger's totals.
 """
 
 from __future__ import annotations
@@ -187,13 +188,8 @@ def _cluster_labels() -> list[Label]:
 
 
 def _phase_metrics(phase: str) -> list[_BaseMetric]:
+    # Per attempt (Argo emits template metrics for every retry child): durations only, never counts.
     return [
-        Counter(
-            name="capi_rollout_remediations_total",
-            help="Remediations performed (delete Machine + reboot node), by cluster and phase.",
-            labels=[*_cluster_labels(), Label(key="phase", value=phase)],
-            value="{{outputs.parameters.remediations}}",
-        ),
         Histogram(
             name="capi_rollout_phase_duration_seconds",
             help="Duration of a rollout phase step, by cluster, phase and step status.",
@@ -205,13 +201,21 @@ def _phase_metrics(phase: str) -> list[_BaseMetric]:
 
 
 def _result_metrics() -> list[_BaseMetric]:
+    # Counted once per run, from the summary's ledger totals (the exit handler), so a retried phase never
+    # counts its remediations twice.
     return [
+        Counter(
+            name="capi_rollout_remediations_total",
+            help="Remediations performed (delete Machine + reboot node) by finished rollouts, by cluster.",
+            labels=_cluster_labels(),
+            value="{{outputs.parameters.remediations}}",
+        ),
         Counter(
             name="capi_rollout_result_total",
             help="Finished rollouts, by cluster and result (Succeeded or Failed).",
             labels=[*_cluster_labels(), Label(key="result", value="{{outputs.parameters.result}}")],
             value="1",
-        )
+        ),
     ]
 
 
