@@ -406,7 +406,8 @@ def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None, run
         runner.close()
     summary = runner.summary(workflow_status="Failed" if failure else "Succeeded", failure=failure)
     return StepResult(failure is None, failure or "rollout succeeded",
-                      {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
+                      {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"],
+                       "remediations": str(summary["remediations"])})
 
 
 __all__ = ["STEPS", "Runner", "StepFailed", "StepResult", "format_duration", "run_all", "run_step"]
