@@ -579,9 +579,10 @@ class ClusterBackend:
         return run
 
     def _inject(self, name: str, faults: tuple[KillStep, ...], timeout: float = 900.0) -> None:
-        """Play ``faults`` on the running Workflow ``name``: each :class:`KillStep` force-deletes its attempt's pod
-        (grace period 0, as a lost node would) ``after`` seconds after the attempt started. Argo then marks the node
-        ``Error`` ("pod deleted") and the template's ``OnError`` retry starts the next attempt."""
+        """Play ``faults`` on the running Workflow ``name``: ``after`` seconds after its attempt started, each
+        :class:`KillStep` deletes the attempt's pod: ``force`` with grace period 0 (a lost node: Argo marks the node
+        Error "pod deleted"), ``graceful`` with a grace period (the kubelet SIGTERMs main, exit 143, pod Failed),
+        ``evict`` through the Eviction API (graceful too). The template's retry expression retries all three."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
@@ -597,7 +598,12 @@ class ClusterBackend:
                 if due is None:
                     continue
                 with contextlib.suppress(ApiException):
-                    core.delete_namespaced_pod(due, self.namespace, grace_period_seconds=0)
+                    if fault.how == "evict":
+                        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=due, namespace=self.namespace))
+                        core.create_namespaced_pod_eviction(due, self.namespace, body)
+                    else:
+                        core.delete_namespaced_pod(
+                            due, self.namespace, grace_period_seconds=0 if fault.how == "force" else 5)
                 pending.remove(fault)
             if run.phase in COMPLETED_PHASES:
                 return

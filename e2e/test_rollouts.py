@@ -183,3 +183,26 @@ def test_12_a_step_killed_mid_phase_and_retried_keeps_its_remediation_count(
     assert retry.phase == "Failed"
     assert f"{len(before_kill)} remediations so far" in out.step_log("control-plane", attempt=1)
     assert summary["remediations"] == 2
+
+
+@pytest.mark.parametrize("how", ["graceful", "evict"])
+def test_12_a_step_deleted_gracefully_or_evicted_mid_phase_is_retried_and_keeps_its_remediation_count(
+        request: pytest.FixtureRequest, stage: Stage, how: str) -> None:
+    s = scaled("cp-stall-provisioning-never")
+    # Deleted with a grace period (kubectl delete pod, a drain) or evicted: the kubelet marks the pod Failed and
+    # main dies of the signal (exit 143/137), which OnError never retried; the retry expression does, once.
+    out = stage.run(request.node.name, s, parameters(s, maxRemediations="2"),
+                    faults=[KillStep("control-plane", after=13.0, attempt=0, how=how)])
+
+    first, retry = out.run.attempts("control-plane")
+    assert first.phase == "Failed" and first.exit_code in (137, 143), out.run.text()
+    assert "deadline" not in first.message
+    assert first.finished is not None
+    rems = out.remediations("control-plane")
+    before_kill = [r for r in rems if _wall(r["at"]) < first.finished]
+    assert before_kill, "the deletion landed before the first remediation: the scenario proves nothing"
+    summary = _failed_with(out, "remediation budget exhausted (2 of 2 used)")
+    assert len(rems) == 2 and len(out.engine_deletions()) == 2 and len(out.reboots()) == 2
+    assert retry.phase == "Failed" and retry.exit_code == 1, "the phase's own failure is final: not retried"
+    assert len(out.run.attempts("control-plane")) == 2
+    assert summary["remediations"] == 2

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from capi_rollout.adapters.informer import Snapshot
+from capi_rollout.adapters.kube import KubeError
 from capi_rollout.params import DEFAULTS
 from capi_rollout.workflow import steps
 from tests import builders as b
@@ -120,7 +121,9 @@ class FakeKube:
                          labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
         current = self.config_maps.get(name)
         if (current is None) != (resource_version is None) or (current and str(current[1]) != resource_version):
-            raise AssertionError(f"conflicting write of ConfigMap {name}")
+            conflict = KubeError(f"write ConfigMap {namespace}/{name}", detail="the object has been modified (409)")
+            conflict.status = 409  # what the real API server answers to a stale resourceVersion
+            raise conflict
         version = (current[1] if current else 0) + 1
         self.config_maps[name] = (dict(data), version)
         meta: dict[str, Any] = {"labels": dict(labels)}

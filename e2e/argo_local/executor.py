@@ -19,10 +19,18 @@ workflow/common/util.go, workflow/executor/executor.go):
   trimmed, ``valueFrom.default`` when the file is missing;
 * exit status: 0 -> Succeeded; non-zero -> Failed ``main: Error (exit code N)``; ``activeDeadlineSeconds``
   -> the group is terminated and the node Failed ``Pod was active on the node longer than the specified
-  deadline``; a killed attempt (fault injection, like a lost pod) -> Error ``pod deleted``;
-* ``retryStrategy``: ``limit`` counts retries after the first attempt; ``retryPolicy`` OnFailure (default)
-  retries Failed only, OnError Error only, Always both; exhaustion -> ``No more retries left``; ``backoff``
-  ``duration * factor^(n-1)`` capped by ``cap``;
+  deadline``; fault injection (:class:`KillStep`) plays the three ways a pod is lost from outside:
+  ``force`` (grace 0 / lost node: SIGKILL, the pod object is gone) -> Error ``pod deleted`` with no exit code;
+  ``graceful`` (``kubectl delete pod``, a drain, an API eviction: SIGTERM, SIGKILL after ``kill_grace``; the
+  kubelet marks the pod Failed) -> Failed ``main: Error (exit code 143)``; ``evict`` (node-pressure eviction:
+  SIGKILL, the kubelet's pod message wins in ``inferFailedReason``) -> Failed :data:`EVICTED_MESSAGE`, 137;
+* ``retryStrategy`` (operator.go ``processNodeRetries``): ``limit`` counts retries after the first attempt;
+  after a failed attempt the ``backoff`` (``duration * factor^(n-1)`` capped by ``cap``) is waited while
+  ``n <= limit`` *before* anything is decided; then ``retryPolicy`` (OnFailure retries Failed only, OnError
+  Error only, Always both; default Always when an ``expression`` is set, else OnFailure), then exhaustion
+  (``No more retries left``), then ``expression`` (expr-lang over ``retries`` and ``lastRetry.exitCode`` (``-1``
+  when none) / ``status`` / ``duration`` / ``message``, evaluated by :mod:`capi_rollout.workflow.argo_expr`;
+  false -> ``retryStrategy.expression evaluated to false``);
 * exit handler (``onExit`` / ``hooks.exit``) always runs, with ``workflow.status`` and ``workflow.failures``
   (``strconv.Quote``-d JSON, ``"null"`` when nothing failed); a failing exit handler fails a Succeeded
   workflow, never masks an earlier failure;
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -58,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from capi_rollout.params import parse_duration
+from capi_rollout.workflow import argo_expr
 from e2e.argo_local.model import (
     ERROR,
     FAILED,
@@ -91,17 +101,26 @@ STAGING_PREFIX = "/argo/staging"
 HERA_OUTPUTS = "/tmp/hera-outputs"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 POD_DELETED_MESSAGE = "pod deleted"
+# What the kubelet writes into pod.status.message for a node-pressure eviction (Argo keeps it as the node message).
+EVICTED_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. "
+FORCE, GRACEFUL, EVICT = "force", "graceful", "evict"
 
 _WORKFLOW_PHASE = {SUCCEEDED: SUCCEEDED, FAILED: FAILED, ERROR: ERROR, "Skipped": SUCCEEDED, "Omitted": SUCCEEDED}
 
 
 @dataclass(frozen=True)
 class KillStep:
-    """Fault injection: SIGKILL attempt ``attempt`` of step ``step`` (display name) ``after`` seconds in."""
+    """Fault injection: lose attempt ``attempt`` of step ``step`` (display name) ``after`` seconds in, ``how``:
+    ``force`` (SIGKILL, pod gone), ``graceful`` (SIGTERM then SIGKILL, pod Failed) or ``evict`` (see module doc)."""
 
     step: str
     after: float
     attempt: int = 0
+    how: str = FORCE
+
+    def __post_init__(self) -> None:
+        if self.how not in (FORCE, GRACEFUL, EVICT):
+            raise ValueError(f"KillStep.how: {self.how!r} is not one of {FORCE}, {GRACEFUL}, {EVICT}")
 
 
 @dataclass
@@ -356,7 +375,8 @@ class _Execution:
             cap = _go_duration(backoff["cap"]) if backoff.get("cap") else None
         except (UnresolvedReference, ExpressionRefused, ValueError, KeyError) as exc:
             return self._end(node, ERROR, f"{where}: {exc}")
-        policy = strategy.get("retryPolicy") or "OnFailure"
+        expression = str(strategy.get("expression") or "")
+        policy = strategy.get("retryPolicy") or ("Always" if expression else "OnFailure")
         retry_failed = policy in ("Always", "OnFailure")
         retry_error = policy in ("Always", "OnError")
         attempts = 0
@@ -364,26 +384,39 @@ class _Execution:
             child = self._attempt(tmpl, f"{name}({attempts})", f"{display}({attempts})", node, scope,
                                   retries=attempts, step=display)
             attempts += 1
+            node.outputs, node.result = dict(child.outputs), child.result
             if child.phase == SUCCEEDED:
-                node.outputs, node.result = dict(child.outputs), child.result
                 return self._end(node, SUCCEEDED)
-            if (child.phase == FAILED and not retry_failed) or (child.phase == ERROR and not retry_error):
-                node.outputs, node.result = dict(child.outputs), child.result
-                return self._end(node, child.phase, child.message)
-            if attempts > limit:
-                node.outputs, node.result = dict(child.outputs), child.result
-                return self._end(node, child.phase, "No more retries left")
-            if base is not None:
+            if base is not None and attempts <= limit:  # Argo waits the backoff before it decides anything
                 wait = base * (factor ** (attempts - 1) if factor > 0 else 1)
                 if cap is not None:
                     wait = min(wait, cap)
                 node.message = f"Backoff for {wait:g}s"
                 scaled = wait * self.opts.backoff_scale
-                self.run.note(f"{display}: backoff {wait:g}s before retry {attempts}"
+                self.run.note(f"{display}: backoff {wait:g}s after attempt {attempts - 1}"
                               + (f" (scaled to {scaled:g}s)" if self.opts.backoff_scale != 1.0 else ""))
-                wait = scaled
-                time.sleep(wait)  # Argo's backoff is itself a wait: the semantics being reproduced
+                time.sleep(scaled)  # Argo's backoff is itself a wait: the semantics being reproduced
                 node.message = ""
+            if (child.phase == FAILED and not retry_failed) or (child.phase == ERROR and not retry_error):
+                return self._end(node, child.phase, child.message)
+            if attempts > limit:
+                return self._end(node, child.phase, "No more retries left")
+            if expression:
+                variables = {
+                    "retries": str(attempts - 1),
+                    "lastRetry.exitCode": str(child.exit_code) if child.exit_code is not None else "-1",
+                    "lastRetry.status": child.phase,
+                    "lastRetry.duration": str((child.finished or 0.0) - (child.started or 0.0)),
+                    "lastRetry.message": child.message,
+                }
+                try:
+                    again = argo_expr.evaluate(expression, variables)
+                except argo_expr.ExprError as exc:
+                    return self._end(node, ERROR, f"{where}.expression: {exc}")
+                self.run.note(f"{display}: retryStrategy.expression is {str(again).lower()} for "
+                              f"{child.phase} exit {variables['lastRetry.exitCode']} {child.message!r}")
+                if not again:
+                    return self._end(node, child.phase, "retryStrategy.expression evaluated to false")
 
     # --- one attempt (a pod) -------------------------------------------------------------------------
 
@@ -436,20 +469,29 @@ class _Execution:
             except ValueError:
                 bad = body["activeDeadlineSeconds"]
                 return self._end(node, ERROR, f"activeDeadlineSeconds: not an integer: {bad!r}")
-        kill_after = next((f.after for f in self.opts.faults if f.step == step and f.attempt == retries), None)
-        if kill_after is not None:
-            self.run.note(f"fault: {display} will be killed (SIGKILL) after {kill_after:g}s")
+        fault = next((f for f in self.opts.faults if f.step == step and f.attempt == retries), None)
+        kill_after = fault.after if fault is not None else None
+        kill_signal = signal.SIGTERM if fault is not None and fault.how == GRACEFUL else signal.SIGKILL
+        if fault is not None:
+            self.run.note(f"fault: {display} will be lost ({fault.how}: {signal.Signals(kill_signal).name}) "
+                          f"after {fault.after:g}s")
         try:
             outcome = run_attempt(
                 argv, env=env, cwd=root, log_path=log_path, prefix=f"[{self.run.name} {display}]",
                 echo=self.opts.echo, deadline=deadline, kill_after=kill_after,
-                safety_timeout=self.opts.safety_timeout, grace=self.opts.kill_grace,
+                safety_timeout=self.opts.safety_timeout, grace=self.opts.kill_grace, kill_signal=kill_signal,
             )
         except OSError as exc:  # the kubelet's StartError: the container never ran
             return self._end(node, ERROR, f"failed to start {argv[0]}: {exc.strerror or exc}")
         node.started, node.exit_code = outcome.started, outcome.exit_code
-        if outcome.how == KILLED:
-            return self._end(node, ERROR, POD_DELETED_MESSAGE)
+        if outcome.how == KILLED and fault is not None:
+            node.finished = outcome.finished
+            if fault.how == FORCE:  # the pod object is gone: Argo never sees main's exit code
+                node.exit_code = None
+                return self._end(node, ERROR, POD_DELETED_MESSAGE)
+            if fault.how == EVICT:
+                return self._end(node, FAILED, EVICTED_MESSAGE)
+            return self._end(node, FAILED, f"main: Error (exit code {outcome.exit_code})")
         if outcome.how == DEADLINE_EXCEEDED:
             phase, message = FAILED, DEADLINE_MESSAGE
         elif outcome.how == EXITED:

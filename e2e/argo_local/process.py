@@ -8,7 +8,8 @@ keeps stdout for ``outputs.result``, and ends the group in one of three ways:
 * it exits by itself -> ``Exited``;
 * ``deadline`` seconds pass (the template's ``activeDeadlineSeconds``; the kubelet's DeadlineExceeded) -> the
   group gets SIGTERM, then SIGKILL after ``grace`` seconds -> ``DeadlineExceeded``;
-* ``kill_after`` seconds pass (fault injection: the pod is lost) -> SIGKILL at once -> ``Killed``.
+* ``kill_after`` seconds pass (fault injection: the pod is deleted or evicted) -> ``kill_signal`` to the group
+  (SIGKILL at once by default; SIGTERM is followed by SIGKILL after ``grace``, like a kubelet) -> ``Killed``.
 
 Every wait is bounded by those two limits and by ``safety_timeout`` (the executor's own cap for steps with no
 deadline, reported as ``SafetyTimeout``). Exit codes of signalled processes are reported the way a container
@@ -73,6 +74,7 @@ def run_attempt(
     kill_after: float | None,
     safety_timeout: float,
     grace: float = 1.0,
+    kill_signal: int = signal.SIGKILL,
 ) -> AttemptOutcome:
     """Run ``argv`` to its end (see the module docstring); never returns before the process group is gone."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,10 +111,10 @@ def run_attempt(
             proc.wait(timeout=max(0.0, limit - (time.monotonic() - t0)))
             how = EXITED
         except subprocess.TimeoutExpired:
-            if how == KILLED:
+            if how == KILLED and kill_signal == signal.SIGKILL:
                 _signal_group(proc, signal.SIGKILL)
             else:
-                _signal_group(proc, signal.SIGTERM)
+                _signal_group(proc, kill_signal if how == KILLED else signal.SIGTERM)
                 try:
                     proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:

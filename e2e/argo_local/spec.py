@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from capi_rollout.workflow import argo_expr
 from e2e.argo_local.substitute import all_tags
 
 # --- allow-lists ------------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ SPEC_ARG_PARAM_KEYS = frozenset({"name", "value", "description", "enum"})
 INPUT_PARAM_KEYS = frozenset({"name", "value", "default", "enum", "description"})
 OUTPUT_PARAM_KEYS = frozenset({"name", "valueFrom", "description"})
 OUTPUT_VALUE_FROM_KEYS = frozenset({"path", "default"})
-RETRY_KEYS = frozenset({"limit", "retryPolicy", "backoff"})
+RETRY_KEYS = frozenset({"limit", "retryPolicy", "backoff", "expression"})
 RETRY_POLICIES = frozenset({"Always", "OnFailure", "OnError"})
 BACKOFF_KEYS = frozenset({"duration", "factor", "cap"})
 MUTEX_KEYS = frozenset({"name", "namespace"})
@@ -246,6 +247,12 @@ def _check_template(
             )
         if "backoff" in r:
             _check_keys(r["backoff"], f"{path}.retryStrategy.backoff", BACKOFF_KEYS, problems, accepted)
+        if r.get("expression"):
+            try:
+                argo_expr.compile_check(str(r["expression"]))
+            except argo_expr.ExprError as exc:
+                problems.append(f"{path}.retryStrategy.expression: {exc} (outside the expr-lang subset the local "
+                                "executor evaluates, or not compilable by Argo)")
     _check_sync(t.get("synchronization"), f"{path}.synchronization", problems, accepted)
     for kind, allowed in (("script", SCRIPT_IMPLEMENTED), ("container", CONTAINER_IMPLEMENTED)):
         if kind not in t:

@@ -2,8 +2,10 @@
 
 Contract: :meth:`Executor.remediate` carries out a ``remediate`` :class:`~capi_rollout.domain.decide.Action`:
 
-1. the remediation is written to the ledger first (outcome ``started``), so a crash or a retried step can
-   never perform more than ``maxRemediations``;
+1. the remediation is written to the ledger first (outcome ``started``), conditional on the ledger's
+   resourceVersion, so a crash or a retried step can never perform more than ``maxRemediations``, and of two
+   attempts racing on one ledger (a retried pod while the old one still runs on a partitioned node) only the
+   one whose intent write lands acts: the other gets :class:`RemediationAborted` and deletes/reboots nothing;
 2. the Machine is deleted (UID precondition) unless it is already deleting;
 3. its node is rebooted through the Talos API with ``rebootMode`` when its address is known — only when the node
    answering at that address names itself as the Machine's node — and an accepted reboot is then confirmed:
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.decide import Action
 from capi_rollout.domain.ledger import PhaseRecord, Remediation
+from capi_rollout.ledger_store import LedgerConflict
 
 log = logging.getLogger("capi_rollout")
 
@@ -81,6 +84,10 @@ class TalosPort(Protocol):
                        on_wait: Callable[[float], None] | None = None) -> ObservationLike: ...
 
 
+class RemediationAborted(RuntimeError):
+    """The intent could not be recorded (the ledger changed since it was read): nothing was deleted or rebooted."""
+
+
 class Executor:
     def __init__(self, *, kube: Kube, talos: TalosPort | None, dry_run: bool,
                  save: Callable[[PhaseRecord], None], confirm_within: float = 0.0, confirm_interval: float = 1.0,
@@ -127,7 +134,13 @@ class Executor:
             log.info("DRY RUN: %s", action.reason)
             return self._finish(record, index, outcome=outcome)
 
-        self.save(record)  # intent first: a retry sees this remediation even if we crash right now
+        try:
+            self.save(record)  # intent first: a retry sees this remediation even if we crash right now
+        except LedgerConflict as exc:
+            raise RemediationAborted(
+                f"remediation of Machine {machine.name} aborted before acting: another attempt of this step "
+                f"wrote the ledger first ({exc}); re-reading it"
+            ) from exc
         deleted = False
         notes: list[str] = []
         if action.delete:

@@ -2,10 +2,11 @@
 
 Contract: :class:`ConfigMapLedgerStore` keeps the ledger JSON under the key ``ledger`` of the ConfigMap
 ``capi-rollout-<run id>`` in the workflow's namespace, with an ownerReference to the Workflow (so it is
-garbage-collected with it) and optimistic concurrency (a lost update raises instead of silently
-overwriting). Loading trusts nothing it reads: a ConfigMap without the store's labels, not owned by this
-Workflow (when an owner is known), or whose ledger breaks the schema raises :class:`LedgerError`.
-:class:`MemoryLedgerStore` is for ``capi-rollout run`` without a run id and for tests.
+garbage-collected with it) and optimistic concurrency: every write carries the resourceVersion this store last
+read or wrote, and a write that lost the race (HTTP 409: another attempt wrote first) raises
+:class:`LedgerConflict` instead of silently overwriting. Loading trusts nothing it reads: a ConfigMap without
+the store's labels, not owned by this Workflow (when an owner is known), or whose ledger breaks the schema raises
+:class:`LedgerError`. :class:`MemoryLedgerStore` is for ``capi-rollout run`` without a run id and for tests.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from capi_rollout.adapters.kube import Kube
+from capi_rollout.adapters.kube import Kube, KubeError
 from capi_rollout.domain.ledger import Ledger, LedgerError
 
 LEDGER_KEY = "ledger"
 LABELS = {"app.kubernetes.io/name": "capi-rollout", "app.kubernetes.io/component": "ledger"}
+
+
+class LedgerConflict(KubeError):
+    """The ledger changed since this store read it: another process (a retried attempt) wrote first."""
 
 
 class LedgerStore(Protocol):
@@ -88,7 +93,13 @@ class ConfigMapLedgerStore:
             raise LedgerError(f"{where}: {exc}") from exc
 
     def save(self, ledger: Ledger) -> None:
-        self._version = self.kube.write_config_map(
-            self.namespace, self.name, {LEDGER_KEY: ledger.to_json()}, resource_version=self._version,
-            labels=LABELS, owner=self.owner,
-        )
+        try:
+            self._version = self.kube.write_config_map(
+                self.namespace, self.name, {LEDGER_KEY: ledger.to_json()}, resource_version=self._version,
+                labels=LABELS, owner=self.owner,
+            )
+        except KubeError as exc:
+            if exc.status == 409:
+                raise LedgerConflict(f"ledger ConfigMap {self.namespace}/{self.name} changed since read",
+                                     detail=str(exc)) from exc
+            raise

@@ -49,7 +49,7 @@ from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.resolve import TALOSCONFIG_KEY, ResolveError, Targets, resolve_targets
 from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
-from capi_rollout.executor import Executor, TalosPort
+from capi_rollout.executor import Executor, RemediationAborted, TalosPort
 from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
 from capi_rollout.params import ParamError, Params, format_duration, parse_params
 from capi_rollout.summary import build_summary, render_table
@@ -310,7 +310,15 @@ class Runner:
                     owner = tcp if phase == "control-plane" else next(
                         (md for md in mds if action.machine and md["metadata"]["name"] == action.machine.deployment),
                         None)
-                    record = executor.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode, now=now)
+                    try:
+                        record = executor.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode,
+                                                    now=now)
+                    except RemediationAborted as exc:  # another attempt acted first: decide again on its ledger
+                        self.say(f"{title}: {exc}")
+                        self._ledger = None
+                        record = self.ledger.phase(phase) or record
+                        fresh = True
+                        continue
                     self.say(f"{title}: remediation recorded: {record.remediations[-1].outcome}")
                     if cache is not None and action.delete and not self.params.dry_run and action.machine:
                         fresh = not self.await_deletion(cache, action.machine.meta.uid)
@@ -393,7 +401,8 @@ def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
         # The summary step itself succeeds whenever it could report; the rollout's result is in its outputs.
         summary = runner.summary(workflow_status=workflow_status, workflow_failures=workflow_failures)
         return StepResult(True, "; ".join(summary["reasons"]) or "rollout succeeded",
-                          {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
+                          {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"],
+                           "remediations": str(summary["remediations"])})
     except LedgerUnusable as exc:  # never write over (or read more from) a ledger we cannot trust
         return StepResult(False, str(exc))
     except StepFailed as exc:
@@ -425,7 +434,8 @@ def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None, run
         runner.close()
     summary = runner.summary(workflow_status="Failed" if failure else "Succeeded", failure=failure)
     return StepResult(failure is None, failure or "rollout succeeded",
-                      {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"]})
+                      {"summary": json.dumps(summary, sort_keys=True), "result": summary["result"],
+                       "remediations": str(summary["remediations"])})
 
 
 __all__ = ["STEPS", "Runner", "StepFailed", "StepResult", "format_duration", "run_all", "run_step"]

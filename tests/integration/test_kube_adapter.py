@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -159,3 +160,55 @@ def test_a_non_transient_error_is_not_retried(apiserver: LocalAPIServer) -> None
     with pytest.raises(KubeError, match=r"404|not found"):
         kube._list(o.CAPI_GROUP, "v1beta2", "nosuchthings", "default", None)
     assert sleeps == []
+
+
+def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: LocalAPIServer,
+                                                                  kube_namespace: str) -> None:
+    """A retried step while the old pod still runs: both read the ledger, both decide to remediate the same
+    Machine at the same moment; only the attempt whose intent write lands deletes and reboots."""
+    from capi_rollout.domain.decide import Action
+    from capi_rollout.domain.ledger import PhaseRecord
+    from capi_rollout.domain.model import Machine
+    from capi_rollout.executor import Executor, RemediationAborted
+    from tests.fakes import FakeTalos
+
+    live = seed(apiserver, "v1.14", kube_namespace, "race")
+    live["status"] = {"addresses": [{"type": "InternalIP", "address": "10.9.0.1"}]}
+    kube = Kube(apiserver.api_client())
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    record = PhaseRecord(name="control-plane", started=t0, last_progress=t0)
+    ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-race").save(
+        Ledger(cluster="race", namespace=kube_namespace).with_phase(record))
+    machine = Machine.from_obj(live)
+    action = Action("remediate", "stalled", "", record, machine=machine, delete=True, reboot=True)
+
+    talos = FakeTalos()
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def attempt(name: str) -> None:
+        store = ConfigMapLedgerStore(Kube(apiserver.api_client()), namespace=kube_namespace, run_id="wf-race")
+        store.load()
+
+        def save(rec: PhaseRecord) -> None:
+            store.save(Ledger(cluster="race", namespace=kube_namespace).with_phase(rec))
+
+        executor = Executor(kube=Kube(apiserver.api_client()), talos=talos, dry_run=False, save=save)
+        barrier.wait(timeout=10)
+        try:
+            executor.remediate(action, owner=None, reboot_mode="powercycle", now=t0)
+            outcomes.append(f"{name}: remediated")
+        except RemediationAborted:
+            outcomes.append(f"{name}: aborted")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in ("old pod", "retried pod")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(o.split(": ")[1] for o in outcomes) == ["aborted", "remediated"], outcomes
+    assert talos.reboots == [("10.9.0.1", "powercycle")]
+    assert client.CustomObjectsApi(apiserver.admin).list_namespaced_custom_object(
+        "cluster.x-k8s.io", "v1beta2", kube_namespace, "machines")["items"] == [], "deleted, once"
+    final = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-race").load()
+    assert final is not None and len(final.phase("control-plane").remediations) == 1  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from capi_rollout.workflow import template
 from e2e.argo_local import (
     ExecutorOptions,
     KillStep,
@@ -22,6 +23,7 @@ from e2e.argo_local import (
     check_supported,
     run_workflow,
 )
+from e2e.argo_local.executor import DEADLINE_MESSAGE, EVICTED_MESSAGE
 from e2e.argo_local.model import node_id
 
 
@@ -286,8 +288,81 @@ def test_a_killed_attempt_is_an_error_retried_by_always_but_not_by_on_failure(op
         assert time.monotonic() - started < 10
         attempts = r.attempts("wait")
         assert [n.phase for n in attempts] == expected, r.text()
-        assert attempts[0].message == "pod deleted" and attempts[0].exit_code == 137
+        assert attempts[0].message == "pod deleted" and attempts[0].exit_code is None  # the pod object is gone
         assert r.phase == ("Succeeded" if policy == "Always" else "Failed")
+
+
+# The product's retry strategy, on a step that exits with the code it is given on attempt 0 (or sleeps to be lost).
+PRODUCT_RETRY = {"limit": 2, "retryPolicy": "Always", "expression": template.RETRY_EXPRESSION}
+LOSABLE = "import sys, time; print('attempt {{retries}}', flush=True); c = {{inputs.parameters.code}}\n" \
+          "if {{retries}} == 0 and c < 0: time.sleep(30)\nsys.exit(c if {{retries}} == 0 and c >= 0 else 0)"
+
+
+def product_retry_run(opts: ExecutorOptions, code: int, how: str | None = None, name: str = "toy-r") -> WorkflowRun:
+    t = wft([steps("main", ("phase", "p", {"code": str(code)})),
+             py("p", LOSABLE, inputs={"parameters": [{"name": "code"}]}, retryStrategy=PRODUCT_RETRY)])
+    opts.faults = [KillStep("phase", after=0.5, attempt=0, how=how)] if how else []
+    return run(t, opts, name=name)
+
+
+@pytest.mark.parametrize(
+    ("how", "phase", "exit_code", "message"),
+    [
+        ("force", "Error", None, "pod deleted"),
+        ("graceful", "Failed", 143, "main: Error (exit code 143)"),
+        ("evict", "Failed", 137, EVICTED_MESSAGE),
+    ],
+)
+def test_the_product_retry_survives_a_pod_lost_every_way_once(opts: ExecutorOptions, how: str, phase: str,
+                                                              exit_code: int | None, message: str) -> None:
+    r = product_retry_run(opts, -1, how, name=f"toy-{how}")
+    first, second = r.attempts("phase")
+    assert (first.phase, first.exit_code, first.message) == (phase, exit_code, message), r.text()
+    assert second.phase == "Succeeded" and r.phase == "Succeeded", r.text()
+    assert any("retryStrategy.expression is true" in e for e in r.events)
+
+
+@pytest.mark.parametrize("code", [1, 2])
+def test_the_product_retry_never_repeats_a_steps_own_failure(opts: ExecutorOptions, code: int) -> None:
+    r = product_retry_run(opts, code, name=f"toy-exit{code}")
+    (only,) = r.attempts("phase")
+    assert (only.phase, only.exit_code) == ("Failed", code)
+    assert (r.node("phase").phase, r.node("phase").message) == ("Failed", "retryStrategy.expression evaluated to false")
+    assert r.phase == "Failed"
+
+
+def test_the_product_retry_never_repeats_a_deadline_kill(opts: ExecutorOptions) -> None:
+    t = wft([py("main", "import time; time.sleep(30)", activeDeadlineSeconds=1, retryStrategy=PRODUCT_RETRY)])
+    r = run(t, opts)
+    (only,) = r.attempts("toy-1")
+    assert (only.phase, only.exit_code, only.message) == ("Failed", 143, DEADLINE_MESSAGE)
+    assert r.node("toy-1").message == "retryStrategy.expression evaluated to false"
+
+
+def test_a_graceful_deletion_on_every_attempt_spends_exactly_the_budget(opts: ExecutorOptions) -> None:
+    t = wft([steps("main", ("phase", "p", {"code": "-1"})),
+             py("p", LOSABLE.replace("{{retries}} == 0 and c < 0", "c < 0"),
+                inputs={"parameters": [{"name": "code"}]}, retryStrategy=PRODUCT_RETRY)])
+    opts.faults = [KillStep("phase", after=0.3, attempt=i, how="graceful") for i in range(4)]
+    r = run(t, opts)
+    assert [a.exit_code for a in r.attempts("phase")] == [143, 143, 143]
+    assert (r.node("phase").phase, r.node("phase").message) == ("Failed", "No more retries left")
+
+
+def test_backoff_is_waited_even_when_the_attempt_is_not_retried(opts: ExecutorOptions) -> None:
+    # operator.go processNodeRetries: the backoff deadline is checked before the policy and the expression.
+    strategy = {**PRODUCT_RETRY, "backoff": {"duration": "1", "factor": 2}}
+    t = wft([py("main", "raise SystemExit(1)", retryStrategy=strategy)])
+    started = time.monotonic()
+    r = run(t, opts)
+    assert len(r.attempts("toy-1")) == 1 and r.node("toy-1").message == "retryStrategy.expression evaluated to false"
+    assert time.monotonic() - started >= 1.0
+
+
+def test_an_expression_outside_the_subset_is_refused_before_anything_runs() -> None:
+    t = wft([py("main", "pass", retryStrategy={"limit": 1, "expression": "asInt(lastRetry.exitCode) > 1"})])
+    with pytest.raises(UnsupportedConstruct, match=r"templates\[0\]\.retryStrategy\.expression"):
+        check_supported(t)
 
 
 def test_backoff_waits_between_attempts(opts: ExecutorOptions) -> None:
@@ -335,7 +410,8 @@ def test_every_unimplemented_construct_is_refused_with_its_field_path() -> None:
         {"name": "r", "resource": {"action": "create"}},
         {"name": "leaf", "script": {"image": "x", "command": ["python"], "source": "", "workingDir": "/w",
                                     "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
-         "retryStrategy": {"limit": 1, "retryPolicy": "OnTransientError", "expression": "true"}, "timeout": "1m"},
+         "retryStrategy": {"limit": 1, "retryPolicy": "OnTransientError",
+                           "expression": "asInt(lastRetry.exitCode) > 1"}, "timeout": "1m"},
         {"name": "noretrylimit", "container": {"image": "x", "command": ["true"]}, "retryStrategy": {}},
     ], activeDeadlineSeconds=5, volumeClaimTemplates=[], securityContext={})
     with pytest.raises(UnsupportedConstruct) as info:
@@ -504,7 +580,7 @@ def test_backoff_can_be_scaled_and_the_scaling_is_recorded(opts: ExecutorOptions
     r = run(t, opts)
     a0, a1 = r.attempts("toy-1")
     assert a1.started is not None and a0.finished is not None and 0.3 <= a1.started - a0.finished < 2.5
-    assert "toy-1: backoff 3s before retry 1 (scaled to 0.3s)" in r.events
+    assert "toy-1: backoff 3s after attempt 0 (scaled to 0.3s)" in r.events
 
 
 def test_the_rendered_product_template_is_fully_supported_by_the_local_executor() -> None:

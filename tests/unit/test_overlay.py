@@ -13,6 +13,7 @@ import yaml
 
 from capi_rollout.params import DEFAULTS
 from capi_rollout.workflow import template
+from tests.lua_filter import script_fires
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGEMENT = ROOT / "overlay" / "management"
@@ -154,28 +155,29 @@ def gjson_get(data: Any, path: str) -> Any:
     return data
 
 
-def resource_event(kind: str, generation: int, old_generation: int) -> dict[str, Any]:
+_RESOURCES = {"TalosControlPlane": "taloscontrolplanes", "MachineDeployment": "machinedeployments"}
+
+
+def resource_event(kind: str, version: str, old_version: str) -> dict[str, Any]:
     """What a resource EventSource dispatches for an UPDATE (pkg/eventsources/events ResourceEventData)."""
 
-    def obj(gen: int) -> dict[str, Any]:
+    def obj(v: str) -> dict[str, Any]:
+        spec: dict[str, Any] = {"version": v}
         return {
             "kind": kind,
             "metadata": {
                 "name": "homelab-workers",
                 "namespace": "clusters",
-                "generation": gen,
                 "labels": {"cluster.x-k8s.io/cluster-name": "homelab"},
             },
+            "spec": spec if kind == "TalosControlPlane" else {"template": {"spec": spec}},
         }
 
-    return {"type": "UPDATE", "body": obj(generation), "oldBody": obj(old_generation)}
+    return {"type": "UPDATE", "body": obj(version), "oldBody": obj(old_version), "resource": _RESOURCES[kind]}
 
 
 def sensor_fires(dep: dict[str, Any], event: dict[str, Any]) -> bool:
-    (f,) = dep["filters"]["exprs"]
-    assert f["expr"] == "generation != oldGeneration"
-    values = {field["name"]: gjson_get(event, field["path"]) for field in f["fields"]}
-    return bool(values["generation"] != values["oldGeneration"])
+    return script_fires(dep["filters"]["script"], event)  # decisions in detail: test_sensor_filter.py
 
 
 def test_the_event_source_watches_labelled_control_planes_and_machine_deployments_on_update() -> None:
@@ -202,9 +204,12 @@ def test_a_spec_change_creates_a_workflow_for_that_cluster_and_a_status_write_do
     (dep,) = [d for d in deps.values() if d["eventName"] == event_name and d["eventSourceName"] == "capi-rollout"]
     (trigger,) = [t["template"] for t in sensor["spec"]["triggers"] if t["template"]["conditions"] == dep["name"]]
 
-    assert not sensor_fires(dep, resource_event(kind, 7, 7)), "a status write must not trigger"
-    event = resource_event(kind, 8, 7)
+    assert not sensor_fires(dep, resource_event(kind, "v1.34.1", "v1.34.1")), "a status write must not trigger"
+    event = resource_event(kind, "v1.35.0", "v1.34.1")
     assert sensor_fires(dep, event)
+    # A create that fails (API server restarting, webhook timeout) is retried, not dropped.
+    (full,) = [t for t in sensor["spec"]["triggers"] if t["template"] is trigger]
+    assert full["retryStrategy"]["steps"] >= 3 and full["retryStrategy"]["duration"]
 
     k8s = trigger["k8s"]
     assert k8s["operation"] == "create" and "argoWorkflow" not in trigger

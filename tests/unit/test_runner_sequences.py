@@ -224,6 +224,7 @@ def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() ->
     summary = json.loads(result.outputs["summary"])
     assert [summary["phases"][p]["result"] for p in ("control-plane", "workers")] == ["succeeded", "succeeded"]
     assert summary["remediations"] == 1 and talos.reboots == [("10.0.1.0", "powercycle")]
+    assert result.outputs["remediations"] == "1", "the run's total, counted once by the summary's metric"
     order = [line for line in kube.log if "phase started" in line]
     assert [line.split("] ")[1] for line in order] == ["control plane: phase started", "workers: phase started"]
 
@@ -237,3 +238,42 @@ def test_run_all_stops_at_the_first_failed_step_and_still_summarises() -> None:
     assert not result.ok and "is in Talos maintenance mode" in result.message
     assert json.loads(result.outputs["summary"])["result"] == "Failed"
     assert runner.ledger.phase("control-plane") is None and kube.deleted == []
+
+
+class RivalFirst(ConfigMapLedgerStore):
+    """The ledger of a step whose previous attempt still runs (a partitioned node): just before this attempt's
+    first remediation intent lands, the rival records the same remediation and acts (delete + reboot)."""
+
+    def __init__(self, kube: FakeKube, talos: FakeTalos) -> None:
+        super().__init__(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        self.rival = ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        self.fake_kube, self.talos, self.raced = kube, talos, False
+
+    def save(self, ledger: Ledger) -> None:
+        record = ledger.phase("control-plane")
+        if not self.raced and record is not None and record.remediations:
+            self.raced = True
+            self.rival.load()
+            self.rival.save(ledger)  # the rival's intent, with the current resourceVersion: it wins
+            rem = record.remediations[-1]
+            machine = self.fake_kube.machines[rem.machine]
+            self.fake_kube.delete_machine("default", rem.machine, machine["metadata"]["uid"])
+            self.talos.reboot(str(rem.address), rem.reboot_mode)
+        super().save(ledger)
+
+
+def test_of_two_attempts_racing_on_one_ledger_only_the_one_whose_intent_lands_remediates() -> None:
+    kube = FakeKube()
+    talos = FakeTalos()
+    store = RivalFirst(kube, talos)
+    runner, kube, _, _ = make({1: "not-ready"}, kube=kube, store=store)
+    runner.talos_factory = lambda _: talos
+    runner.resolve()
+    record = runner.phase("control-plane")
+    assert store.raced and record.result == "succeeded"
+    assert kube.deleted == ["cp-new-1"], "the Machine is deleted once: by the rival only"
+    assert talos.reboots == [("10.0.1.1", "powercycle")], "the node is rebooted once: by the rival only"
+    assert [r.machine for r in record.remediations] == ["cp-new-1"], "one remediation in the ledger"
+    assert any("aborted before acting: another attempt of this step wrote the ledger first" in line
+               for line in kube.log)
+    assert kube.events == [], "the aborted attempt records no Event for a remediation it did not perform"

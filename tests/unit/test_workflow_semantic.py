@@ -87,6 +87,31 @@ MUTATIONS: dict[str, tuple[Callable[[Manifest], None], str]] = {
         lambda m: m["spec"]["synchronization"]["mutexes"][0].update(name="{{workflow.parameters.cluster}}"),
         "names a workflow parameter that spec.arguments does not declare",
     ),
+    "retries that miss a graceful pod deletion (OnError alone)": (
+        lambda m: tmpl(m, "workers")["retryStrategy"].update(retryPolicy="OnError", expression=""),
+        "does not retry when pod deleted gracefully, drained or evicted through the API (Failed, exit 143)",
+    ),
+    "retries that repeat a failed phase (Always without an expression)": (
+        lambda m: tmpl(m, "control-plane")["retryStrategy"].pop("expression"),
+        "retries when the step failed (exit 1) (Failed, exit 1)",
+    ),
+    "retries that repeat a phase killed by its own deadline": (
+        lambda m: tmpl(m, "workers")["retryStrategy"].update(
+            expression='lastRetry.status == "Error" || lastRetry.exitCode in ["137", "143"]'),
+        "retries when the pod outlived its activeDeadlineSeconds (Failed, exit 143)",
+    ),
+    "a retry expression Argo cannot compile (unknown variable)": (
+        lambda m: tmpl(m, "resolve")["retryStrategy"].update(expression='lastRetry.exitcode == "143"'),
+        "expression does not compile: unknown name lastRetry.exitcode",
+    ),
+    "a retry expression Argo cannot compile (string against number)": (
+        lambda m: tmpl(m, "resolve")["retryStrategy"].update(expression="lastRetry.exitCode == 143"),
+        "expression does not compile",
+    ),
+    "retries without a limit": (
+        lambda m: tmpl(m, "summary")["retryStrategy"].pop("limit"),
+        "retryStrategy has no limit",
+    ),
     "a duplicated template name": (
         lambda m: m["spec"]["templates"].append(copy.deepcopy(tmpl(m, "summary"))),
         "template 'summary' is defined twice",

@@ -49,7 +49,7 @@ def test_the_exit_handler_passes_the_workflow_status_and_failures(tmp_path: Path
     _, kwargs = fake.calls[0]
     assert kwargs["workflow_status"] == "Failed"
     assert kwargs["workflow_failures"] == failures
-    assert read_outputs(tmp_path) == {"result": "Failed", "summary": '{"result": "Failed"}'}
+    assert read_outputs(tmp_path) == {"result": "Failed", "summary": '{"result": "Failed"}', "remediations": ""}
 
 
 def test_a_failed_step_writes_what_it_has_prints_why_and_exits_non_zero(

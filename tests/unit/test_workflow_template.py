@@ -52,7 +52,7 @@ def test_the_summary_is_an_exit_handler_that_sees_the_workflow_status(wt: dict[s
     env = {e["name"]: e["value"] for e in ts["summary"]["script"]["env"]}
     assert env[steps.ENV_WORKFLOW_STATUS] == "{{workflow.status}}"
     assert env[steps.ENV_WORKFLOW_FAILURES] == "{{workflow.failures}}"
-    assert [p["name"] for p in ts["summary"]["outputs"]["parameters"]] == ["summary", "result"]
+    assert [p["name"] for p in ts["summary"]["outputs"]["parameters"]] == ["summary", "result", "remediations"]
 
 
 def test_two_runs_for_one_cluster_share_a_workflow_level_mutex(wt: dict[str, Any]) -> None:
@@ -115,10 +115,22 @@ def test_no_step_pod_runs_hera(wt: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", LEAVES)
-def test_retries_are_for_argo_errors_only_never_for_a_failed_step(wt: dict[str, Any], name: str) -> None:
+def test_retries_survive_a_pod_lost_from_outside_and_never_repeat_a_failed_step(wt: dict[str, Any], name: str) -> None:
     retry = templates(wt)[name]["retryStrategy"]
-    assert retry["retryPolicy"] == "OnError"
+    assert retry["retryPolicy"] == "Always" and retry["expression"] == template.RETRY_EXPRESSION
     assert 1 <= retry["limit"] <= 3
+    assert retry["backoff"] == {"duration": "15s", "factor": 2}
+    decide = semantic.retry_decision
+    # Argo v4 records a force-deleted pod as Error "pod deleted" with no exit code ("-1").
+    assert decide(retry, "Error", "-1", "pod deleted")
+    # A graceful delete / drain / API eviction: the kubelet marks the pod Failed, main dies of SIGTERM.
+    assert decide(retry, "Failed", "143", "main: Error (exit code 143)")
+    assert decide(retry, "Failed", "137", "The node was low on resource: memory. ")
+    # The step's own decisions and its deadline backstop are final.
+    assert not decide(retry, "Failed", "1", "main: Error (exit code 1)")
+    assert not decide(retry, "Failed", "2", "main: Error (exit code 2)")
+    assert not decide(retry, "Failed", "143", "Pod was active on the node longer than the specified deadline")
+    assert not decide(retry, "Failed", "137", "Step exceeded its deadline")
 
 
 def test_deadlines_sit_on_leaves_and_the_phases_take_theirs_from_resolve(wt: dict[str, Any]) -> None:
@@ -132,14 +144,19 @@ def test_deadlines_sit_on_leaves_and_the_phases_take_theirs_from_resolve(wt: dic
     assert isinstance(ts["resolve"]["activeDeadlineSeconds"], int)
 
 
-def test_prometheus_metrics_cover_remediations_duration_and_result(wt: dict[str, Any]) -> None:
+def test_prometheus_metrics_cover_remediations_duration_and_result_and_count_each_run_once(wt: dict[str, Any]) -> None:
     ts = templates(wt)
     for phase in ("control-plane", "workers"):
+        # A phase's metrics are emitted per attempt: a counter there would count a retried phase's remediations
+        # again (its output is the phase's total so far). Only the duration histogram stays on the phases.
         metrics = {m["name"]: m for m in ts[phase]["metrics"]["prometheus"]}
-        assert metrics["capi_rollout_remediations_total"]["counter"]["value"] == "{{outputs.parameters.remediations}}"
+        assert set(metrics) == {"capi_rollout_phase_duration_seconds"}
         assert metrics["capi_rollout_phase_duration_seconds"]["histogram"]["value"] == "{{duration}}"
-    (result,) = ts["summary"]["metrics"]["prometheus"]
-    assert {"key": "result", "value": "{{outputs.parameters.result}}"} in result["labels"]
+    summary = {m["name"]: m for m in ts["summary"]["metrics"]["prometheus"]}
+    assert set(summary) == {"capi_rollout_remediations_total", "capi_rollout_result_total"}
+    assert summary["capi_rollout_remediations_total"]["counter"]["value"] == "{{outputs.parameters.remediations}}"
+    assert {"key": "result", "value": "{{outputs.parameters.result}}"} in summary["capi_rollout_result_total"]["labels"]
+    assert "remediations" in {p["name"] for p in ts["summary"]["outputs"]["parameters"]}
 
 
 def test_the_rendered_template_is_semantically_sound(wt: dict[str, Any]) -> None:
@@ -160,11 +177,11 @@ def test_render_check_fails_on_drift_and_writes_nothing(tmp_path: Path, capsys: 
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "capi-rollout"\n')  # --root must be the repo
     path = tmp_path / render.TEMPLATE_PATH
     path.parent.mkdir(parents=True)
-    drifted = render.render_text().replace("retryPolicy: OnError", "retryPolicy: Always")
+    drifted = render.render_text().replace("retryPolicy: Always", "retryPolicy: OnError")
     path.write_text(drifted)
     assert render.main(check=True, root=str(tmp_path)) == 1
     err = capsys.readouterr().err
-    assert "-      retryPolicy: Always" in err and "+      retryPolicy: OnError" in err
+    assert "-      retryPolicy: OnError" in err and "+      retryPolicy: Always" in err
     assert path.read_text() == drifted
 
 

@@ -10,7 +10,12 @@ list means the template is sound). It checks that
   same steps template, ``status`` / ``duration`` only inside metrics, ``workflow.status`` /
   ``workflow.failures`` only in templates reached from ``onExit``; expression tags (``{{=...}}``) are refused;
 * each step passes exactly the inputs its template declares (every input without a default, nothing unknown);
-* ``activeDeadlineSeconds`` sits only on leaf (script, container, resource) templates.
+* ``activeDeadlineSeconds`` sits only on leaf (script, container, resource) templates;
+* every ``retryStrategy`` has a ``limit``, and its policy and ``expression`` (compiled with the expr-lang subset of
+  :mod:`capi_rollout.workflow.argo_expr`, as Argo v4 compiles it) retry exactly the attempts a pod lost from
+  outside leaves behind — ``pod deleted`` (Error), a graceful deletion or drain (Failed, exit 143), an eviction
+  (Failed, exit 137) — and never a step's own failure (Failed, exit 1 or 2) or its deadline (Failed, 143,
+  the kubelet's deadline message); see :data:`RETRY_CASES`.
 """
 
 from __future__ import annotations
@@ -19,11 +24,46 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from capi_rollout.workflow import argo_expr
+
 _REF = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _LEAF_KINDS = ("script", "container", "resource", "containerSet", "data", "http", "plugin", "suspend")
 _CALLER_KINDS = ("steps", "dag")
 _WORKFLOW_VARS = {"name", "namespace", "uid", "serviceAccountName", "mainEntrypoint", "creationTimestamp"}
 _EXIT_ONLY_WORKFLOW_VARS = {"status", "failures", "duration"}
+
+# (what happened, lastRetry.status, lastRetry.exitCode, lastRetry.message, must it be retried?) -- the node
+# phases and messages Argo v4.0.2 records (operator.go: podReconciliation "pod deleted", inferFailedReason).
+RETRY_CASES: tuple[tuple[str, str, str, str, bool], ...] = (
+    ("pod force-deleted (grace 0) or its node lost", "Error", "-1", "pod deleted", True),
+    ("pod deleted gracefully, drained or evicted through the API", "Failed", "143", "main: Error (exit code 143)",
+     True),
+    ("pod evicted for node pressure", "Failed", "137",
+     "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki.", True),
+    ("init or wait container failed", "Error", "-1", "wait: Error (exit code 1)", True),
+    ("the step failed (exit 1)", "Failed", "1", "main: Error (exit code 1)", False),
+    ("the step was started wrongly (exit 2)", "Failed", "2", "main: Error (exit code 2)", False),
+    ("the pod outlived its activeDeadlineSeconds", "Failed", "143",
+     "Pod was active on the node longer than the specified deadline", False),
+)
+_POLICY_RETRIES = {"Always": ("Failed", "Error"), "OnFailure": ("Failed",), "OnError": ("Error",)}
+
+
+def retry_decision(strategy: Mapping[str, Any], status: str, exit_code: str, message: str, retries: int = 0) -> bool:
+    """Whether Argo v4 retries an attempt that ended so (budget aside): the policy AND the expression.
+
+    The default policy is ``OnFailure``, or ``Always`` when an expression is set (docs/retries.md, v3.5+).
+    Raises :class:`~capi_rollout.workflow.argo_expr.ExprError` for an expression Argo would not compile.
+    """
+    expression = str(strategy.get("expression") or "")
+    policy = str(strategy.get("retryPolicy") or ("Always" if expression else "OnFailure"))
+    if status not in _POLICY_RETRIES.get(policy, ()):
+        return False
+    if not expression:
+        return True
+    variables = {"retries": str(retries), "lastRetry.status": status, "lastRetry.exitCode": exit_code,
+                 "lastRetry.message": message, "lastRetry.duration": "1"}
+    return argo_expr.evaluate(expression, variables)
 
 
 def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -103,6 +143,8 @@ class _Checker:
     def _check_template(self, name: str, tmpl: Mapping[str, Any]) -> None:
         if "activeDeadlineSeconds" in tmpl and not _is_leaf(tmpl):
             self.problems.append(f"template {name!r}: activeDeadlineSeconds is only valid on leaf templates")
+        if "retryStrategy" in tmpl:
+            self._check_retry(name, tmpl["retryStrategy"])
         prior: dict[str, str] = {}
         if any(kind in tmpl for kind in _CALLER_KINDS):
             for group in _step_groups(tmpl):
@@ -116,6 +158,25 @@ class _Checker:
             for path, text in _strings(value, f"template {name!r}.{key}"):
                 for ref in _REF.findall(text):
                     self._check_ref(ref, path, tmpl=tmpl, in_metrics=key == "metrics", prior_steps={})
+
+    def _check_retry(self, name: str, strategy: Any) -> None:
+        where = f"template {name!r}: retryStrategy"
+        if not isinstance(strategy, Mapping) or strategy.get("limit") in (None, ""):
+            self.problems.append(f"{where} has no limit (Argo would retry without end)")
+            return
+        policy = strategy.get("retryPolicy")
+        if policy is not None and policy not in _POLICY_RETRIES:
+            self.problems.append(f"{where}: retryPolicy {policy!r} is not one this check knows")
+            return
+        for what, status, code, message, wanted in RETRY_CASES:
+            try:
+                decided = retry_decision(strategy, status, code, message)
+            except argo_expr.ExprError as exc:
+                self.problems.append(f"{where}.expression does not compile: {exc}")
+                return
+            if decided != wanted:
+                verb = "retries" if decided else "does not retry"
+                self.problems.append(f"{where} {verb} when {what} ({status}, exit {code})")
 
     def _check_step(self, caller: str, step: Mapping[str, Any], prior: Mapping[str, str]) -> None:
         target_name = str(step.get("template", ""))

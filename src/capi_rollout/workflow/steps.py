@@ -38,7 +38,7 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
     "preflight": ("warnings",),
     "control-plane": ("phase", "remediations"),
     "workers": ("phase", "remediations"),
-    "summary": ("summary", "result"),
+    "summary": ("summary", "result", "remediations"),
 }
 
 

@@ -12,11 +12,13 @@ The shape, kept to plain, well-known Argo constructs:
   ``{{workflow.status}}`` / ``{{workflow.failures}}`` through its environment.
 * A workflow-level mutex per cluster (namespace + name): a second run for the same cluster waits.
 * Leaf backstops: ``activeDeadlineSeconds`` (phases: from resolve's outputs, a little above the timeout);
-  ``retryStrategy`` ``OnError`` only (pod lost, deleted, evicted — never a failed phase); a retried phase
-  resumes from the remediation ledger, which is keyed by the workflow name.
+  ``retryStrategy`` ``Always`` with :data:`RETRY_EXPRESSION`: Argo errors (pod vanished) and a pod killed from
+  outside (graceful delete, drain, eviction: exit 143/137, not the deadline) — never a failed phase (exit 1/2);
+  a retried phase resumes from the remediation ledger, which is keyed by the workflow name.
 * Pods: non-root, read-only root filesystem (``/tmp`` is an ``emptyDir``), no capabilities, seccomp
   RuntimeDefault, modest requests/limits; the image from :mod:`capi_rollout.workflow.image`.
-* Template metrics (Prometheus): remediations per phase, phase duration, rollout result.
+* Template metrics (Prometheus, ``argo_workflows_`` prefix added by Argo): phase duration (per attempt);
+  remediations and rollout result counted once, by the summary from the ledger's totals.
 """
 
 from __future__ import annotations
@@ -151,12 +153,29 @@ def _resources() -> ResourceRequirements:
     )
 
 
+# When a failed attempt is retried (Argo v4.0.2 processNodeRetries: policy, then limit, then this expression over
+# lastRetry.status / exitCode / message, all strings; exitCode is "-1" when the pod vanished before reporting one):
+# * status Error: Argo's own errors -- the pod vanished (force delete, lost node: "pod deleted"), init or wait
+#   container failed, the pod failed before main started;
+# * status Failed with main killed by a signal from outside -- 143 (SIGTERM: a graceful `kubectl delete pod`, a
+#   drain, an API eviction; the kubelet marks the pod Failed) or 137 (SIGKILL: a grace period that ran out, a
+#   node-pressure eviction) -- unless the kill was the pod's own activeDeadlineSeconds ("Pod was active on the
+#   node longer than the specified deadline" / "Step exceeded its deadline"): that is the phase backstop.
+# Never a step's own failure (exit 1: the phase failed; exit 2: started wrongly): that is a decision.
+RETRY_EXPRESSION = (
+    'lastRetry.status == "Error" || (lastRetry.status == "Failed" && lastRetry.exitCode in ["137", "143"]'
+    ' && !(lastRetry.message contains "deadline"))'
+)
+RETRY_LIMIT = 2
+
+
 def _retry() -> RetryStrategy:
-    # OnError: Argo errors only (pod deleted, evicted, lost node, init/wait container failure). A step that ran
-    # and failed is never retried: re-running a failed phase is a decision for a human, not for a loop.
+    # Always + expression: OnError alone misses a graceful deletion or an eviction (the kubelet marks the pod
+    # Failed, main exits 143: argo-workflows #3374, #3097). A retried phase resumes from the remediation ledger.
     return RetryStrategy(
-        limit=2,
-        retry_policy="OnError",
+        limit=RETRY_LIMIT,
+        retry_policy="Always",
+        expression=RETRY_EXPRESSION,
         backoff=Backoff(duration="15s", factor=IntOrString(2)),
     )
 
@@ -169,13 +188,8 @@ def _cluster_labels() -> list[Label]:
 
 
 def _phase_metrics(phase: str) -> list[_BaseMetric]:
+    # Per attempt (Argo emits template metrics for every retry child): durations only, never counts.
     return [
-        Counter(
-            name="capi_rollout_remediations_total",
-            help="Remediations performed (delete Machine + reboot node), by cluster and phase.",
-            labels=[*_cluster_labels(), Label(key="phase", value=phase)],
-            value="{{outputs.parameters.remediations}}",
-        ),
         Histogram(
             name="capi_rollout_phase_duration_seconds",
             help="Duration of a rollout phase step, by cluster, phase and step status.",
@@ -187,13 +201,21 @@ def _phase_metrics(phase: str) -> list[_BaseMetric]:
 
 
 def _result_metrics() -> list[_BaseMetric]:
+    # Counted once per run, from the summary's ledger totals (the exit handler), so a retried phase never
+    # counts its remediations twice.
     return [
+        Counter(
+            name="capi_rollout_remediations_total",
+            help="Remediations performed (delete Machine + reboot node) by finished rollouts, by cluster.",
+            labels=_cluster_labels(),
+            value="{{outputs.parameters.remediations}}",
+        ),
         Counter(
             name="capi_rollout_result_total",
             help="Finished rollouts, by cluster and result (Succeeded or Failed).",
             labels=[*_cluster_labels(), Label(key="result", value="{{outputs.parameters.result}}")],
             value="1",
-        )
+        ),
     ]
 
 
