@@ -73,12 +73,12 @@ def missing() -> list[str]:
     if not Path("/sys/fs/cgroup").is_dir():
         problems.append("no cgroup file system at /sys/fs/cgroup")
     if not problems:
-        probe = subprocess.run(["ip", "link", "add", "capi-rollout-probe", "type", "veth", "peer", "name",
-                                "capi-rollout-prb1"], capture_output=True, text=True)
+        probe = subprocess.run(["ip", "link", "add", "crprobe0", "type", "veth", "peer", "name",
+                                "crprobe1"], capture_output=True, text=True)
         if probe.returncode != 0:
             problems.append(f"the kernel cannot make veth pairs ({probe.stderr.strip()})")
         else:
-            subprocess.run(["ip", "link", "delete", "capi-rollout-probe"], capture_output=True)
+            subprocess.run(["ip", "link", "delete", "crprobe0"], capture_output=True)
     built = binaries().missing()
     if built:
         problems.append(f"{len(built)} node binaries are not built (e.g. {built[0]}): run `make node-tools`")
