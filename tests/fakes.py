@@ -58,8 +58,10 @@ class FakeKube:
         self.tcps: list[dict[str, Any]] = []
         self.mds: list[dict[str, Any]] = []
         self.machines: dict[str, dict[str, Any]] = {}
-        self.secrets: list[dict[str, Any]] = [{"metadata": {"name": "homelab-talosconfig", "namespace": b.NS},
+        self.secrets: list[dict[str, Any]] = [{"metadata": {"name": "homelab-talosconfig", "namespace": b.NS,
+                                                            "labels": {"cluster.x-k8s.io/cluster-name": "homelab"}},
                                                "data": {"talosconfig": "Y29udGV4dDogaG9tZWxhYgo="}}]
+        self.secret_gets: list[str] = []
         self.config_maps: dict[str, tuple[dict[str, str], int]] = {}
         self.events: list[tuple[str, str]] = []
         self.deleted: list[str] = []
@@ -88,8 +90,9 @@ class FakeKube:
     def list_health_checks(self, namespace: str) -> list[dict[str, Any]]:
         return []
 
-    def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.secrets)
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.secret_gets.append(name)
+        return next((copy.deepcopy(s) for s in self.secrets if s["metadata"]["name"] == name), None)
 
     def delete_machine(self, namespace: str, name: str, uid: str) -> bool:
         m = self.machines.get(name)

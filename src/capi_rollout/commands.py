@@ -22,7 +22,7 @@ from capi_rollout.domain.decide import decide
 from capi_rollout.domain.ledger import Ledger, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, parse_time
 from capi_rollout.domain.preflight import preflight
-from capi_rollout.domain.resolve import ResolveError, resolve_targets
+from capi_rollout.domain.resolve import ResolveError, resolve_targets, talosconfig_secret_name
 from capi_rollout.domain.state import ClusterState
 from capi_rollout.params import DEFAULTS, ParamError, Params, parse_params
 
@@ -65,11 +65,13 @@ def plan_snapshot(docs: Sequence[Mapping[str, Any]], params: Params, *, now: dat
     mds = _kind(docs, "MachineDeployment", name, ns)
     cluster = clusters[0] if clusters else None
     version = str((cluster or (mds[0] if mds else {})).get("apiVersion", "/v1beta2")).rpartition("/")[2]
-    secrets = _kind(docs, "Secret", name, ns)
+    secrets = [d for d in docs if d.get("kind") == "Secret" and (d.get("metadata") or {}).get("name")
+               == talosconfig_secret_name(name) and ((d.get("metadata") or {}).get("namespace") or ns) == ns]
     out: dict[str, Any] = {"cluster": name, "namespace": ns, "now": now.isoformat(), "talos": "not probed (snapshot)"}
     try:
         targets = resolve_targets(cluster_name=name, namespace=ns, capi_version=version, cluster=cluster,
-                                  control_planes=tcps, deployments=mds, secrets=secrets or [_placeholder(name)])
+                                  control_planes=tcps, deployments=mds,
+                                  talosconfig=secrets[0] if secrets else _placeholder(name))
     except ResolveError as exc:
         out["decision"] = {"kind": "fail", "reason": "cannot resolve the cluster: " + "; ".join(exc.problems)}
         return out
@@ -99,7 +101,8 @@ def plan_snapshot(docs: Sequence[Mapping[str, Any]], params: Params, *, now: dat
 
 def _placeholder(cluster: str) -> dict[str, Any]:
     # Snapshots usually omit Secrets (they hold keys); resolve only needs to know one exists.
-    return {"metadata": {"name": f"{cluster}-talosconfig"}, "data": {"talosconfig": ""}}
+    return {"metadata": {"name": talosconfig_secret_name(cluster), "labels": {CLUSTER_NAME_LABEL: cluster}},
+            "data": {"talosconfig": ""}}
 
 
 def plan_main(args: argparse.Namespace) -> int:
@@ -130,8 +133,9 @@ def _live_documents(kubeconfig: str | None, params: Params) -> list[dict[str, An
     docs += [{**o, "kind": "MachineDeployment"} for o in kube.list_machine_deployments(ns, sel)]
     docs += [{**o, "kind": "Machine"} for o in kube.list_machines(ns, sel)]
     docs += [{**o, "kind": "MachineHealthCheck"} for o in kube.list_health_checks(ns)]
-    docs += [{"kind": "Secret", "metadata": s["metadata"], "data": {k: "" for k in s.get("data") or {}}}
-             for s in kube.list_secrets(ns, sel)]
+    secret = kube.get_secret(ns, talosconfig_secret_name(params.cluster_name))
+    docs += [{"kind": "Secret", "metadata": secret["metadata"], "data": {k: "" for k in secret.get("data") or {}}}
+             ] if secret else []
     return docs
 
 

@@ -199,7 +199,8 @@ def test_resolve_names_every_missing_piece() -> None:
     kube.tcps = kube.tcps * 2
     with pytest.raises(StepFailed) as err:
         runner.resolve()
-    assert "2 TalosControlPlanes carry" in str(err.value) and "no Secret named *-talosconfig" in str(err.value)
+    assert "2 TalosControlPlanes carry" in str(err.value)
+    assert "Secret default/homelab-talosconfig not found" in str(err.value)
 
 
 def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
@@ -209,9 +210,38 @@ def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
     kube.secrets = []
     result = _run(runner, "resolve")
     assert not result.ok
-    assert runner.ledger.failure is not None and "no Secret named *-talosconfig" in runner.ledger.failure
+    assert runner.ledger.failure is not None and "homelab-talosconfig not found" in runner.ledger.failure
     summary = _run(runner, "summary", workflow_status="Failed")
-    assert "no Secret named *-talosconfig" in json.loads(summary.outputs["summary"])["reasons"][0]
+    assert "homelab-talosconfig not found" in json.loads(summary.outputs["summary"])["reasons"][0]
+
+
+def test_resolve_reads_the_talosconfig_secret_by_name_and_lists_no_secrets() -> None:
+    runner, kube, _, _ = make()
+    kube.secrets.append({"metadata": {"name": "homelab-kubeconfig", "namespace": "default",
+                                      "labels": {"cluster.x-k8s.io/cluster-name": "homelab"}}, "data": {"value": "x"}})
+    assert runner.resolve().talosconfig_secret == "homelab-talosconfig"
+    assert kube.secret_gets == ["homelab-talosconfig"]  # FakeKube has no list_secrets: calling it would fail
+
+
+@pytest.mark.parametrize(("labels", "why"), [
+    ({}, "has no label cluster.x-k8s.io/cluster-name"),
+    ({"cluster.x-k8s.io/cluster-name": "prod"}, "carries cluster.x-k8s.io/cluster-name=prod, not homelab"),
+])
+def test_a_talosconfig_secret_not_labelled_for_the_cluster_fails_resolve(labels: dict[str, str], why: str) -> None:
+    runner, kube, _, _ = make()
+    kube.secrets[0]["metadata"]["labels"] = labels
+    with pytest.raises(StepFailed) as err:
+        runner.resolve()
+    assert why in str(err.value) and "refusing to use it" in str(err.value)
+
+
+def test_a_phase_rereads_the_secret_and_refuses_it_once_relabelled_for_another_cluster() -> None:
+    runner, kube, _, _ = make()
+    runner.resolve()
+    kube.secrets[0]["metadata"]["labels"] = {"cluster.x-k8s.io/cluster-name": "prod"}
+    with pytest.raises(StepFailed) as err:
+        runner.talos()
+    assert "carries cluster.x-k8s.io/cluster-name=prod, not homelab" in str(err.value)
 
 
 def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() -> None:

@@ -192,12 +192,20 @@ class Kube:
     def list_health_checks(self, namespace: str) -> list[dict[str, Any]]:
         return self._list(CAPI_GROUP, self.capi_version(), "machinehealthchecks", namespace, None)
 
-    def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        def call() -> list[dict[str, Any]]:
-            found = self.request("GET", f"/api/v1/namespaces/{namespace}/secrets", query=[("labelSelector", selector)])
-            return list(found.get("items") or [])
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One Secret by name, None when it does not exist. Never a list: the runner may read only the Secret
+        it names (RBAC grants ``get``, optionally narrowed by ``resourceNames``), not every Secret of a
+        namespace (admin kubeconfigs among them)."""
+        def call() -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = self.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return found
 
-        return self.backoff.run(f"list Secrets in {namespace}", call)
+        return self.backoff.run(f"get Secret {namespace}/{name}", call)
 
     # --- writes ----------------------------------------------------------------------------------------
     def delete_machine(self, namespace: str, name: str, uid: str) -> bool:
