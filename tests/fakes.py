@@ -62,7 +62,7 @@ class FakeKube:
                                                             "labels": {"cluster.x-k8s.io/cluster-name": "homelab"}},
                                                "data": {"talosconfig": "Y29udGV4dDogaG9tZWxhYgo="}}]
         self.secret_gets: list[str] = []
-        self.config_maps: dict[str, tuple[dict[str, str], int]] = {}
+        self.ledgers: dict[str, tuple[dict[str, str], int]] = {}
         self.events: list[tuple[str, str]] = []
         self.deleted: list[str] = []
         self.log: list[str] = []
@@ -106,17 +106,17 @@ class FakeKube:
                      now: datetime | None = None) -> None:
         self.events.append((involved["metadata"]["name"], reason))
 
-    def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        found = self.config_maps.get(name)
-        return (dict(found[0]), str(found[1])) if found else None
+    def read_ledger(self, namespace: str, name: str) -> tuple[str, str] | None:
+        found = self.ledgers.get(name)
+        return (found[0]["ledger"], str(found[1])) if found else None
 
-    def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
-                         labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
-        current = self.config_maps.get(name)
+    def write_ledger(self, namespace: str, name: str, spec: Mapping[str, str], *, resource_version: str | None,
+                     labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
+        current = self.ledgers.get(name)
         if (current is None) != (resource_version is None) or (current and str(current[1]) != resource_version):
-            raise AssertionError(f"conflicting write of ConfigMap {name}")
+            raise AssertionError(f"conflicting write of RolloutLedger {name}")
         version = (current[1] if current else 0) + 1
-        self.config_maps[name] = (dict(data), version)
+        self.ledgers[name] = (dict(spec), version)
         return str(version)
 
 

@@ -141,7 +141,7 @@ def _live_documents(kubeconfig: str | None, params: Params) -> list[dict[str, An
 
 def run_main(args: argparse.Namespace) -> int:
     from capi_rollout.adapters.kube import Kube, KubeError, connect
-    from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
+    from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
     from capi_rollout.runner import configure_logging, run_all
 
     configure_logging()
@@ -155,7 +155,7 @@ def run_main(args: argparse.Namespace) -> int:
         store: LedgerStore = MemoryLedgerStore()
         if args.ledger_namespace:
             run_id = f"{params.cluster_namespace}-{params.cluster_name}-{datetime.now(UTC):%Y%m%d%H%M%S}"
-            store = ConfigMapLedgerStore(kube, namespace=args.ledger_namespace, run_id=run_id)
+            store = KubeLedgerStore(kube, namespace=args.ledger_namespace, run_id=run_id)
         result = run_all(params, kube=kube, store=store)
     except KubeError as exc:
         print(f"capi-rollout run: Kubernetes API error: {exc}", file=sys.stderr)

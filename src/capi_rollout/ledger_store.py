@@ -1,9 +1,10 @@
-"""Where the run's ledger lives: a ConfigMap owned by the Workflow, or memory.
+"""Where the run's ledger lives: a RolloutLedger owned by the Workflow, or memory.
 
-Contract: :class:`ConfigMapLedgerStore` keeps the ledger JSON under the key ``ledger`` of the ConfigMap
-``capi-rollout-<run id>`` in the workflow's namespace, with an ownerReference to the Workflow (so it is
-garbage-collected with it) and optimistic concurrency (a lost update raises instead of silently
-overwriting). :class:`MemoryLedgerStore` is for ``capi-rollout run`` without a run id and for tests.
+Contract: :class:`KubeLedgerStore` keeps the ledger JSON in ``spec.ledger`` of the RolloutLedger
+(``capi-rollout.io/v1alpha1``, a kind no other component reads) ``capi-rollout-<run id>`` in the workflow's
+namespace, with an ownerReference to the Workflow (so it is garbage-collected with it) and optimistic
+concurrency (a lost update raises instead of silently overwriting). :class:`MemoryLedgerStore` is for
+``capi-rollout run`` without a run id and for tests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Protocol
 from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.ledger import Ledger
 
-LEDGER_KEY = "ledger"
 LABELS = {"app.kubernetes.io/name": "capi-rollout", "app.kubernetes.io/component": "ledger"}
 
 
@@ -26,7 +26,7 @@ class LedgerStore(Protocol):
 
 
 def ledger_name(run_id: str) -> str:
-    """``capi-rollout-<run id>`` made a valid ConfigMap name."""
+    """``capi-rollout-<run id>`` made a valid object name."""
     cleaned = re.sub(r"[^a-z0-9.-]+", "-", run_id.lower()).strip("-.") or "run"
     return f"capi-rollout-{cleaned}"[:253]
 
@@ -44,7 +44,7 @@ class MemoryLedgerStore:
         self.saves += 1
 
 
-class ConfigMapLedgerStore:
+class KubeLedgerStore:
     def __init__(self, kube: Kube, *, namespace: str, run_id: str, owner: Mapping[str, str] | None = None) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -53,16 +53,14 @@ class ConfigMapLedgerStore:
         self._version: str | None = None
 
     def load(self) -> Ledger | None:
-        found = self.kube.read_config_map(self.namespace, self.name)
+        found = self.kube.read_ledger(self.namespace, self.name)
         if found is None:
             self._version = None
             return None
-        data, self._version = found
-        text = data.get(LEDGER_KEY)
+        text, self._version = found
         return Ledger.from_json(text) if text else None
 
     def save(self, ledger: Ledger) -> None:
-        self._version = self.kube.write_config_map(
-            self.namespace, self.name, {LEDGER_KEY: ledger.to_json()}, resource_version=self._version,
-            labels=LABELS, owner=self.owner,
-        )
+        spec = {"clusterName": ledger.cluster, "clusterNamespace": ledger.namespace, "ledger": ledger.to_json()}
+        self._version = self.kube.write_ledger(self.namespace, self.name, spec, resource_version=self._version,
+                                               labels=LABELS, owner=self.owner)

@@ -58,7 +58,7 @@ from capi_rollout.domain.resolve import (
 )
 from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
 from capi_rollout.executor import Executor, TalosPort
-from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
+from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
 from capi_rollout.params import ParamError, Params, format_duration, parse_params
 from capi_rollout.summary import build_summary, render_table
 
@@ -349,7 +349,7 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
                           if step == "summary" else {})
     try:
         kube = Kube(api)
-        store: LedgerStore = ConfigMapLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
+        store: LedgerStore = KubeLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
         runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory)
         try:
             return _run(runner, step, workflow_status=workflow_status, workflow_failures=workflow_failures)

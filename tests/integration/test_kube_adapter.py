@@ -14,7 +14,7 @@ from kubernetes import client
 from capi_rollout.adapters.informer import cluster_cache
 from capi_rollout.adapters.kube import Backoff, Kube, KubeError
 from capi_rollout.domain.ledger import Ledger
-from capi_rollout.ledger_store import ConfigMapLedgerStore
+from capi_rollout.ledger_store import KubeLedgerStore
 from sim import objects as o
 from sim.envtest.server import LocalAPIServer
 
@@ -86,15 +86,15 @@ def test_events_are_recorded_on_the_owner(apiserver: LocalAPIServer, kube_namesp
 
 def test_the_ledger_config_map_uses_optimistic_concurrency(apiserver: LocalAPIServer, kube_namespace: str) -> None:
     kube = Kube(apiserver.api_client())
-    store = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
+    store = KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
     assert store.load() is None
     store.save(Ledger(cluster="c", namespace="n"))
-    other = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
+    other = KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
     assert other.load() == Ledger(cluster="c", namespace="n")
     other.save(Ledger(cluster="c", namespace="n", warnings=("w",)))
     with pytest.raises(KubeError, match="409"):
         store.save(Ledger(cluster="c", namespace="n", warnings=("stale",)))
-    assert ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1").load().warnings == ("w",)  # type: ignore[union-attr]
+    assert KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1").load().warnings == ("w",)  # type: ignore[union-attr]
 
 
 def test_waiting_is_woken_by_a_watch_event_within_a_second(apiserver: LocalAPIServer, kube_namespace: str) -> None:

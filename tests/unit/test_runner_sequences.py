@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.ledger import Ledger
-from capi_rollout.ledger_store import ConfigMapLedgerStore, MemoryLedgerStore
+from capi_rollout.ledger_store import KubeLedgerStore, MemoryLedgerStore
 from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner, StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube, FakeTalos, FakeWatch
@@ -110,16 +110,16 @@ def test_a_step_killed_mid_phase_resumes_with_the_same_clock_and_remediation_cou
     kube = FakeKube()
     clock = Clock(T0)
     controller = FakeControlPlaneController(kube, clock, faulty={0: "not-ready", 1: "not-ready", 2: "not-ready"})
-    store = ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-1")  # type: ignore[arg-type]
+    store = KubeLedgerStore(kube, namespace="argo", run_id="wf-1")  # type: ignore[arg-type]
     first, *_ = make(store=store, kube=kube, controller=controller, clock=clock, crash_after_waits=40)
     first.resolve()
     with pytest.raises(KeyboardInterrupt):
         first.phase("control-plane")
-    saved = Ledger.from_json(kube.config_maps["capi-rollout-wf-1"][0]["ledger"])
+    saved = Ledger.from_json(kube.ledgers["capi-rollout-wf-1"][0]["ledger"])
     before = saved.phase("control-plane")
     assert before is not None and len(before.remediations) == 1 and before.result is None
 
-    retried, *_ = make(store=ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-1"),  # type: ignore[arg-type]
+    retried, *_ = make(store=KubeLedgerStore(kube, namespace="argo", run_id="wf-1"),  # type: ignore[arg-type]
                        kube=kube, controller=controller, clock=clock)
     with pytest.raises(StepFailed, match=r"remediation budget exhausted \(2 of 2 used\)"):
         retried.phase("control-plane")

@@ -6,10 +6,11 @@ Contract:
   in-cluster service account, in that order of preference.
 * :class:`Kube` reads CAPI objects as plain dicts (the API server's JSON), choosing the CAPI API version the
   server serves: ``v1beta2`` when served (CAPI ≥ 1.11), else ``v1beta1`` (CAPI 1.10). Core objects (Secrets,
-  ConfigMaps, Events) and discovery go as raw JSON too (:meth:`Kube.request`): the client's typed core API
+  Events), the ledger and discovery go as raw JSON too (:meth:`Kube.request`): the client's typed core API
   costs a step pod over a second of imports and buys nothing here.
 * Its only writes are: delete one Machine (with a UID precondition), create an Event, and create/replace the
-  ledger ConfigMap. It never patches or updates CAPI objects.
+  run's ``RolloutLedger`` (``capi-rollout.io``). It never patches or updates CAPI objects. It reads one Secret by
+  name and never lists Secrets.
 * Transient failures (connection errors, 429, 5xx) are retried with capped exponential
   backoff for up to ``retry_for`` seconds; they never fail a rollout on their own. Other API errors raise
   :class:`KubeError` with the verb, the resource and the server's message.
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 CAPI_GROUP = "cluster.x-k8s.io"
 TCP_GROUP, TCP_VERSION = "controlplane.cluster.x-k8s.io", "v1alpha3"
 SUPPORTED_CAPI_VERSIONS = ("v1beta2", "v1beta1")
+# The remediation ledger's own kind (its CRD: overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml).
+LEDGER_GROUP, LEDGER_VERSION = "capi-rollout.io", "v1alpha1"
+LEDGER_KIND, LEDGER_PLURAL = "RolloutLedger", "rolloutledgers"
+LEDGER_API_VERSION = f"{LEDGER_GROUP}/{LEDGER_VERSION}"
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 T = TypeVar("T")
@@ -243,44 +248,53 @@ class Kube:
         self.backoff.run(f"create Event {reason} in {md['namespace']}",
                          lambda: self.request("POST", f"/api/v1/namespaces/{md['namespace']}/events", body=event))
 
-    def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        """(data, resourceVersion) of a ConfigMap, or None when it does not exist."""
-        def call() -> tuple[dict[str, str], str] | None:
+    def read_ledger(self, namespace: str, name: str) -> tuple[str, str] | None:
+        """(ledger JSON, resourceVersion) of a RolloutLedger, or None when it does not exist."""
+        def call() -> tuple[str, str] | None:
             try:
-                cm = self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+                obj = self.request("GET", f"{_ledgers(namespace)}/{name}")
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return dict(cm.get("data") or {}), str((cm.get("metadata") or {}).get("resourceVersion", ""))
+            spec = obj.get("spec") or {}
+            return str(spec.get("ledger") or ""), str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
-        return self.backoff.run(f"get ConfigMap {namespace}/{name}", call)
+        return self.backoff.run(f"get {LEDGER_KIND} {namespace}/{name}", call)
 
-    def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
-                         labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
-        """Create (resource_version None) or replace with optimistic concurrency; returns the new version."""
+    def write_ledger(self, namespace: str, name: str, spec: Mapping[str, str], *, resource_version: str | None,
+                     labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
+        """Create (resource_version None) or replace a RolloutLedger with optimistic concurrency; returns the new
+        version. ``owner`` (the Workflow, same namespace) becomes its ownerReference: deleted with it."""
         metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
         if owner and owner.get("uid"):
             metadata["ownerReferences"] = [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
                                             "name": owner["name"], "uid": owner["uid"], "blockOwnerDeletion": False}]
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(data)}
-        collection = f"/api/v1/namespaces/{namespace}/configmaps"
+        body = {"apiVersion": LEDGER_API_VERSION, "kind": LEDGER_KIND, "metadata": metadata, "spec": dict(spec)}
 
         def call() -> str:
             if resource_version is None:
-                cm = self.request("POST", collection, body=body)
+                obj = self.request("POST", _ledgers(namespace), body=body)
             else:
-                cm = self.request("PUT", f"{collection}/{name}", body=body)
-            return str((cm.get("metadata") or {}).get("resourceVersion", ""))
+                obj = self.request("PUT", f"{_ledgers(namespace)}/{name}", body=body)
+            return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
+        what = f"write {LEDGER_KIND} {namespace}/{name}"
         # 409 on a replace is a real conflict (another writer): do not retry it blindly.
         try:
             return call()
         except ApiException as exc:
             if exc.status == 409:
-                raise KubeError(f"write ConfigMap {namespace}/{name}", exc) from exc
-            return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
+                raise KubeError(what, exc) from exc
+            if exc.status == 404 and resource_version is None:
+                raise KubeError(what, exc, detail=f"is the {LEDGER_KIND} CRD installed? "
+                                "(overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml)") from exc
+            return self.backoff.run(what, call)
         except (urllib3.exceptions.HTTPError, OSError):
-            return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
+            return self.backoff.run(what, call)
+
+
+def _ledgers(namespace: str) -> str:
+    return f"/apis/{LEDGER_GROUP}/{LEDGER_VERSION}/namespaces/{namespace}/{LEDGER_PLURAL}"
