@@ -16,6 +16,7 @@ from capi_rollout.adapters.kube import Backoff, Kube, KubeError
 from capi_rollout.domain.ledger import Ledger
 from capi_rollout.ledger_store import KubeLedgerStore
 from sim import objects as o
+from sim.envtest import assets, rest
 from sim.envtest.server import LocalAPIServer
 
 pytestmark = pytest.mark.apiserver
@@ -84,7 +85,8 @@ def test_events_are_recorded_on_the_owner(apiserver: LocalAPIServer, kube_namesp
         ("delta-cp", "CapiRolloutRemediation", "Warning")]
 
 
-def test_the_ledger_config_map_uses_optimistic_concurrency(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+def test_the_rollout_ledger_uses_optimistic_concurrency(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    apiserver.install_crds([assets.REPO_ROOT / "overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml"])
     kube = Kube(apiserver.api_client())
     store = KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
     assert store.load() is None
@@ -95,6 +97,21 @@ def test_the_ledger_config_map_uses_optimistic_concurrency(apiserver: LocalAPISe
     with pytest.raises(KubeError, match="409"):
         store.save(Ledger(cluster="c", namespace="n", warnings=("stale",)))
     assert KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1").load().warnings == ("w",)  # type: ignore[union-attr]
+    (obj,) = rest.request_json(apiserver.admin, "GET",
+                               f"/apis/capi-rollout.io/v1alpha1/namespaces/{kube_namespace}/rolloutledgers")["items"]
+    assert (obj["spec"]["clusterName"], obj["spec"]["clusterNamespace"]) == ("c", "n")
+
+
+def test_a_ledger_owned_by_a_workflow_carries_its_owner_reference(apiserver: LocalAPIServer,
+                                                                  kube_namespace: str) -> None:
+    apiserver.install_crds([assets.REPO_ROOT / "overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml"])
+    owner = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf-2", "uid": "u-2"}
+    KubeLedgerStore(Kube(apiserver.api_client()), namespace=kube_namespace, run_id="wf-2", owner=owner).save(
+        Ledger(cluster="c", namespace="n"))
+    ledgers = f"/apis/capi-rollout.io/v1alpha1/namespaces/{kube_namespace}/rolloutledgers"
+    obj = rest.request_json(apiserver.admin, "GET", f"{ledgers}/capi-rollout-wf-2")
+    (ref,) = obj["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["name"], ref["uid"]) == ("Workflow", "wf-2", "u-2")  # GC'd with the Workflow
 
 
 def test_waiting_is_woken_by_a_watch_event_within_a_second(apiserver: LocalAPIServer, kube_namespace: str) -> None:
