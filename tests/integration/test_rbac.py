@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
@@ -291,7 +292,7 @@ def narrowed(apiserver: LocalAPIServer, kube_namespace: str) -> Iterator[ApiClie
     apiserver.create_namespace(RUNNER_NAMESPACE)
     apiserver.install_crds([LEDGER_CRD])
     printed = rbac.to_yaml(rbac.runner_documents([rbac.parse_cluster(f"{kube_namespace}/c1")]))
-    apiserver.apply_manifests([d for d in rest.load_documents([printed])])
+    apiserver.apply_manifests([d for d in yaml.safe_load_all(printed) if d])
     client = client_from_kubeconfig(apiserver.serviceaccount_kubeconfig(RUNNER_NAMESPACE, RUNNER))
     try:
         yield client
