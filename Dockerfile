@@ -3,23 +3,32 @@
 # dependency), a non-root user. Build it (tag = package version, see src/capi_rollout/workflow/image.py):
 #   docker build -t "$(.venv/bin/python -m capi_rollout.workflow.image)" .
 #   kind load docker-image "$(.venv/bin/python -m capi_rollout.workflow.image)" --name <cluster>
+# TODO(supply chain): pin the base image by digest (python:3.11-slim-bookworm@sha256:...). No registry is
+# reachable where this was written, so no digest could be looked up; never invent one. Look it up with
+# `docker buildx imagetools inspect python:3.11-slim-bookworm` and set it here (and in the other Dockerfile).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
+COPY requirements ./requirements
+# Every dependency from the lock, each file checked against its hash (the same lock `make setup` uses);
+# the package itself is built without build isolation from the hashed build lock (hatchling).
+RUN pip install --no-cache-dir --require-hashes -r requirements/build.txt \
+    && pip download --no-cache-dir --require-hashes --no-deps --dest /wheels -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY sim ./sim
-# Wheels for the package and every pinned dependency; the runtime stage installs them without an index.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels capi-rollout \
+RUN --mount=type=bind,from=build,source=/src/requirements,target=/requirements \
+    --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels --require-hashes -r /requirements/runtime.txt \
+    && pip install --no-cache-dir --no-index --no-deps /wheels/capi_rollout-*.whl \
     && groupadd --gid 65532 nonroot \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
 # The WorkflowTemplate runs `python -m capi_rollout.workflow.entry <step> <staged inputs>` (no Hera import at run

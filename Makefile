@@ -4,15 +4,30 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export CAPI_ROLLOUT_CACHE ?= $(HOME)/.cache/capi-rollout
 
-.PHONY: setup tools lint render test e2e demo bench image clean
+.PHONY: setup lock tools lint render test e2e demo bench image clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every dependency (runtime, dev and the build backend) from the lock, each file checked against its hash; then
+# the package itself, without dependencies or build isolation (hatchling comes from the lock too).
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Refresh the locks after changing pyproject.toml's dependencies (or to take new releases): pip-tools, pinned,
+# from PyPI, in its own venv. dev.txt is resolved first; runtime.txt (both images) and build.txt (hatchling)
+# are constrained to its versions. Review the diff and commit requirements/.
+PIP_TOOLS := pip-tools==7.6.2
+LOCK_VENV := .venv-lock
+COMPILE   := PIP_FIND_LINKS= $(LOCK_VENV)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+             --no-emit-find-links $(LOCK_FLAGS)
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PY) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q '$(PIP_TOOLS)'; }
+	$(COMPILE) --all-extras --all-build-deps --output-file requirements/dev.txt pyproject.toml
+	$(COMPILE) --extra sim --output-file requirements/runtime.txt pyproject.toml requirements/constraints.in
+	$(COMPILE) --output-file requirements/build.txt requirements/build.in requirements/constraints.in
 
 # kube-apiserver + etcd built from pinned Go modules, and the pinned upstream CRDs (cached, keyed by version).
 tools: setup
@@ -46,4 +61,4 @@ image: setup
 	docker build -t "$$($(BIN)/python -m capi_rollout.workflow.image)" .
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) results .pytest_cache .mypy_cache .ruff_cache

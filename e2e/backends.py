@@ -110,6 +110,8 @@ class LocalAPIServerLike(Protocol):
 
     def create_namespace(self, name: str) -> None: ...
 
+    def install_crds(self, paths: Iterable[Any]) -> list[dict[str, Any]]: ...
+
     def serviceaccount_kubeconfig(self, namespace: str, name: str, *, expiration_seconds: int = 3600) -> Path: ...
 
 
@@ -155,7 +157,11 @@ class LocalBackend:
         namespaces = {d["metadata"].get("namespace") for d in docs} | {self.namespace}
         for ns in sorted(n for n in namespaces if n):
             self.apiserver.create_namespace(ns)
-        ordered = sorted(docs, key=lambda d: 0 if d.get("kind") == "Namespace" else 1)
+        crds = [d for d in docs if d.get("kind") == "CustomResourceDefinition"]
+        if crds:  # established and served before anything (a step) creates one of their objects
+            self.apiserver.install_crds(crds)
+        ordered = sorted((d for d in docs if d.get("kind") != "CustomResourceDefinition"),
+                         key=lambda d: 0 if d.get("kind") == "Namespace" else 1)
         self.apiserver.apply_manifests(ordered)
         self.templates.update(workflow_templates(docs))
 

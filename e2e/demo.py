@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _api_server() as server:
             _say(f"    ready after {time.monotonic() - started:.1f}s")
-            _say("2/4 installing the runner RBAC and the rendered WorkflowTemplate (overlay/.../argo-workflows/)")
+            _say("2/4 installing the RolloutLedger CRD, the runner RBAC and the rendered WorkflowTemplate "
+                 "(overlay/.../argo-workflows/)")
             stage = Stage.local(server, results, echo=_step_line, scenario_dir=results)  # type: ignore[arg-type]
             try:
                 cp = scenario.cp_replicas

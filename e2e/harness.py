@@ -17,7 +17,7 @@ way in all three places. :meth:`Stage.run` plays one scenario:
 3. apply the scenario's own preparation (``prepare(sim)``, e.g. remove the talosconfig Secret);
 4. trigger the rollout the way a GitOps change would (``sim.trigger_rollout()``), unless told not to;
 5. submit the real template through the backend and wait for its end (bounded by ``timeout``);
-6. stop the simulator, read its timeline, the run's ledger ConfigMap and the exit handler's summary.
+6. stop the simulator, read its timeline, the run's RolloutLedger and the exit handler's summary.
 
 The :class:`Outcome` answers the questions scenarios ask (what the engine deleted, which reboots the fake Talos
 saw, the remediations in the ledger, the summary) and :meth:`Outcome.write` leaves, under
@@ -62,6 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = REPO_ROOT / "overlay" / "management" / "argo-workflows"
 TEMPLATE_PATH = OVERLAY / "capi-rollout-workflowtemplate.yaml"
 RBAC_PATH = OVERLAY / "capi-rollout-rbac.yaml"
+LEDGER_CRD_PATH = OVERLAY / "capi-rollout-ledger-crd.yaml"  # the RolloutLedger kind the runner keeps its ledger in
 RUNNER_NAMESPACE, RUNNER = "argo", "capi-rollout-runner"
 PER_CLUSTER_ROLE = "capi-rollout-cluster-namespace"
 
@@ -291,7 +292,7 @@ class Stage:
         results_dir = Path(results_dir)
         backend = LocalBackend(server, results_dir, namespace=RUNNER_NAMESPACE, python=python, echo=echo,
                                      backoff_scale=backoff_scale, safety_timeout=300.0)
-        backend.install([RBAC_PATH, TEMPLATE_PATH])
+        backend.install([LEDGER_CRD_PATH, RBAC_PATH, TEMPLATE_PATH])
         api = server.api_client()
 
         def start_simulator(scenario: Scenario) -> SimHandle:
@@ -312,7 +313,7 @@ class Stage:
                    template: Mapping[str, Any] | None = None) -> Stage:
         """A kind or drill cluster: ``backend`` runs the template with its Argo; simulators run there as pods.
         ``template``: the WorkflowTemplate to play (a drill's copy of the deployed one), else the rendered file."""
-        backend.install([RBAC_PATH, template if template is not None else TEMPLATE_PATH])
+        backend.install([LEDGER_CRD_PATH, RBAC_PATH, template if template is not None else TEMPLATE_PATH])
 
         def start_simulator(scenario: Scenario) -> SimHandle:
             return backend.deploy_simulator(scenario, namespace=scenario.namespace)
@@ -359,15 +360,17 @@ class Stage:
         self.venue.apply([binding])
 
     def ledger(self, run: WorkflowRun) -> dict[str, Any] | None:
-        from capi_rollout.ledger_store import LEDGER_KEY, ledger_name
+        from capi_rollout.adapters.kube import LEDGER_GROUP, LEDGER_PLURAL, LEDGER_VERSION
+        from capi_rollout.ledger_store import ledger_name
 
         try:
-            cm = client.CoreV1Api(self.api).read_namespaced_config_map(ledger_name(run.name), run.namespace)
+            obj: Any = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                LEDGER_GROUP, LEDGER_VERSION, run.namespace, LEDGER_PLURAL, ledger_name(run.name))
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        text = (cm.data or {}).get(LEDGER_KEY)
+        text = (obj.get("spec") or {}).get("ledger")
         return json.loads(text) if text else None
 
     def start_simulator(self, scenario: Scenario, *, settle_timeout: float | None = None) -> SimHandle:

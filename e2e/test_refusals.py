@@ -127,32 +127,30 @@ def _delete_talosconfig(sim: SimHandle) -> None:
     client.CoreV1Api(sim.api_client).delete_namespaced_secret("demo-talosconfig", sim.scenario.namespace)
 
 
-def _duplicate_talosconfig(sim: SimHandle) -> None:
-    api = client.CoreV1Api(sim.api_client)
-    original = api.read_namespaced_secret("demo-talosconfig", sim.scenario.namespace)
-    assert original.metadata is not None
-    api.create_namespaced_secret(sim.scenario.namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="demo-old-talosconfig", labels=original.metadata.labels),
-        data=original.data, type=original.type,
-    ))
+def _relabel_talosconfig(sim: SimHandle) -> None:
+    """The Secret named demo-talosconfig now says it belongs to another cluster (its cluster-name label)."""
+    client.CoreV1Api(sim.api_client).patch_namespaced_secret(
+        "demo-talosconfig", sim.scenario.namespace,
+        {"metadata": {"labels": {"cluster.x-k8s.io/cluster-name": "other"}}})
 
 
-def test_11_missing_or_duplicate_secret_unknown_cluster_and_bad_parameters_fail_clearly_without_writes(
+def test_11_missing_or_foreign_secret_unknown_cluster_and_bad_parameters_fail_clearly_without_writes(
         refusals: dict[str, Outcome]) -> None:
-    missing, duplicate = refusals["missing-secret"], refusals["duplicate-secret"]
+    missing, foreign = refusals["missing-secret"], refusals["foreign-secret"]
     unknown, bad = refusals["unknown-cluster"], refusals["bad-parameters"]
     # A resolve failure is told in the resolve step's log (what `argo logs` shows) and in the summary: the only
     # write of such a run is its own ledger in the workflow's namespace, holding just the reason.
-    _refused(missing, "cannot resolve the cluster: no Secret named *-talosconfig", failed_step="resolve")
-    _refused(duplicate, "cannot resolve the cluster: 2 Secrets named *-talosconfig", failed_step="resolve")
+    _refused(missing, "/demo-talosconfig not found", failed_step="resolve")
+    _refused(foreign, "demo-talosconfig carries cluster.x-k8s.io/cluster-name=other, not demo: refusing to use it",
+             failed_step="resolve")
     _refused(unknown, "cannot resolve the cluster: Cluster nope not found", failed_step="resolve")
     (reason,) = _refused(bad, "invalid parameters", failed_step="resolve")["reasons"]
     assert "maxRemediations: must be a whole number ≥ 0, got '-1'" in reason and "pollInterval:" in reason
     assert bad.ledger is None, "bad parameters are refused before anything is read or written"
-    for out in (missing, duplicate, unknown):
+    for out in (missing, foreign, unknown):
         assert out.ledger is not None and out.ledger["phases"] == {} and not out.ledger.get("targets")
         assert out.ledger["failure"].startswith("cannot resolve the cluster: ")
-    for out in (missing, duplicate, unknown, bad):
+    for out in (missing, foreign, unknown, bad):
         _not_started_after(out, "resolve")
 
 
@@ -177,7 +175,7 @@ def refusals(stage: Stage) -> dict[str, Outcome]:
          _drop_tcp_max_surge)
     case("tcp-maxsurge-1", scaled("happy", cp_max_surge=1))
     case("missing-secret", scaled("happy"), _delete_talosconfig)
-    case("duplicate-secret", scaled("happy"), _duplicate_talosconfig)
+    case("foreign-secret", scaled("happy"), _relabel_talosconfig)
     case("unknown-cluster", scaled("happy"), clusterName="nope")
     case("bad-parameters", scaled("happy"), maxRemediations="-1", pollInterval="soon")
     return dict(zip(cases, stage.run_concurrently(list(cases.values())), strict=True))

@@ -20,7 +20,7 @@ import pytest
 from e2e.argo_local import WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.backends import Backend
-from e2e.harness import RBAC_PATH, SCALED_PARAMETERS, TEMPLATE_PATH
+from e2e.harness import LEDGER_CRD_PATH, RBAC_PATH, SCALED_PARAMETERS, TEMPLATE_PATH
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def template_backend(request: pytest.FixtureRequest, e2e_backend_name: str) -> B
     if e2e_backend_name == "local":
         return cast(Backend, request.getfixturevalue("stage").backend)
     backend = cast(Backend, request.getfixturevalue("e2e_backend"))
-    backend.install([RBAC_PATH, TEMPLATE_PATH])
+    backend.install([LEDGER_CRD_PATH, RBAC_PATH, TEMPLATE_PATH])
     return backend
 
 
@@ -104,7 +104,7 @@ def test_14_a_spec_change_of_the_control_plane_starts_a_workflow_and_a_status_ch
                     pytrace=False)
     backend.apply([d for p in assets.crd_paths("v1.14", ("talos",)) for d in _documents(p)])
     backend.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in ("argo", "argo-events")])
-    backend.apply(_documents(RBAC_PATH) + _documents(TEMPLATE_PATH))
+    backend.apply(_documents(LEDGER_CRD_PATH) + _documents(RBAC_PATH) + _documents(TEMPLATE_PATH))
     backend.apply([d for p in sorted(EVENTS_OVERLAY.glob("*.yaml")) if p.name != "kustomization.yaml"
                    for d in _documents(p)])
     namespace, cluster = f"sensor-{uuid.uuid4().hex[:6]}", f"c{uuid.uuid4().hex[:6]}"

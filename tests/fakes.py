@@ -59,10 +59,12 @@ class FakeKube:
         self.tcps: list[dict[str, Any]] = []
         self.mds: list[dict[str, Any]] = []
         self.machines: dict[str, dict[str, Any]] = {}
-        self.secrets: list[dict[str, Any]] = [{"metadata": {"name": "homelab-talosconfig", "namespace": b.NS},
+        self.secrets: list[dict[str, Any]] = [{"metadata": {"name": "homelab-talosconfig", "namespace": b.NS,
+                                                            "labels": {"cluster.x-k8s.io/cluster-name": "homelab"}},
                                                "data": {"talosconfig": "Y29udGV4dDogaG9tZWxhYgo="}}]
-        self.config_maps: dict[str, tuple[dict[str, str], int]] = {}
-        self.config_map_meta: dict[str, dict[str, Any]] = {}  # name -> labels and ownerReferences as written
+        self.secret_gets: list[str] = []
+        self.ledgers: dict[str, tuple[dict[str, str], int]] = {}  # name -> (spec, resourceVersion)
+        self.ledger_meta: dict[str, dict[str, Any]] = {}  # name -> labels and ownerReferences as written
         self.events: list[tuple[str, str]] = []
         self.deleted: list[str] = []
         self.log: list[str] = []
@@ -90,8 +92,9 @@ class FakeKube:
     def list_health_checks(self, namespace: str) -> list[dict[str, Any]]:
         return []
 
-    def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.secrets)
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.secret_gets.append(name)
+        return next((copy.deepcopy(s) for s in self.secrets if s["metadata"]["name"] == name), None)
 
     def delete_machine(self, namespace: str, name: str, uid: str) -> bool:
         m = self.machines.get(name)
@@ -105,31 +108,28 @@ class FakeKube:
                      now: datetime | None = None) -> None:
         self.events.append((involved["metadata"]["name"], reason))
 
-    def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        found = self.config_maps.get(name)
-        return (dict(found[0]), str(found[1])) if found else None
-
-    def read_config_map_object(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self.config_maps.get(name)
+    def read_ledger(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.ledgers.get(name)
         if found is None:
             return None
-        meta = copy.deepcopy(self.config_map_meta.get(name, {}))
+        meta = copy.deepcopy(self.ledger_meta.get(name, {}))
         return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": str(found[1]), **meta},
-                "data": dict(found[0])}
+                "spec": dict(found[0])}
 
-    def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
-                         labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
-        current = self.config_maps.get(name)
+    def write_ledger(self, namespace: str, name: str, spec: Mapping[str, str], *, resource_version: str | None,
+                     labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
+        current = self.ledgers.get(name)
         if (current is None) != (resource_version is None) or (current and str(current[1]) != resource_version):
-            conflict = KubeError(f"write ConfigMap {namespace}/{name}", detail="the object has been modified (409)")
+            conflict = KubeError(f"write RolloutLedger {namespace}/{name}",
+                                 detail="the object has been modified (409)")
             conflict.status = 409  # what the real API server answers to a stale resourceVersion
             raise conflict
         version = (current[1] if current else 0) + 1
-        self.config_maps[name] = (dict(data), version)
+        self.ledgers[name] = (dict(spec), version)
         meta: dict[str, Any] = {"labels": dict(labels)}
         if owner and owner.get("uid"):
             meta["ownerReferences"] = [{**owner, "blockOwnerDeletion": False}]
-        self.config_map_meta[name] = meta
+        self.ledger_meta[name] = meta
         return str(version)
 
 

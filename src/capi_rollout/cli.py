@@ -70,12 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole rollout for one cluster")
     _add_param_flags(run)
     run.add_argument("--kubeconfig", help="kubeconfig of the management cluster (default: in-cluster/env)")
-    run.add_argument("--ledger-namespace", default=None, help="namespace of the ledger ConfigMap")
+    run.add_argument("--ledger-namespace", default=None, help="namespace of the RolloutLedger (its CRD installed)")
     run.add_argument("--summary-file", default=None, help="also write the summary JSON here")
 
     render = sub.add_parser("render", help="render the Argo manifests under overlay/ from Python")
     render.add_argument("--check", action="store_true", help="fail if the committed YAML differs")
     render.add_argument("--root", default=None, help="repository root (default: found from cwd)")
+    render.add_argument("--cluster", action="append", default=None, metavar="NAMESPACE/NAME",
+                        help="print the runner's RBAC narrowed to these clusters' talosconfig Secrets "
+                             "(repeatable; NAME alone means namespace default); writes nothing")
     for p in (plan, lint, run, render):
         _add_debug(p)
     return parser
@@ -111,7 +114,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "render":
         from capi_rollout.workflow.render import main as render_main
 
-        return render_main(check=args.check, root=args.root)
+        return render_main(check=args.check, root=args.root, clusters=args.cluster)
     if args.command == "lint":
         from capi_rollout.lint import main as lint_main
 

@@ -28,7 +28,7 @@ from capi_rollout.domain.decide import decide
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, parse_time
 from capi_rollout.domain.preflight import preflight
-from capi_rollout.domain.resolve import ResolveError, resolve_targets
+from capi_rollout.domain.resolve import ResolveError, resolve_targets, talosconfig_secret_name
 from capi_rollout.domain.state import ClusterState
 from capi_rollout.params import DEFAULTS, ParamError, Params, parse_params
 from capi_rollout.userfiles import InputError, object_problem, read_text, yaml_documents
@@ -125,11 +125,13 @@ def plan_snapshot(docs: Sequence[Mapping[str, Any]], params: Params, *, now: dat
     mds = _kind(docs, "MachineDeployment", name, ns)
     cluster = clusters[0] if clusters else None
     version = str((cluster or (mds[0] if mds else {})).get("apiVersion", "/v1beta2")).rpartition("/")[2]
-    secrets = _kind(docs, "Secret", name, ns)
+    secrets = [d for d in docs if d.get("kind") == "Secret" and (d.get("metadata") or {}).get("name")
+               == talosconfig_secret_name(name) and ((d.get("metadata") or {}).get("namespace") or ns) == ns]
     out: dict[str, Any] = {"cluster": name, "namespace": ns, "now": now.isoformat(), "talos": "not probed (snapshot)"}
     try:
         targets = resolve_targets(cluster_name=name, namespace=ns, capi_version=version, cluster=cluster,
-                                  control_planes=tcps, deployments=mds, secrets=secrets or [_placeholder(name)])
+                                  control_planes=tcps, deployments=mds,
+                                  talosconfig=secrets[0] if secrets else _placeholder(name))
     except ResolveError as exc:
         out["decision"] = {"kind": "fail", "reason": "cannot resolve the cluster: " + "; ".join(exc.problems)}
         return out
@@ -159,7 +161,8 @@ def plan_snapshot(docs: Sequence[Mapping[str, Any]], params: Params, *, now: dat
 
 def _placeholder(cluster: str) -> dict[str, Any]:
     # Snapshots usually omit Secrets (they hold keys); resolve only needs to know one exists.
-    return {"metadata": {"name": f"{cluster}-talosconfig"}, "data": {"talosconfig": ""}}
+    return {"metadata": {"name": talosconfig_secret_name(cluster), "labels": {CLUSTER_NAME_LABEL: cluster}},
+            "data": {"talosconfig": ""}}
 
 
 def plan_main(args: argparse.Namespace) -> int:
@@ -197,8 +200,9 @@ def _live_documents(kubeconfig: str | None, params: Params) -> list[dict[str, An
         docs += [{**o, "kind": "MachineDeployment"} for o in kube.list_machine_deployments(ns, sel)]
         docs += [{**o, "kind": "Machine"} for o in kube.list_machines(ns, sel)]
         docs += [{**o, "kind": "MachineHealthCheck"} for o in kube.list_health_checks(ns)]
-        docs += [{"kind": "Secret", "metadata": s["metadata"], "data": {k: "" for k in s.get("data") or {}}}
-                 for s in kube.list_secrets(ns, sel)]
+        secret = kube.get_secret(ns, talosconfig_secret_name(params.cluster_name))
+        docs += [{"kind": "Secret", "metadata": secret["metadata"],
+                  "data": {k: "" for k in secret.get("data") or {}}}] if secret else []
     except KubeError as exc:
         raise ApiUnusable(f"Kubernetes API error: {exc}") from exc
     return docs
@@ -233,7 +237,7 @@ def write_output_file(path: str, text: str) -> None:
 
 def run_main(args: argparse.Namespace) -> int:
     from capi_rollout.adapters.kube import KubeError
-    from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
+    from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
     from capi_rollout.runner import configure_logging, run_all
 
     try:
@@ -251,7 +255,7 @@ def run_main(args: argparse.Namespace) -> int:
         store: LedgerStore = MemoryLedgerStore()
         if args.ledger_namespace:
             run_id = f"{params.cluster_namespace}-{params.cluster_name}-{datetime.now(UTC):%Y%m%d%H%M%S}"
-            store = ConfigMapLedgerStore(kube, namespace=args.ledger_namespace, run_id=run_id)
+            store = KubeLedgerStore(kube, namespace=args.ledger_namespace, run_id=run_id)
         result = run_all(params, kube=kube, store=store)
     except KubeError as exc:
         raise ApiUnusable(f"Kubernetes API error: {exc}") from exc

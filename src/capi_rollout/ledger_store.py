@@ -1,12 +1,13 @@
-"""Where the run's ledger lives: a ConfigMap owned by the Workflow, or memory.
+"""Where the run's ledger lives: a RolloutLedger owned by the Workflow, or memory.
 
-Contract: :class:`ConfigMapLedgerStore` keeps the ledger JSON under the key ``ledger`` of the ConfigMap
-``capi-rollout-<run id>`` in the workflow's namespace, with an ownerReference to the Workflow (so it is
-garbage-collected with it) and optimistic concurrency: every write carries the resourceVersion this store last
-read or wrote, and a write that lost the race (HTTP 409: another attempt wrote first) raises
-:class:`LedgerConflict` instead of silently overwriting. Loading trusts nothing it reads: a ConfigMap without
-the store's labels, not owned by this Workflow (when an owner is known), or whose ledger breaks the schema raises
-:class:`LedgerError`. :class:`MemoryLedgerStore` is for ``capi-rollout run`` without a run id and for tests.
+Contract: :class:`KubeLedgerStore` keeps the ledger JSON in ``spec.ledger`` of the RolloutLedger
+(``capi-rollout.io/v1alpha1``, a kind no other component reads) ``capi-rollout-<run id>`` in the workflow's
+namespace, with an ownerReference to the Workflow (so it is garbage-collected with it) and optimistic
+concurrency: every write carries the resourceVersion this store last read or wrote, and a write that lost the
+race (HTTP 409: another attempt wrote first) raises :class:`LedgerConflict` instead of silently overwriting.
+Loading trusts nothing it reads: a RolloutLedger without the store's labels, not owned by this Workflow (when an
+owner is known), or whose ledger breaks the schema raises :class:`LedgerError`. :class:`MemoryLedgerStore` is
+for ``capi-rollout run`` without a run id and for tests.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any, Protocol
 from capi_rollout.adapters.kube import Kube, KubeError
 from capi_rollout.domain.ledger import Ledger, LedgerError
 
-LEDGER_KEY = "ledger"
 LABELS = {"app.kubernetes.io/name": "capi-rollout", "app.kubernetes.io/component": "ledger"}
 
 
@@ -33,7 +33,7 @@ class LedgerStore(Protocol):
 
 
 def ledger_name(run_id: str) -> str:
-    """``capi-rollout-<run id>`` made a valid ConfigMap name."""
+    """``capi-rollout-<run id>`` made a valid object name."""
     cleaned = re.sub(r"[^a-z0-9.-]+", "-", run_id.lower()).strip("-.") or "run"
     return f"capi-rollout-{cleaned}"[:253]
 
@@ -55,7 +55,7 @@ class MemoryLedgerStore:
         self.saves += 1
 
 
-class ConfigMapLedgerStore:
+class KubeLedgerStore:
     def __init__(self, kube: Kube, *, namespace: str, run_id: str, owner: Mapping[str, str] | None = None) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -64,13 +64,13 @@ class ConfigMapLedgerStore:
         self._version: str | None = None
 
     def load(self) -> Ledger | None:
-        """The stored ledger, or None when there is none yet; :class:`LedgerError` when the ConfigMap is not one
-        this store wrote (labels, owner) or its ledger breaks the schema."""
-        found = self.kube.read_config_map_object(self.namespace, self.name)
+        """The stored ledger, or None when there is none yet; :class:`LedgerError` when the RolloutLedger is not
+        one this store wrote (labels, owner) or its ledger breaks the schema."""
+        found = self.kube.read_ledger(self.namespace, self.name)
         if found is None:
             self._version = None
             return None
-        where = f"ledger ConfigMap {self.namespace}/{self.name}"
+        where = f"RolloutLedger {self.namespace}/{self.name}"
         metadata = _mapping(found.get("metadata"))
         self._version = str(metadata.get("resourceVersion", ""))
         labels = _mapping(metadata.get("labels"))
@@ -83,23 +83,21 @@ class ConfigMapLedgerStore:
             if not any(isinstance(r, dict) and r.get("uid") == self.owner["uid"] for r in refs):
                 raise LedgerError(f"{where}: not owned by this Workflow ({self.owner.get('name')}, uid "
                                   f"{self.owner['uid']}); refusing a ledger another run or user wrote")
-        data = _mapping(found.get("data"))
-        text = data.get(LEDGER_KEY)
+        text = _mapping(found.get("spec")).get("ledger")
         if not isinstance(text, str) or not text:
-            raise LedgerError(f"{where}: has no key {LEDGER_KEY!r}")
+            raise LedgerError(f"{where}: has no spec.ledger")
         try:
             return Ledger.from_json(text)
         except LedgerError as exc:
             raise LedgerError(f"{where}: {exc}") from exc
 
     def save(self, ledger: Ledger) -> None:
+        spec = {"clusterName": ledger.cluster, "clusterNamespace": ledger.namespace, "ledger": ledger.to_json()}
         try:
-            self._version = self.kube.write_config_map(
-                self.namespace, self.name, {LEDGER_KEY: ledger.to_json()}, resource_version=self._version,
-                labels=LABELS, owner=self.owner,
-            )
+            self._version = self.kube.write_ledger(self.namespace, self.name, spec,
+                                                   resource_version=self._version, labels=LABELS, owner=self.owner)
         except KubeError as exc:
             if exc.status == 409:
-                raise LedgerConflict(f"ledger ConfigMap {self.namespace}/{self.name} changed since read",
+                raise LedgerConflict(f"RolloutLedger {self.namespace}/{self.name} changed since read",
                                      detail=str(exc)) from exc
             raise

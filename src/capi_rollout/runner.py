@@ -12,7 +12,8 @@ change (at most ``pollInterval``). Every state change goes to the ledger first, 
 retried resumes with the same clocks and remediation count. A phase already finished in the ledger is not run
 again.
 
-Reads: resolve, preflight and the Talos Secret are one-off direct reads. During a phase the ``watch`` seam
+Reads: resolve, preflight and the Talos Secret are one-off direct reads (the Secret by name, never a list;
+its cluster-name label is checked on every read). During a phase the ``watch`` seam
 (default :func:`capi_rollout.adapters.informer.cluster_cache`) keeps the cluster's Cluster, TalosControlPlane,
 MachineDeployments and Machines by LIST + WATCH; the first evaluation waits for it to sync (at most
 min(1s, ``pollInterval``/4)), and each evaluation reads that cache's snapshot while it is synced, falling back to
@@ -47,10 +48,17 @@ from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.domain.preflight import preflight
-from capi_rollout.domain.resolve import TALOSCONFIG_KEY, ResolveError, Targets, resolve_targets
+from capi_rollout.domain.resolve import (
+    TALOSCONFIG_KEY,
+    ResolveError,
+    Targets,
+    resolve_targets,
+    talosconfig_problems,
+    talosconfig_secret_name,
+)
 from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
 from capi_rollout.executor import Executor, RemediationAborted, TalosPort
-from capi_rollout.ledger_store import ConfigMapLedgerStore, LedgerStore, MemoryLedgerStore
+from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
 from capi_rollout.params import ParamError, Params, format_duration, parse_params
 from capi_rollout.summary import build_summary, render_table
 
@@ -155,7 +163,7 @@ class Runner:
                 cluster=self.kube.get_cluster(ns, name),
                 control_planes=self.kube.list_control_planes(ns, self.selector),
                 deployments=self.kube.list_machine_deployments(ns, self.selector),
-                secrets=self.kube.list_secrets(ns, self.selector),
+                talosconfig=self.kube.get_secret(ns, talosconfig_secret_name(name)),
             )
         except ResolveError as exc:
             raise StepFailed("cannot resolve the cluster: " + "; ".join(exc.problems)) from exc
@@ -172,11 +180,11 @@ class Runner:
     def talos(self) -> TalosPort:
         if self._talos is None:
             t = self.targets()
-            secrets = [s for s in self.kube.list_secrets(t.namespace, self.selector)
-                       if s["metadata"]["name"] == t.talosconfig_secret]
-            if not secrets:
-                raise StepFailed(f"Secret {t.namespace}/{t.talosconfig_secret} disappeared")
-            raw = (secrets[0].get("data") or {}).get(TALOSCONFIG_KEY, "")
+            secret = self.kube.get_secret(t.namespace, t.talosconfig_secret)
+            problems = talosconfig_problems(secret, cluster_name=t.cluster, namespace=t.namespace)
+            if secret is None or problems:  # read again by name: it may have changed since resolve
+                raise StepFailed("; ".join(problems) or f"Secret {t.namespace}/{t.talosconfig_secret} disappeared")
+            raw = (secret.get("data") or {}).get(TALOSCONFIG_KEY, "")
             try:
                 text = base64.b64decode(raw).decode()
                 self._talos = self.talos_factory(text)
@@ -375,7 +383,7 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
                           if step == "summary" else {})
     try:
         kube = Kube(api)
-        store: LedgerStore = ConfigMapLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
+        store: LedgerStore = KubeLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
         runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory)
         try:
             return _run(runner, step, workflow_status=workflow_status, workflow_failures=workflow_failures)

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from e2e.harness import RBAC_PATH, RUNNER, SCALED_PARAMETERS, TEMPLATE_PATH, Stage
+from e2e.harness import LEDGER_CRD_PATH, RBAC_PATH, RUNNER, SCALED_PARAMETERS, TEMPLATE_PATH, Stage
 from e2e.kind_backend import ClusterBackend
 from sim.envtest import LocalAPIServer, client_from_kubeconfig, rest
 
@@ -38,6 +38,7 @@ def _rbac_state(api: Any) -> dict[str, tuple[str, str, str]]:
 def test_a_drill_plays_the_deployed_template_beside_the_deployed_tool_and_removes_only_what_it_added(
         apiserver: LocalAPIServer, admin_api_client: Any, tmp_path: Path) -> None:
     apiserver.create_namespace("argo")
+    apiserver.install_crds([LEDGER_CRD_PATH])
     apiserver.apply_manifests([RBAC_PATH, TEMPLATE_PATH])  # the tool as Argo CD deployed it
     deployed = _rbac_state(admin_api_client)
     assert "RoleBinding/default/capi-rollout-runner" in deployed

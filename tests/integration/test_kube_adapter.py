@@ -15,8 +15,9 @@ from kubernetes import client
 from capi_rollout.adapters.informer import cluster_cache
 from capi_rollout.adapters.kube import Backoff, Kube, KubeError
 from capi_rollout.domain.ledger import Ledger
-from capi_rollout.ledger_store import ConfigMapLedgerStore
+from capi_rollout.ledger_store import KubeLedgerStore
 from sim import objects as o
+from sim.envtest import assets, rest
 from sim.envtest.server import LocalAPIServer
 
 pytestmark = pytest.mark.apiserver
@@ -85,17 +86,33 @@ def test_events_are_recorded_on_the_owner(apiserver: LocalAPIServer, kube_namesp
         ("delta-cp", "CapiRolloutRemediation", "Warning")]
 
 
-def test_the_ledger_config_map_uses_optimistic_concurrency(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+def test_the_rollout_ledger_uses_optimistic_concurrency(apiserver: LocalAPIServer, kube_namespace: str) -> None:
+    apiserver.install_crds([assets.REPO_ROOT / "overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml"])
     kube = Kube(apiserver.api_client())
-    store = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
+    store = KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
     assert store.load() is None
     store.save(Ledger(cluster="c", namespace="n"))
-    other = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
+    other = KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1")
     assert other.load() == Ledger(cluster="c", namespace="n")
     other.save(Ledger(cluster="c", namespace="n", warnings=("w",)))
     with pytest.raises(KubeError, match="409"):
         store.save(Ledger(cluster="c", namespace="n", warnings=("stale",)))
-    assert ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-1").load().warnings == ("w",)  # type: ignore[union-attr]
+    assert KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-1").load().warnings == ("w",)  # type: ignore[union-attr]
+    (obj,) = rest.request_json(apiserver.admin, "GET",
+                               f"/apis/capi-rollout.io/v1alpha1/namespaces/{kube_namespace}/rolloutledgers")["items"]
+    assert (obj["spec"]["clusterName"], obj["spec"]["clusterNamespace"]) == ("c", "n")
+
+
+def test_a_ledger_owned_by_a_workflow_carries_its_owner_reference(apiserver: LocalAPIServer,
+                                                                  kube_namespace: str) -> None:
+    apiserver.install_crds([assets.REPO_ROOT / "overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml"])
+    owner = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf-2", "uid": "u-2"}
+    KubeLedgerStore(Kube(apiserver.api_client()), namespace=kube_namespace, run_id="wf-2", owner=owner).save(
+        Ledger(cluster="c", namespace="n"))
+    ledgers = f"/apis/capi-rollout.io/v1alpha1/namespaces/{kube_namespace}/rolloutledgers"
+    obj = rest.request_json(apiserver.admin, "GET", f"{ledgers}/capi-rollout-wf-2")
+    (ref,) = obj["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["name"], ref["uid"]) == ("Workflow", "wf-2", "u-2")  # GC'd with the Workflow
 
 
 def test_waiting_is_woken_by_a_watch_event_within_a_second(apiserver: LocalAPIServer, kube_namespace: str) -> None:
@@ -177,7 +194,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
     kube = Kube(apiserver.api_client())
     t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     record = PhaseRecord(name="control-plane", started=t0, last_progress=t0)
-    ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-race").save(
+    KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-race").save(
         Ledger(cluster="race", namespace=kube_namespace).with_phase(record))
     machine = Machine.from_obj(live)
     action = Action("remediate", "stalled", "", record, machine=machine, delete=True, reboot=True)
@@ -187,7 +204,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
     outcomes: list[str] = []
 
     def attempt(name: str) -> None:
-        store = ConfigMapLedgerStore(Kube(apiserver.api_client()), namespace=kube_namespace, run_id="wf-race")
+        store = KubeLedgerStore(Kube(apiserver.api_client()), namespace=kube_namespace, run_id="wf-race")
         store.load()
 
         def save(rec: PhaseRecord) -> None:
@@ -210,5 +227,5 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
     assert talos.reboots == [("10.9.0.1", "powercycle")]
     assert client.CustomObjectsApi(apiserver.admin).list_namespaced_custom_object(
         "cluster.x-k8s.io", "v1beta2", kube_namespace, "machines")["items"] == [], "deleted, once"
-    final = ConfigMapLedgerStore(kube, namespace=kube_namespace, run_id="wf-race").load()
+    final = KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-race").load()
     assert final is not None and len(final.phase("control-plane").remediations) == 1  # type: ignore[union-attr]

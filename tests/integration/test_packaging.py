@@ -1,9 +1,11 @@
-"""The wheel the images install (``Dockerfile``, ``sim/Dockerfile``: ``pip wheel .`` then install it): what a step
-pod and the simulator pod run comes from it, not from the repository, so it must carry every non-Python file they
-read (bundled scenarios, the rendered simulator manifest) and start from outside the source tree.
+"""The wheel the images install (``Dockerfile``, ``sim/Dockerfile``: ``pip wheel --no-deps --no-build-isolation .``,
+installed beside the hashed lock): what a step pod and the simulator pod run comes from it, not from the
+repository, so it must carry every non-Python file they read (bundled scenarios, the rendered simulator manifest)
+and start from outside the source tree.
 
-The wheel is built with pip (hatchling from the index, as the image build does) and unpacked into a directory put
-first on ``PYTHONPATH``; its dependencies come from the project's virtualenv.
+The wheel is built with pip as the image build does (no build isolation: hatchling comes from the hashed lock,
+already in the virtualenv) and unpacked into a directory put first on ``PYTHONPATH``; its dependencies come from
+the project's virtualenv.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheels = tmp_path_factory.mktemp("wheels")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(wheels), str(ROOT)],
                            capture_output=True, text=True, timeout=300)
     if built.returncode != 0:
         pytest.fail(f"pip wheel failed:\n{built.stdout}\n{built.stderr}", pytrace=False)

@@ -1,8 +1,11 @@
-"""capi-rollout-runner's real permissions, from overlay/management/argo-workflows/capi-rollout-rbac.yaml.
+"""capi-rollout-runner's and the Sensor's real permissions, from the RBAC rendered under overlay/management.
 
-The manifest is applied to the local API server as is; the per-cluster-namespace binding it documents is made
-for a test cluster namespace by cloning the manifest's own RoleBinding. A TokenRequest-minted token then acts
-as the ServiceAccount, and SelfSubjectAccessReviews plus real calls prove what it can and cannot do.
+The manifests are applied to the local API server as they are; the per-cluster-namespace binding they document
+is made for a test cluster namespace by cloning the manifest's own RoleBinding (or, for the narrowed variant,
+by applying what ``capi-rollout render --cluster`` prints). A TokenRequest-minted token then acts as the
+ServiceAccount, and SelfSubjectAccessReviews plus real calls prove what it can and, above all, cannot do: list
+Secrets, read another cluster's kubeconfig Secret, change Argo's controller ConfigMap, create anything but
+Workflows from the Sensor.
 """
 
 from __future__ import annotations
@@ -15,15 +18,24 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from capi_rollout.adapters.kube import Kube
+from capi_rollout.domain.ledger import Ledger
+from capi_rollout.ledger_store import KubeLedgerStore
+from capi_rollout.workflow import rbac
 from sim.envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
 
 pytestmark = pytest.mark.apiserver
 
 RBAC_MANIFEST = assets.REPO_ROOT / "overlay" / "management" / "argo-workflows" / "capi-rollout-rbac.yaml"
+LEDGER_CRD = assets.REPO_ROOT / "overlay" / "management" / "argo-workflows" / "capi-rollout-ledger-crd.yaml"
+EVENTS_RBAC = assets.REPO_ROOT / "overlay" / "management" / "capi-rollout" / "rbac.yaml"
 RUNNER_NAMESPACE, RUNNER = "argo", "capi-rollout-runner"
+SENSOR_NAMESPACE, SENSOR = "argo-events", "capi-rollout-sensor"
+CONTROLLER_CONFIGMAP = "workflow-controller-configmap"
 PER_CLUSTER_ROLE = "capi-rollout-cluster-namespace"
 
 CAPI = "cluster.x-k8s.io"
@@ -69,6 +81,7 @@ def runner(apiserver: LocalAPIServer, kube_namespace: str) -> Iterator[Runner]:
     assert RBAC_MANIFEST.is_file(), f"{RBAC_MANIFEST} is missing"
     for namespace in {d["metadata"].get("namespace") for d in _documents()} - {None}:
         apiserver.create_namespace(namespace)
+    apiserver.install_crds([LEDGER_CRD])
     apiserver.apply_manifests([RBAC_MANIFEST])
     apiserver.apply_manifests([_per_cluster_binding(kube_namespace)])
     other = f"other-{uuid.uuid4().hex[:8]}"
@@ -138,12 +151,12 @@ def _capi_objects(namespace: str) -> list[dict[str, Any]]:
     ]
 
 
-def _secret(name: str, namespace: str) -> dict[str, Any]:
+def _secret(name: str, namespace: str, cluster: str = "c1") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "stringData": {"talosconfig": "context: c1"},
+        "metadata": {"name": name, "namespace": namespace, "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
+        "stringData": {"talosconfig" if name.endswith("-talosconfig") else "value": f"context: {cluster}"},
     }
 
 
@@ -244,47 +257,120 @@ def test_real_calls_read_capi_objects_and_delete_a_machine_but_never_write_them(
     assert _status(lambda: rest.request_json(apiserver.admin, "GET", f"{base}/machinedeployments/c1-md")) == 200
 
 
-def test_runner_reads_secrets_only_in_its_cluster_namespace(apiserver: LocalAPIServer, runner: Runner) -> None:
-    apiserver.apply_manifests([_secret("c1-talosconfig", runner.cluster_namespace)])
-    apiserver.apply_manifests([_secret("c1-talosconfig", runner.other_namespace)])
+def test_runner_gets_its_talosconfig_secret_by_name_but_cannot_list_or_watch_secrets(
+    apiserver: LocalAPIServer, runner: Runner
+) -> None:
+    apiserver.apply_manifests([_secret("c1-talosconfig", runner.cluster_namespace),
+                               _secret("c1-kubeconfig", runner.cluster_namespace)])
     client = runner.client
     mine = f"/api/v1/namespaces/{runner.cluster_namespace}/secrets"
-    other = f"/api/v1/namespaces/{runner.other_namespace}/secrets"
     assert rest.request_json(client, "GET", f"{mine}/c1-talosconfig")["data"]["talosconfig"]
-    listed = rest.request_json(client, "GET", mine, query=[("labelSelector", "")])
-    assert "c1-talosconfig" in [item["metadata"]["name"] for item in listed["items"]]
-    assert _status(lambda: rest.request_json(client, "GET", f"{other}/c1-talosconfig")) == 403
-    assert _status(lambda: rest.request_json(client, "GET", other)) == 403
+    assert _status(lambda: rest.request_json(client, "GET", mine)) == 403
+    assert _status(lambda: rest.request_json(client, "GET", mine, query=[("labelSelector", "a=b")])) == 403
+    assert _status(lambda: rest.request_json(client, "GET", mine, query=[("watch", "1")])) == 403
     assert _status(lambda: rest.request_json(client, "GET", "/api/v1/secrets")) == 403
-    for namespace in (RUNNER_NAMESPACE, runner.other_namespace, ""):
-        for verb in ("get", "list", "watch"):
-            assert not _allowed(client, verb, "", "secrets", namespace), (verb, namespace)
-    for verb in ("watch", "create", "update", "patch", "delete"):
+    for verb in ("list", "watch", "create", "update", "patch", "delete", "deletecollection"):
         assert not _allowed(client, verb, "", "secrets", runner.cluster_namespace), verb
 
 
-def test_runner_keeps_its_ledger_in_argo_and_records_events_in_its_cluster_namespace(runner: Runner) -> None:
+def test_runner_reads_no_secret_outside_its_cluster_namespaces(apiserver: LocalAPIServer, runner: Runner) -> None:
+    apiserver.apply_manifests([_secret("c2-talosconfig", runner.other_namespace, "c2"),
+                               _secret("c2-kubeconfig", runner.other_namespace, "c2")])
+    client = runner.client
+    other = f"/api/v1/namespaces/{runner.other_namespace}/secrets"
+    assert _status(lambda: rest.request_json(client, "GET", f"{other}/c2-kubeconfig")) == 403
+    assert _status(lambda: rest.request_json(client, "GET", f"{other}/c2-talosconfig")) == 403
+    assert _status(lambda: rest.request_json(client, "GET", other)) == 403
+    for namespace in (RUNNER_NAMESPACE, runner.other_namespace, ""):
+        for verb in ("get", "list", "watch"):
+            assert not _allowed(client, verb, "", "secrets", namespace), (verb, namespace)
+
+
+@pytest.fixture
+def narrowed(apiserver: LocalAPIServer, kube_namespace: str) -> Iterator[ApiClient]:
+    """The runner with the RBAC ``capi-rollout render --cluster <ns>/c1`` prints (and nothing else bound)."""
+    apiserver.create_namespace(RUNNER_NAMESPACE)
+    apiserver.install_crds([LEDGER_CRD])
+    printed = rbac.to_yaml(rbac.runner_documents([rbac.parse_cluster(f"{kube_namespace}/c1")]))
+    apiserver.apply_manifests([d for d in yaml.safe_load_all(printed) if d])
+    client = client_from_kubeconfig(apiserver.serviceaccount_kubeconfig(RUNNER_NAMESPACE, RUNNER))
+    try:
+        yield client
+    finally:
+        cast(Any, client).close()
+
+
+def test_narrowed_runner_cannot_read_another_clusters_kubeconfig_in_the_same_namespace(
+    apiserver: LocalAPIServer, narrowed: ApiClient, kube_namespace: str
+) -> None:
+    secrets = [_secret("c1-talosconfig", kube_namespace), _secret("c1-kubeconfig", kube_namespace),
+               _secret("c2-talosconfig", kube_namespace, "c2"), _secret("c2-kubeconfig", kube_namespace, "c2")]
+    apiserver.apply_manifests(secrets)
+    path = f"/api/v1/namespaces/{kube_namespace}/secrets"
+    assert rest.request_json(narrowed, "GET", f"{path}/c1-talosconfig")["metadata"]["name"] == "c1-talosconfig"
+    for name in ("c1-kubeconfig", "c2-kubeconfig", "c2-talosconfig"):
+        assert _status(lambda name=name: rest.request_json(narrowed, "GET", f"{path}/{name}")) == 403, name
+    assert _status(lambda: rest.request_json(narrowed, "GET", path)) == 403
+    # The adapter the runner uses reads it the same way: by name, through the narrowed grant.
+    kube = Kube(narrowed)
+    assert (kube.get_secret(kube_namespace, "c1-talosconfig") or {})["metadata"]["name"] == "c1-talosconfig"
+    # ... and the rest of the runner's rights are intact: delete Machines, create Events, keep its ledger.
+    assert _allowed(narrowed, "delete", CAPI, "machines", kube_namespace)
+    assert _allowed(narrowed, "create", "", "events", kube_namespace)
+    assert _allowed(narrowed, "create", rbac.LEDGER_GROUP, rbac.LEDGER_PLURAL, RUNNER_NAMESPACE)
+
+
+def test_runner_cannot_read_or_change_argos_controller_configmap_or_any_configmap(
+    apiserver: LocalAPIServer, runner: Runner
+) -> None:
+    path = f"/api/v1/namespaces/{RUNNER_NAMESPACE}/configmaps"
+    apiserver.apply_manifests([{"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": CONTROLLER_CONFIGMAP, "namespace": RUNNER_NAMESPACE},
+                                "data": {"executor": "image: quay.io/argoproj/argoexec"}}])
+    client = runner.client
+    evil = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": CONTROLLER_CONFIGMAP, "namespace": RUNNER_NAMESPACE},
+            "data": {"executor": "image: evil.example/argoexec"}}
+    merge = "application/merge-patch+json"
+    assert _status(lambda: rest.request_json(client, "PUT", f"{path}/{CONTROLLER_CONFIGMAP}", body=evil)) == 403
+    assert _status(lambda: rest.request_json(client, "PATCH", f"{path}/{CONTROLLER_CONFIGMAP}",
+                                             body={"data": {"executor": "x"}}, content_type=merge)) == 403
+    assert _status(lambda: rest.request_json(client, "DELETE", f"{path}/{CONTROLLER_CONFIGMAP}")) == 403
+    assert _status(lambda: rest.request_json(client, "POST", path, body={
+        **evil, "metadata": {"name": "anything", "namespace": RUNNER_NAMESPACE}})) == 403
+    kept = rest.request_json(apiserver.admin, "GET", f"{path}/{CONTROLLER_CONFIGMAP}")
+    assert kept["data"] == {"executor": "image: quay.io/argoproj/argoexec"}
+    for namespace in (RUNNER_NAMESPACE, runner.cluster_namespace, runner.other_namespace, ""):
+        for verb in ("get", "list", "create", "update", "patch", "delete"):
+            assert not _allowed(client, verb, "", "configmaps", namespace), (verb, namespace)
+    # No other kind in argo that another component reads: Leases (leader election), Secrets, Workflows, Pods.
+    for group, resource in (("coordination.k8s.io", "leases"), ("", "secrets"), ("argoproj.io", "workflows"),
+                            ("argoproj.io", "workflowtemplates"), ("", "pods"), ("", "serviceaccounts")):
+        for verb in ("create", "update", "patch"):
+            assert not _allowed(client, verb, group, resource, RUNNER_NAMESPACE), (verb, resource)
+
+
+def test_runner_keeps_its_ledger_in_rolloutledgers_in_argo_and_records_events_in_its_cluster_namespace(
+    runner: Runner,
+) -> None:
     client = runner.client
     for verb in ("get", "create", "update"):
-        assert _allowed(client, verb, "", "configmaps", RUNNER_NAMESPACE), verb
-    for verb in ("get", "create", "update"):
-        assert not _allowed(client, verb, "", "configmaps", runner.other_namespace), verb
+        assert _allowed(client, verb, rbac.LEDGER_GROUP, rbac.LEDGER_PLURAL, RUNNER_NAMESPACE), verb
+        assert not _allowed(client, verb, rbac.LEDGER_GROUP, rbac.LEDGER_PLURAL, runner.other_namespace), verb
+    assert not _allowed(client, "delete", rbac.LEDGER_GROUP, rbac.LEDGER_PLURAL, RUNNER_NAMESPACE)
     assert _allowed(client, "create", "", "events", runner.cluster_namespace)
     assert not _allowed(client, "create", "", "events", runner.other_namespace)
     for verb in ("create", "patch"):
         assert _allowed(client, verb, "argoproj.io", "workflowtaskresults", RUNNER_NAMESPACE), verb
 
-    ledger: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": f"ledger-{uuid.uuid4().hex[:6]}", "namespace": RUNNER_NAMESPACE},
-        "data": {"remediations": "[]"},
-    }
-    path = f"/api/v1/namespaces/{RUNNER_NAMESPACE}/configmaps"
-    created = rest.request_json(client, "POST", path, body=ledger)
-    created["data"] = {"remediations": "[1]"}
-    replaced = rest.request_json(client, "PUT", f"{path}/{ledger['metadata']['name']}", body=created)
-    assert rest.request_json(client, "GET", f"{path}/{ledger['metadata']['name']}")["data"] == replaced["data"]
+    # The runner's own ledger store, with the runner's token: create, then replace with optimistic concurrency.
+    run_id = f"wf-{uuid.uuid4().hex[:6]}"
+    store = KubeLedgerStore(Kube(client), namespace=RUNNER_NAMESPACE, run_id=run_id)
+    assert store.load() is None
+    store.save(Ledger(cluster="c1", namespace=runner.cluster_namespace))
+    store.save(Ledger(cluster="c1", namespace=runner.cluster_namespace, warnings=("w",)))
+    again = KubeLedgerStore(Kube(client), namespace=RUNNER_NAMESPACE, run_id=run_id).load()
+    assert again is not None and again.warnings == ("w",)
     event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -295,6 +381,47 @@ def test_runner_keeps_its_ledger_in_argo_and_records_events_in_its_cluster_names
         "type": "Normal",
     }
     rest.request_json(client, "POST", f"/api/v1/namespaces/{runner.cluster_namespace}/events", body=event)
+
+
+@pytest.fixture
+def sensor(apiserver: LocalAPIServer) -> Iterator[ApiClient]:
+    for namespace in (RUNNER_NAMESPACE, SENSOR_NAMESPACE):
+        apiserver.create_namespace(namespace)
+    apiserver.apply_manifests([EVENTS_RBAC])
+    client = client_from_kubeconfig(apiserver.serviceaccount_kubeconfig(SENSOR_NAMESPACE, SENSOR))
+    try:
+        yield client
+    finally:
+        cast(Any, client).close()
+
+
+def test_the_sensor_creates_workflows_in_argo_and_nothing_else(
+    apiserver: LocalAPIServer, sensor: ApiClient, kube_namespace: str
+) -> None:
+    assert _allowed(sensor, "create", "argoproj.io", "workflows", RUNNER_NAMESPACE)
+    for verb in ("get", "list", "watch", "update", "patch", "delete"):
+        assert not _allowed(sensor, verb, "argoproj.io", "workflows", RUNNER_NAMESPACE), verb
+    for namespace in (kube_namespace, SENSOR_NAMESPACE, ""):
+        assert not _allowed(sensor, "create", "argoproj.io", "workflows", namespace), namespace
+    for group, resource in (("argoproj.io", "workflowtemplates"), ("argoproj.io", "cronworkflows"),
+                            ("argoproj.io", "clusterworkflowtemplates"), ("argoproj.io", "workfloweventbindings"),
+                            ("argoproj.io", "workflowtaskresults"), ("", "pods"), ("", "configmaps"),
+                            ("", "secrets"), ("", "serviceaccounts"), ("batch", "jobs"),
+                            (rbac.LEDGER_GROUP, rbac.LEDGER_PLURAL)):
+        for verb in ("create", "update", "patch"):
+            assert not _allowed(sensor, verb, group, resource, RUNNER_NAMESPACE), (verb, resource)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": RUNNER_NAMESPACE},
+           "spec": {"serviceAccountName": RUNNER, "containers": [{"name": "x", "image": "busybox"}]}}
+    assert _status(lambda: rest.request_json(sensor, "POST", f"/api/v1/namespaces/{RUNNER_NAMESPACE}/pods",
+                                             body=pod)) == 403
+    workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"generateName": "capi-rollout-", "namespace": RUNNER_NAMESPACE},
+                "spec": {"workflowTemplateRef": {"name": "capi-rollout"},
+                         "arguments": {"parameters": [{"name": "clusterName", "value": "c1"}]}}}
+    workflows = f"/apis/argoproj.io/v1alpha1/namespaces/{RUNNER_NAMESPACE}/workflows"
+    created = rest.request_json(sensor, "POST", workflows, body=workflow)
+    assert created["metadata"]["name"].startswith("capi-rollout-")
+    rest.request_json(apiserver.admin, "DELETE", f"{workflows}/{created['metadata']['name']}")
 
 
 def test_the_manifest_names_the_runner_used_by_the_workflow_template() -> None:

@@ -1,4 +1,4 @@
-"""The ledger is read back from a ConfigMap someone else could write: schema, cluster, labels and owner are
+"""The ledger is read back from a RolloutLedger someone else could write: schema, cluster, labels and owner are
 checked; a garbage ledger fails the step with a clear message, never a traceback, and the summary still reports."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord, Remediation
-from capi_rollout.ledger_store import LABELS, ConfigMapLedgerStore
+from capi_rollout.ledger_store import LABELS, KubeLedgerStore
 from capi_rollout.params import parse_params
 from capi_rollout.runner import LedgerUnusable, Runner, _run
 from tests import builders as b
@@ -82,16 +82,16 @@ def kube_with(data: dict[str, str] | None, *, labels: dict[str, str] | None = No
     kube.tcps = [b.tcp()]
     kube.mds = [b.md()]
     if data is not None:
-        kube.config_maps["capi-rollout-wf-1"] = (data, 1)
+        kube.ledgers["capi-rollout-wf-1"] = (data, 1)
         meta: dict[str, Any] = {"labels": dict(LABELS if labels is None else labels)}
         if owner_uid:
             meta["ownerReferences"] = [{**OWNER, "uid": owner_uid}]
-        kube.config_map_meta["capi-rollout-wf-1"] = meta
+        kube.ledger_meta["capi-rollout-wf-1"] = meta
     return kube
 
 
-def store(kube: FakeKube) -> ConfigMapLedgerStore:
-    return ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-1", owner=OWNER)  # type: ignore[arg-type]
+def store(kube: FakeKube) -> KubeLedgerStore:
+    return KubeLedgerStore(kube, namespace="argo", run_id="wf-1", owner=OWNER)  # type: ignore[arg-type]
 
 
 def test_the_store_reads_back_what_it_wrote() -> None:
@@ -104,13 +104,13 @@ def test_the_store_reads_back_what_it_wrote() -> None:
     (kube_with({"ledger": good().to_json()}, labels={}), "not written by capi-rollout"),
     (kube_with({"ledger": good().to_json()}, owner_uid="uid-of-someone-else"), "not owned by this Workflow"),
     (kube_with({"ledger": good().to_json()}, owner_uid=None), "not owned by this Workflow"),
-    (kube_with({"other": "x"}), "has no key 'ledger'"),
+    (kube_with({"other": "x"}), "has no spec.ledger"),
     (kube_with({"ledger": '{"cluster": 1}'}), "field 'cluster' must be str"),
 ], ids=["no labels", "another owner", "no owner", "no ledger key", "bad schema"])
-def test_the_store_refuses_a_config_map_it_did_not_write(kube: FakeKube, problem: str) -> None:
+def test_the_store_refuses_a_ledger_it_did_not_write(kube: FakeKube, problem: str) -> None:
     with pytest.raises(LedgerError, match=problem) as err:
         store(kube).load()
-    assert str(err.value).startswith("ledger ConfigMap argo/capi-rollout-wf-1: ")
+    assert str(err.value).startswith("RolloutLedger argo/capi-rollout-wf-1: ")
 
 
 def runner(kube: FakeKube, *, cluster: str = "homelab") -> Runner:
@@ -123,12 +123,12 @@ def runner(kube: FakeKube, *, cluster: str = "homelab") -> Runner:
 @pytest.mark.parametrize("step", ["resolve", "preflight", "control-plane", "workers"])
 def test_a_garbage_ledger_fails_each_step_clearly_and_writes_nothing(step: str) -> None:
     kube = kube_with({"ledger": '{"cluster": "homelab", "namespace": "default", "phases": [1]}'})
-    before = dict(kube.config_maps)
+    before = dict(kube.ledgers)
     result = _run(runner(kube), step)
     assert not result.ok
-    assert result.message.startswith("cannot use the run's ledger: ledger ConfigMap argo/capi-rollout-wf-1: ")
+    assert result.message.startswith("cannot use the run's ledger: RolloutLedger argo/capi-rollout-wf-1: ")
     assert "field 'phases' must be dict" in result.message
-    assert kube.config_maps == before and kube.deleted == [] and kube.events == []
+    assert kube.ledgers == before and kube.deleted == [] and kube.events == []
 
 
 def test_a_ledger_of_another_cluster_fails_the_step() -> None:
@@ -142,7 +142,7 @@ def test_the_summary_still_reports_a_garbage_ledger() -> None:
     result = _run(runner(kube), "summary")
     assert result.ok and result.outputs["result"] == "Failed"
     summary = json.loads(result.outputs["summary"])
-    assert summary["reasons"] == ["cannot use the run's ledger: ledger ConfigMap argo/capi-rollout-wf-1: "
+    assert summary["reasons"] == ["cannot use the run's ledger: RolloutLedger argo/capi-rollout-wf-1: "
                                   "not JSON: Expecting value at line 1 column 1"]
     assert any("why: cannot use the run's ledger" in line for line in kube.log)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.ledger import Ledger
-from capi_rollout.ledger_store import ConfigMapLedgerStore, MemoryLedgerStore
+from capi_rollout.ledger_store import KubeLedgerStore, MemoryLedgerStore
 from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner, StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube, FakeTalos, FakeWatch
@@ -110,16 +110,16 @@ def test_a_step_killed_mid_phase_resumes_with_the_same_clock_and_remediation_cou
     kube = FakeKube()
     clock = Clock(T0)
     controller = FakeControlPlaneController(kube, clock, faulty={0: "not-ready", 1: "not-ready", 2: "not-ready"})
-    store = ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-1")  # type: ignore[arg-type]
+    store = KubeLedgerStore(kube, namespace="argo", run_id="wf-1")  # type: ignore[arg-type]
     first, *_ = make(store=store, kube=kube, controller=controller, clock=clock, crash_after_waits=40)
     first.resolve()
     with pytest.raises(KeyboardInterrupt):
         first.phase("control-plane")
-    saved = Ledger.from_json(kube.config_maps["capi-rollout-wf-1"][0]["ledger"])
+    saved = Ledger.from_json(kube.ledgers["capi-rollout-wf-1"][0]["ledger"])
     before = saved.phase("control-plane")
     assert before is not None and len(before.remediations) == 1 and before.result is None
 
-    retried, *_ = make(store=ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-1"),  # type: ignore[arg-type]
+    retried, *_ = make(store=KubeLedgerStore(kube, namespace="argo", run_id="wf-1"),  # type: ignore[arg-type]
                        kube=kube, controller=controller, clock=clock)
     with pytest.raises(StepFailed, match=r"remediation budget exhausted \(2 of 2 used\)"):
         retried.phase("control-plane")
@@ -199,7 +199,8 @@ def test_resolve_names_every_missing_piece() -> None:
     kube.tcps = kube.tcps * 2
     with pytest.raises(StepFailed) as err:
         runner.resolve()
-    assert "2 TalosControlPlanes carry" in str(err.value) and "no Secret named *-talosconfig" in str(err.value)
+    assert "2 TalosControlPlanes carry" in str(err.value)
+    assert "Secret default/homelab-talosconfig not found" in str(err.value)
 
 
 def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
@@ -209,9 +210,38 @@ def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
     kube.secrets = []
     result = _run(runner, "resolve")
     assert not result.ok
-    assert runner.ledger.failure is not None and "no Secret named *-talosconfig" in runner.ledger.failure
+    assert runner.ledger.failure is not None and "homelab-talosconfig not found" in runner.ledger.failure
     summary = _run(runner, "summary", workflow_status="Failed")
-    assert "no Secret named *-talosconfig" in json.loads(summary.outputs["summary"])["reasons"][0]
+    assert "homelab-talosconfig not found" in json.loads(summary.outputs["summary"])["reasons"][0]
+
+
+def test_resolve_reads_the_talosconfig_secret_by_name_and_lists_no_secrets() -> None:
+    runner, kube, _, _ = make()
+    kube.secrets.append({"metadata": {"name": "homelab-kubeconfig", "namespace": "default",
+                                      "labels": {"cluster.x-k8s.io/cluster-name": "homelab"}}, "data": {"value": "x"}})
+    assert runner.resolve().talosconfig_secret == "homelab-talosconfig"
+    assert kube.secret_gets == ["homelab-talosconfig"]  # FakeKube has no list_secrets: calling it would fail
+
+
+@pytest.mark.parametrize(("labels", "why"), [
+    ({}, "has no label cluster.x-k8s.io/cluster-name"),
+    ({"cluster.x-k8s.io/cluster-name": "prod"}, "carries cluster.x-k8s.io/cluster-name=prod, not homelab"),
+])
+def test_a_talosconfig_secret_not_labelled_for_the_cluster_fails_resolve(labels: dict[str, str], why: str) -> None:
+    runner, kube, _, _ = make()
+    kube.secrets[0]["metadata"]["labels"] = labels
+    with pytest.raises(StepFailed) as err:
+        runner.resolve()
+    assert why in str(err.value) and "refusing to use it" in str(err.value)
+
+
+def test_a_phase_rereads_the_secret_and_refuses_it_once_relabelled_for_another_cluster() -> None:
+    runner, kube, _, _ = make()
+    runner.resolve()
+    kube.secrets[0]["metadata"]["labels"] = {"cluster.x-k8s.io/cluster-name": "prod"}
+    with pytest.raises(StepFailed) as err:
+        runner.talos()
+    assert "carries cluster.x-k8s.io/cluster-name=prod, not homelab" in str(err.value)
 
 
 def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() -> None:
@@ -240,13 +270,13 @@ def test_run_all_stops_at_the_first_failed_step_and_still_summarises() -> None:
     assert runner.ledger.phase("control-plane") is None and kube.deleted == []
 
 
-class RivalFirst(ConfigMapLedgerStore):
+class RivalFirst(KubeLedgerStore):
     """The ledger of a step whose previous attempt still runs (a partitioned node): just before this attempt's
     first remediation intent lands, the rival records the same remediation and acts (delete + reboot)."""
 
     def __init__(self, kube: FakeKube, talos: FakeTalos) -> None:
         super().__init__(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
-        self.rival = ConfigMapLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
         self.fake_kube, self.talos, self.raced = kube, talos, False
 
     def save(self, ledger: Ledger) -> None:

@@ -6,10 +6,11 @@ Contract:
   in-cluster service account, in that order of preference.
 * :class:`Kube` reads CAPI objects as plain dicts (the API server's JSON), choosing the CAPI API version the
   server serves: ``v1beta2`` when served (CAPI ≥ 1.11), else ``v1beta1`` (CAPI 1.10). Core objects (Secrets,
-  ConfigMaps, Events) and discovery go as raw JSON too (:meth:`Kube.request`): the client's typed core API
+  Events), the ledger and discovery go as raw JSON too (:meth:`Kube.request`): the client's typed core API
   costs a step pod over a second of imports and buys nothing here.
 * Its only writes are: delete one Machine (with a UID precondition), create an Event, and create/replace the
-  ledger ConfigMap. It never patches or updates CAPI objects.
+  run's ``RolloutLedger`` (``capi-rollout.io``). It never patches or updates CAPI objects. It reads one Secret by
+  name and never lists Secrets.
 * Transient failures (connection errors, 429, 5xx) are retried with capped exponential
   backoff for up to ``retry_for`` seconds; each retry is logged with how long it will keep trying. A failed
   verification of the API server's TLS certificate is not transient: it raises :class:`KubeError` at once,
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 CAPI_GROUP = "cluster.x-k8s.io"
 TCP_GROUP, TCP_VERSION = "controlplane.cluster.x-k8s.io", "v1alpha3"
 SUPPORTED_CAPI_VERSIONS = ("v1beta2", "v1beta1")
+# The remediation ledger's own kind (its CRD: overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml).
+LEDGER_GROUP, LEDGER_VERSION = "capi-rollout.io", "v1alpha1"
+LEDGER_KIND, LEDGER_PLURAL = "RolloutLedger", "rolloutledgers"
+LEDGER_API_VERSION = f"{LEDGER_GROUP}/{LEDGER_VERSION}"
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 T = TypeVar("T")
@@ -234,12 +239,20 @@ class Kube:
     def list_health_checks(self, namespace: str) -> list[dict[str, Any]]:
         return self._list(CAPI_GROUP, self.capi_version(), "machinehealthchecks", namespace, None)
 
-    def list_secrets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        def call() -> list[dict[str, Any]]:
-            found = self.request("GET", f"/api/v1/namespaces/{namespace}/secrets", query=[("labelSelector", selector)])
-            return list(found.get("items") or [])
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One Secret by name, None when it does not exist. Never a list: the runner may read only the Secret
+        it names (RBAC grants ``get``, optionally narrowed by ``resourceNames``), not every Secret of a
+        namespace (admin kubeconfigs among them)."""
+        def call() -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = self.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return found
 
-        return self.backoff.run(f"list Secrets in {namespace}", call)
+        return self.backoff.run(f"get Secret {namespace}/{name}", call)
 
     # --- writes ----------------------------------------------------------------------------------------
     def delete_machine(self, namespace: str, name: str, uid: str) -> bool:
@@ -277,51 +290,53 @@ class Kube:
         self.backoff.run(f"create Event {reason} in {md['namespace']}",
                          lambda: self.request("POST", f"/api/v1/namespaces/{md['namespace']}/events", body=event))
 
-    def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        """(data, resourceVersion) of a ConfigMap, or None when it does not exist."""
-        cm = self.read_config_map_object(namespace, name)
-        if cm is None:
-            return None
-        return dict(cm.get("data") or {}), str((cm.get("metadata") or {}).get("resourceVersion", ""))
-
-    def read_config_map_object(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The whole ConfigMap (metadata with labels and ownerReferences, data), or None when it does not exist."""
+    def read_ledger(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The whole RolloutLedger (metadata with labels and ownerReferences, spec), or None when it does not
+        exist."""
         def call() -> dict[str, Any] | None:
             try:
-                cm = self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+                obj = self.request("GET", f"{_ledgers(namespace)}/{name}")
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return dict(cm) if isinstance(cm, dict) else {}
+            return dict(obj) if isinstance(obj, dict) else {}
 
-        return self.backoff.run(f"get ConfigMap {namespace}/{name}", call)
+        return self.backoff.run(f"get {LEDGER_KIND} {namespace}/{name}", call)
 
-    def write_config_map(self, namespace: str, name: str, data: Mapping[str, str], *, resource_version: str | None,
-                         labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
-        """Create (resource_version None) or replace with optimistic concurrency; returns the new version."""
+    def write_ledger(self, namespace: str, name: str, spec: Mapping[str, str], *, resource_version: str | None,
+                     labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
+        """Create (resource_version None) or replace a RolloutLedger with optimistic concurrency; returns the new
+        version. ``owner`` (the Workflow, same namespace) becomes its ownerReference: deleted with it."""
         metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
         if owner and owner.get("uid"):
             metadata["ownerReferences"] = [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
                                             "name": owner["name"], "uid": owner["uid"], "blockOwnerDeletion": False}]
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(data)}
-        collection = f"/api/v1/namespaces/{namespace}/configmaps"
+        body = {"apiVersion": LEDGER_API_VERSION, "kind": LEDGER_KIND, "metadata": metadata, "spec": dict(spec)}
 
         def call() -> str:
             if resource_version is None:
-                cm = self.request("POST", collection, body=body)
+                obj = self.request("POST", _ledgers(namespace), body=body)
             else:
-                cm = self.request("PUT", f"{collection}/{name}", body=body)
-            return str((cm.get("metadata") or {}).get("resourceVersion", ""))
+                obj = self.request("PUT", f"{_ledgers(namespace)}/{name}", body=body)
+            return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
+        what = f"write {LEDGER_KIND} {namespace}/{name}"
         # 409 on a replace is a real conflict (another writer): do not retry it blindly.
         try:
             return call()
         except ApiException as exc:
             if exc.status == 409:
-                raise KubeError(f"write ConfigMap {namespace}/{name}", exc) from exc
-            return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
+                raise KubeError(what, exc) from exc
+            if exc.status == 404 and resource_version is None:
+                raise KubeError(what, exc, detail=f"is the {LEDGER_KIND} CRD installed? "
+                                "(overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml)") from exc
+            return self.backoff.run(what, call)
         except (urllib3.exceptions.HTTPError, OSError):
-            return self.backoff.run(f"write ConfigMap {namespace}/{name}", call)
+            return self.backoff.run(what, call)
+
+
+def _ledgers(namespace: str) -> str:
+    return f"/apis/{LEDGER_GROUP}/{LEDGER_VERSION}/namespaces/{namespace}/{LEDGER_PLURAL}"

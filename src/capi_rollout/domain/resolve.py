@@ -1,8 +1,11 @@
 """Which objects make up one cluster's rollout: the resolve step's rules.
 
-Contract: pure. The caller lists objects by the label ``cluster.x-k8s.io/cluster-name=<cluster>`` in the
-cluster namespace and passes them in; :func:`resolve_targets` returns :class:`Targets` or raises
-:class:`ResolveError` listing every problem found (never a partial result).
+Contract: pure. The caller lists the CAPI objects by the label ``cluster.x-k8s.io/cluster-name=<cluster>`` in the
+cluster namespace, reads the talosconfig Secret by its name (:func:`talosconfig_secret_name`: the runner may
+``get`` Secrets by name but never list them) and passes them in; :func:`resolve_targets` returns :class:`Targets`
+or raises :class:`ResolveError` listing every problem found (never a partial result). The Secret is trusted only
+when its ``cluster.x-k8s.io/cluster-name`` label names the cluster (:func:`talosconfig_problems`, also checked
+each time a phase reads the Secret again).
 """
 
 from __future__ import annotations
@@ -11,8 +14,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from capi_rollout.domain.model import CLUSTER_NAME_LABEL
+
 TALOSCONFIG_SUFFIX = "-talosconfig"
 TALOSCONFIG_KEY = "talosconfig"
+
+
+def talosconfig_secret_name(cluster_name: str) -> str:
+    """The Secret the Talos bootstrap provider writes for a cluster: ``<cluster>-talosconfig``."""
+    return f"{cluster_name}{TALOSCONFIG_SUFFIX}"
+
+
+def talosconfig_problems(secret: Mapping[str, Any] | None, *, cluster_name: str, namespace: str) -> list[str]:
+    """Why ``secret`` (read by name, None when absent) must not be used as the cluster's talosconfig; [] if fine."""
+    where = f"Secret {namespace}/{talosconfig_secret_name(cluster_name)}"
+    if secret is None:
+        return [f"{where} not found (the Talos bootstrap provider writes it when the cluster is created): check "
+                "clusterName and clusterNamespace"]
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if CLUSTER_NAME_LABEL not in labels:
+        return [f"{where} has no label {CLUSTER_NAME_LABEL}: refusing to use it, nothing says it belongs to "
+                f"cluster {cluster_name} (the bootstrap provider sets {CLUSTER_NAME_LABEL}={cluster_name})"]
+    if labels[CLUSTER_NAME_LABEL] != cluster_name:
+        return [f"{where} carries {CLUSTER_NAME_LABEL}={labels[CLUSTER_NAME_LABEL]}, not {cluster_name}: "
+                "refusing to use it (another cluster's Talos credentials)"]
+    if TALOSCONFIG_KEY not in (secret.get("data") or {}) and TALOSCONFIG_KEY not in (secret.get("stringData") or {}):
+        return [f"{where} has no data key '{TALOSCONFIG_KEY}'"]
+    return []
 
 
 class ResolveError(RuntimeError):
@@ -52,9 +80,10 @@ def resolve_targets(
     cluster: Mapping[str, Any] | None,
     control_planes: Sequence[Mapping[str, Any]],
     deployments: Sequence[Mapping[str, Any]],
-    secrets: Sequence[Mapping[str, Any]],
+    talosconfig: Mapping[str, Any] | None,
 ) -> Targets:
-    """Check that exactly one TalosControlPlane and one talosconfig Secret belong to the cluster."""
+    """Check that exactly one TalosControlPlane belongs to the cluster and that ``talosconfig`` (the Secret
+    ``<cluster>-talosconfig`` read by name, None when absent) is labelled for it."""
     problems: list[str] = []
     where = f"in namespace {namespace}"
     if cluster is None:
@@ -84,24 +113,7 @@ def resolve_targets(
             f"({', '.join(_names(control_planes))}); exactly one is expected"
         )
 
-    configs = [s for s in secrets if str((s.get("metadata") or {}).get("name", "")).endswith(TALOSCONFIG_SUFFIX)]
-    secret = ""
-    if len(configs) == 1:
-        secret = _names(configs)[0]
-        if TALOSCONFIG_KEY not in (configs[0].get("data") or {}) and TALOSCONFIG_KEY not in (
-            configs[0].get("stringData") or {}
-        ):
-            problems.append(f"Secret {secret} has no data key '{TALOSCONFIG_KEY}'")
-    elif not configs:
-        problems.append(
-            f"no Secret named *{TALOSCONFIG_SUFFIX} with label {label} {where} "
-            "(the Talos bootstrap provider writes <cluster>-talosconfig)"
-        )
-    else:
-        problems.append(
-            f"{len(configs)} Secrets named *{TALOSCONFIG_SUFFIX} carry {label} {where} "
-            f"({', '.join(_names(configs))}); exactly one is expected"
-        )
+    problems += talosconfig_problems(talosconfig, cluster_name=cluster_name, namespace=namespace)
     if problems:
         raise ResolveError(problems)
     return Targets(
@@ -110,5 +122,5 @@ def resolve_targets(
         capi_version=capi_version,
         control_plane=control_plane,
         deployments=tuple(_names(deployments)),
-        talosconfig_secret=secret,
+        talosconfig_secret=talosconfig_secret_name(cluster_name),
     )
