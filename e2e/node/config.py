@@ -208,6 +208,7 @@ def apiserver_argv(binary: Path, layout: Layout, pki: dict[str, Path], issuer: s
         f"--service-account-key-file={pki['sa_public_key']}",
         f"--service-account-signing-key-file={pki['sa_private_key']}",
         "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={layout.service_cidr}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true", "--profiling=false", "--v=0",
     ]
 

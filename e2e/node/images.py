@@ -35,6 +35,7 @@ ROOTFS_PACKAGES = ("python3",)
 NONROOT_UID = 65532
 ARGO_UID = 8737
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
+DISTROLESS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 PASSWD = (
     "root:x:0:0:root:/root:/sbin/nologin\n"
@@ -122,17 +123,20 @@ def base_files(argo_module: Path | None = None) -> dict[str, tuple[bytes, int]]:
 
 
 def binary_image(cache: Path, *, tag: str, binary: Path, entrypoint: str, user: str = "",
-                 argo_module: Path | None = None) -> ImageArchive:
-    """A distroless-like image: ``/bin/<entrypoint>`` plus passwd/group (and Argo's etc files)."""
+                 argo_module: Path | None = None, at_root: bool = False) -> ImageArchive:
+    """A distroless-like image: ``/bin/<entrypoint>`` (``/<entrypoint>`` with ``at_root``, as the pause image
+    has it) plus passwd/group (and Argo's etc files), distroless's ``PATH``."""
     files = base_files(argo_module)
-    files[f"/bin/{entrypoint}"] = (binary.read_bytes(), 0o755)
+    path = f"/{entrypoint}" if at_root else f"/bin/{entrypoint}"
+    files[path] = (binary.read_bytes(), 0o755)
     files["/tmp/.keep"] = (b"", 0o644)
-    key = hashlib.sha256(b"".join(k.encode() + v[0] for k, v in sorted(files.items()))).hexdigest()[:16]
+    key = hashlib.sha256(b"".join(k.encode() + v[0] for k, v in sorted(files.items()))
+                         + f"{user}:{DISTROLESS_PATH}".encode()).hexdigest()[:16]
     out = cache / "images" / f"{entrypoint}-{key}.image.tar"
     if not out.exists():
         layer = _layer(cache, f"{entrypoint}-{key}", lambda p: layer_from_files(files, p))
         write_archive(out, tags=[tag], layers=[layer],
-                      config=ImageConfig(entrypoint=[entrypoint], user=user, workdir="/"))
+                      config=ImageConfig(entrypoint=[path], user=user, workdir="/", env={"PATH": DISTROLESS_PATH}))
         layer.path.unlink()
     return ImageArchive(tag, out)
 
@@ -185,7 +189,7 @@ def python_image(cache: Path, *, repo: Path, python: str, tag: str, extras: str,
         app = layer_from_tree(tree, work / "app.tar")
         write_archive(out, tags=[tag], layers=[base_l, app], config=ImageConfig(
             entrypoint=entrypoint, cmd=cmd, user=f"{NONROOT_UID}:{NONROOT_UID}", workdir="/tmp",
-            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            env={"PATH": DISTROLESS_PATH,
                  "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/tmp"}))
         shutil.rmtree(work, ignore_errors=True)
         return out
@@ -211,7 +215,7 @@ def build_all(cache: Path, binaries: Mapping[str, Path], *, repo: Path, argo_mod
     """Every image the node needs, as archives to import (cached; rebuilt only when an input changed)."""
     os.makedirs(cache / "images", exist_ok=True)
     return [
-        binary_image(cache, tag=PAUSE_IMAGE, binary=binaries["pause"], entrypoint="pause"),
+        binary_image(cache, tag=PAUSE_IMAGE, binary=binaries["pause"], entrypoint="pause", at_root=True),
         binary_image(cache, tag=f"quay.io/argoproj/argoexec:{argo_version}", binary=binaries["argoexec"],
                      entrypoint="argoexec", argo_module=argo_module),
         binary_image(cache, tag=f"quay.io/argoproj/workflow-controller:{argo_version}",
