@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 export CAPI_ROLLOUT_CACHE ?= $(HOME)/.cache/capi-rollout
 
-.PHONY: setup lock tools lint render test e2e demo bench image clean
+.PHONY: setup lock tools node-tools node-check lint render test e2e demo bench image clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,19 @@ lock:
 tools: setup
 	bash tools/build.sh
 
+# The real node of `make e2e` / `make demo`: kubelet, scheduler, controller manager, kube-proxy, kubectl,
+# containerd, Argo's workflow-controller and argoexec, pause (pinned Go modules, cached) and its Debian packages.
+node-tools: setup node-check
+	bash tools/node.sh
+
+# One line naming what this machine lacks for a real node (not Linux, not root, no network namespaces), exit 1.
+node-check: setup
+	@$(BIN)/python -m e2e.node check --before-build
+
+# The e2e backend: E2E_CLUSTER=node (default: a real node, both CAPI lines, one node each), kind, existing, local.
+E2E_CLUSTER ?= node
+E2E_PYTEST  := $(BIN)/pytest e2e --tb=short -p no:cacheprovider
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -46,12 +59,24 @@ test: setup tools lint
 	$(BIN)/capi-rollout render --check
 	$(BIN)/pytest tests --tb=short
 
+ifeq ($(E2E_CLUSTER),node)
+e2e: setup tools node-tools
+	mkdir -p results
+	E2E_NODE_CAPI_LINE=v1.14 $(BIN)/python -m e2e.node run -- $(E2E_PYTEST) -k "not v1.10" \
+	  --junitxml=results/e2e-junit.xml
+	E2E_NODE_CAPI_LINE=v1.10 $(BIN)/python -m e2e.node run -- $(E2E_PYTEST) -k "v1.10" \
+	  --junitxml=results/e2e-junit-v110.xml
+
+demo: setup tools node-tools
+	$(BIN)/python -m e2e.node run -- $(BIN)/python -m e2e.demo
+else
 e2e: setup tools
 	mkdir -p results
-	$(BIN)/pytest e2e --tb=short --junitxml=results/e2e-junit.xml
+	E2E_CLUSTER=$(E2E_CLUSTER) $(E2E_PYTEST) --junitxml=results/e2e-junit.xml
 
 demo: setup tools
-	$(BIN)/python -m e2e.demo
+	E2E_CLUSTER=$(E2E_CLUSTER) $(BIN)/python -m e2e.demo
+endif
 
 bench: setup
 	$(BIN)/python -m tests.bench

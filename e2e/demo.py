@@ -1,10 +1,12 @@
 """`make demo`: the real WorkflowTemplate rolls a simulated Talos cluster whose control plane stalls once.
 
-Contract: ``python -m e2e.demo`` (what ``make demo`` runs after ``make setup tools``) starts a local API server
-(etcd + kube-apiserver with the pinned CAPI v1.14, Talos and Argo CRDs), installs the runner RBAC and the rendered
-WorkflowTemplate from ``overlay/``, starts the simulator with ``sim/scenarios/cp-stall-recover-after-reboot.yaml``
-(durations scaled, see ``e2e.harness``), triggers the rollout like a GitOps change, and runs the template through
-the local executor, each step a real process under the runner ServiceAccount's token. Step output is printed live;
+Contract: ``make demo`` runs ``python -m e2e.demo`` inside a real one-node Kubernetes (``python -m e2e.node run``,
+``E2E_CLUSTER=node``): Argo Workflows installed from its pinned manifests, the RolloutLedger CRD, the runner RBAC
+and the rendered WorkflowTemplate from ``overlay/``, the simulator as a pod with
+``sim/scenarios/cp-stall-recover-after-reboot.yaml`` (durations scaled, see ``e2e.harness``); it triggers the
+rollout like a GitOps change and the real Argo engine runs the template, each step a pod under the runner
+ServiceAccount's token. With ``E2E_CLUSTER=local`` (or without a node) it starts a local API server and runs the
+template through the local executor (the fast template check), each step a real process. Step output is printed live;
 at the end come the summary table and the timeline, and everything is left under ``results/demo/``.
 Exit status 0 when the workflow succeeded, 1 otherwise, 130 on Ctrl-C. Everything it started (API server,
 simulator, step processes) is stopped on every path, Ctrl-C and SIGTERM included.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import sys
@@ -44,11 +47,28 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def _api_server() -> Iterator[object]:
+def _stage(results: Path, capi_line: str) -> Iterator[tuple[Stage, bool]]:
+    """(the stage, whether it runs on the real node); the local API server and executor otherwise."""
+    if os.environ.get("E2E_CLUSTER") == "node":
+        from e2e.node_backend import NodeBackend
+
+        backend = NodeBackend(results, echo=_step_line)
+        try:
+            backend.install_capi_crds(capi_line)
+            stage = Stage.on_cluster(backend, scenario_dir=results)
+            yield stage, True
+        finally:
+            backend.close()
+        return
     from sim.envtest import LocalAPIServer
 
-    with LocalAPIServer(capi_line="v1.14", extra_crds=EXTRA_CRDS) as server:
-        yield server
+    with LocalAPIServer(capi_line=capi_line, extra_crds=EXTRA_CRDS) as server:
+        stage = Stage.local(server, results, echo=_step_line, scenario_dir=results)  # type: ignore[arg-type]
+        try:
+            yield stage, False
+        finally:
+            stage.abort()  # a no-op after a normal end; after Ctrl-C it stops the executor and its steps
+            stage.close()
 
 
 def _story(out: Outcome) -> str:
@@ -72,26 +92,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = args.results.resolve()
     scenario = scaled(args.scenario)
     _say(f"capi-rollout demo: {scenario.description}")
-    _say(f"1/4 starting a local Kubernetes API server (etcd + kube-apiserver, CAPI {scenario.capi_line} CRDs)...")
+    engine = os.environ.get("E2E_NODE_ENGINE") or "the local Argo executor on a local API server"
+    _say(f"1/4 starting Argo Workflows ({engine}) with the CAPI {scenario.capi_line} CRDs...")
     try:
-        with _api_server() as server:
+        with _stage(results, scenario.capi_line) as (stage, _):
             _say(f"    ready after {time.monotonic() - started:.1f}s")
-            _say("2/4 installing the RolloutLedger CRD, the runner RBAC and the rendered WorkflowTemplate "
+            _say("2/4 installed the RolloutLedger CRD, the runner RBAC and the rendered WorkflowTemplate "
                  "(overlay/.../argo-workflows/)")
-            stage = Stage.local(server, results, echo=_step_line, scenario_dir=results)  # type: ignore[arg-type]
-            try:
-                cp = scenario.cp_replicas
-                workers = sum(d.replicas for d in scenario.deployments)
-                _say(f"3/4 simulating Talos cluster '{scenario.cluster}' in namespace {scenario.namespace}: {cp} "
-                     f"control-plane and {workers} worker Machines, each node with a fake Talos API; then a GitOps "
-                     f"change of the TalosControlPlane ({scenario.kubernetes_version} -> "
-                     f"{scenario.target_kubernetes_version})")
-                params = parameters(scenario)
-                _say("4/4 running the workflow: " + ", ".join(f"{k}={v}" for k, v in params.items()))
-                out = stage.run("demo", scenario, params, timeout=300.0)
-            finally:
-                stage.abort()  # a no-op after a normal end; after Ctrl-C it stops the executor and its steps
-                stage.close()
+            cp = scenario.cp_replicas
+            workers = sum(d.replicas for d in scenario.deployments)
+            _say(f"3/4 simulating Talos cluster '{scenario.cluster}' in namespace {scenario.namespace}: {cp} "
+                 f"control-plane and {workers} worker Machines, each node with a fake Talos API; then a GitOps "
+                 f"change of the TalosControlPlane ({scenario.kubernetes_version} -> "
+                 f"{scenario.target_kubernetes_version})")
+            params = parameters(scenario)
+            _say("4/4 running the workflow: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+            out = stage.run("demo", scenario, params, timeout=300.0)
     except KeyboardInterrupt:
         _say("\ninterrupted: the API server, the simulator and the workflow's steps are stopped")
         return 130

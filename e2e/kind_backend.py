@@ -173,6 +173,18 @@ def outside(doc: Mapping[str, Any], namespace: str) -> ObjectRef | None:
     return None
 
 
+def with_controller_env(doc: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """``doc`` with ``env`` set on the workflow-controller Deployment's container (other documents unchanged)."""
+    out = cast(dict[str, Any], yaml.safe_load(yaml.safe_dump(dict(doc))))
+    if not env or out.get("kind") != "Deployment" or out["metadata"]["name"] != "workflow-controller":
+        return out
+    for container in out["spec"]["template"]["spec"]["containers"]:
+        if container["name"] == "workflow-controller":
+            kept = [e for e in container.get("env") or [] if e.get("name") not in env]
+            container["env"] = kept + [{"name": k, "value": v} for k, v in env.items()]
+    return out
+
+
 def images_to_build() -> list[tuple[str, str]]:
     """(tag, Dockerfile) of every image the kind cluster needs from this repository: the step image the
     WorkflowTemplate runs and the simulator image ``sim/deploy`` runs."""
@@ -538,7 +550,8 @@ class ClusterBackend:
         ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
         self.apply([ns, *[d for d in docs if d.get("kind") == "Namespace"]])
         self.apply([d for d in docs if d.get("kind") != "Namespace"])
-        self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
+        self.templates += [n for n in (d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate")
+                           if n not in self.templates]  # installing the same template again updates it
 
     def deployed_template(self, ref: str) -> dict[str, Any]:
         """A copy (:func:`template_copy`) of the WorkflowTemplate ``<namespace>/<name>`` the cluster runs, so a
@@ -710,6 +723,8 @@ class KindBackend(ClusterBackend):
     """The ``kind`` backend: create the cluster, install Argo v4, build and load the images, then as above."""
 
     name = "kind"
+    # Environment added to the workflow-controller container (documented Argo settings only).
+    argo_controller_env: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, results_dir: Path, *, cluster_name: str = "capi-rollout-e2e", repo_root: Path | None = None,
                  cache: Path | None = None, argo_version: str | None = None, keep: bool = False,
@@ -740,6 +755,7 @@ class KindBackend(ClusterBackend):
 
         docs = build_argo_install(module_zip(self.cache, ARGO_MODULE, self.argo_version), self.argo_version,
                                   assets.kustomize())
+        docs = [with_controller_env(d, self.argo_controller_env) for d in docs]
         crd_dir = self.cache / "crds" / f"argo-workflows-{self.argo_version}"  # written by `make tools`
         crds = load_manifests(sorted(crd_dir.glob("*.yaml")))
         if len(crds) < 8:
@@ -794,7 +810,8 @@ class KindBackend(ClusterBackend):
         docs = [self.localize(d) for d in load_manifests(manifests)]
         self.apply([d for d in docs if d.get("kind") == "Namespace"])
         self.apply([d for d in docs if d.get("kind") != "Namespace"])
-        self.templates += [d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate"]
+        self.templates += [n for n in (d["metadata"]["name"] for d in docs if d.get("kind") == "WorkflowTemplate")
+                           if n not in self.templates]  # installing the same template again updates it
 
     # -- the simulator in the cluster ---------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="A real one-node Kubernetes with Argo Workflows, in its own "
                                                  "network namespace.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="say what this machine lacks for a node", allow_abbrev=False)
+    check = sub.add_parser("check", help="say what this machine lacks for a node", allow_abbrev=False)
+    check.add_argument("--before-build", action="store_true",
+                       help="leave out what `make node-tools` provides (Debian packages, binaries)")
     run = sub.add_parser("run", help="start the node, run a command inside it, tear it down", allow_abbrev=False)
     run.add_argument("--keep", action="store_true", help="keep the node's state directory after the run")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command to run inside (after --)")
@@ -41,11 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     layout = setup.default_layout()
 
     if args.command == "check":
-        missing = setup.missing()
-        for line in missing:
-            print(f"cannot run a real node here: {line}", file=sys.stderr)
+        missing = setup.missing(built=not args.before_build)
         if missing:
-            print(f"alternative: {setup.ALTERNATIVE}", file=sys.stderr)
+            print(f"cannot run a real node here: {'; '.join(missing)}. Alternative: {setup.ALTERNATIVE}",
+                  file=sys.stderr)
         return 1 if missing else 0
     if args.command == "down":
         for line in netns.destroy(layout):

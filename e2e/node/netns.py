@@ -114,6 +114,14 @@ def _kill(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _stale_pod_namespaces() -> list[Path]:
+    """``/run/netns/cni-*`` files that are no longer mounts: left on the host by a containerd that kept pod
+    namespaces there (before ``netns_mounts_under_state_dir``) in the node's private mount namespace."""
+    mounted = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    return [p for p in Path("/run/netns").glob("cni-*") if str(p) not in mounted] if Path("/run/netns").is_dir() \
+        else []
+
+
 def destroy(layout: Layout, *, keep_state: bool = False, timeout: float = 30.0) -> list[str]:
     """Remove the node (see the module contract); returns what it removed, for the log."""
     done: list[str] = []
@@ -139,6 +147,9 @@ def destroy(layout: Layout, *, keep_state: bool = False, timeout: float = 30.0) 
                     time.sleep(0.1)
     if groups:
         done.append(f"removed {len(groups)} cgroups")
+    for stale in _stale_pod_namespaces():
+        stale.unlink()
+        done.append(f"removed stale {stale}")
     if exists(layout):
         _ip("netns", "delete", layout.netns)
         done.append(f"deleted network namespace {layout.netns}")

@@ -53,18 +53,19 @@ def binaries() -> NodeBinaries:
     return NodeBinaries.from_dirs(assets.bin_dir(pins, cache), node_bin_dir(pins, cache))
 
 
-def missing() -> list[str]:
-    """What this machine lacks for a real node (see the module contract)."""
+def missing(*, built: bool = True) -> list[str]:
+    """What this machine lacks for a real node (see the module contract); ``built=False`` leaves out what
+    ``make node-tools`` provides (the Debian packages and the binaries), to decide whether to build them."""
     if platform.system() != "Linux":
         return [f"a real node needs Linux (this is {platform.system()})"]
     problems: list[str] = []
     if os.geteuid() != 0:
         problems.append("a real node needs root (network namespaces, mounts, cgroups)")
-    for command, package in COMMANDS.items():
+    for command, package in COMMANDS.items() if built else ():
         if shutil.which(command) is None:
             problems.append(f"the command {command} is missing (Debian package {package}; `make node-tools` "
                             "installs it)")
-    absent = [p for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).exists()]
+    absent = [p for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).exists()] if built else []
     if absent:
         problems.append(f"CNI plugins {', '.join(absent)} are missing from {CNI_BIN_DIR} (Debian package "
                         "containernetworking-plugins; `make node-tools` installs it)")
@@ -72,17 +73,27 @@ def missing() -> list[str]:
         problems.append("the kernel has no network namespaces")
     if not Path("/sys/fs/cgroup").is_dir():
         problems.append("no cgroup file system at /sys/fs/cgroup")
-    if not problems:
-        probe = subprocess.run(["ip", "link", "add", "crprobe0", "type", "veth", "peer", "name",
-                                "crprobe1"], capture_output=True, text=True)
-        if probe.returncode != 0:
-            problems.append(f"the kernel cannot make veth pairs ({probe.stderr.strip()})")
-        else:
-            subprocess.run(["ip", "link", "delete", "crprobe0"], capture_output=True)
-    built = binaries().missing()
-    if built:
-        problems.append(f"{len(built)} node binaries are not built (e.g. {built[0]}): run `make node-tools`")
+    if not problems and shutil.which("ip") is not None:
+        problems += _veth_problem()
+    absent_binaries = binaries().missing() if built else []
+    if absent_binaries:
+        problems.append(f"{len(absent_binaries)} node binaries are not built (e.g. {absent_binaries[0]}): run "
+                        "`make node-tools`")
     return problems
+
+
+def _veth_problem() -> list[str]:
+    """Can this kernel make a network namespace with a veth pair in it (tried in a throwaway namespace)?"""
+    probe = f"capi-rollout-probe-{os.getpid()}"
+    try:
+        for argv in (["ip", "netns", "add", probe],
+                     ["ip", "-n", probe, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]):
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode != 0:
+                return [f"the kernel cannot make network namespaces with veth pairs ({done.stderr.strip()})"]
+        return []
+    finally:
+        subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
 
 
 def argo_module_dir() -> Path:

@@ -1,0 +1,142 @@
+"""The real node's configuration as data: addresses, no route out, registries closed, images kept, teardown."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2e.node import config, netns
+from e2e.node.archive import ImageConfig, layer_from_files, write_archive
+from e2e.node.config import Layout
+from e2e.node_backend import node_capi_line
+
+
+def layout(tmp_path: Path) -> Layout:
+    return Layout(state=tmp_path / "node")
+
+
+def test_the_kubernetes_service_ip_is_the_first_address_of_the_service_range(tmp_path: Path) -> None:
+    assert layout(tmp_path).service_ip == "10.96.0.1"
+    assert Layout(state=tmp_path, service_cidr="10.50.0.0/24").service_ip == "10.50.0.1"
+
+
+def test_containerd_never_pulls_from_outside_and_tolerates_missing_cap_sys_resource(tmp_path: Path) -> None:
+    text = config.render_containerd(layout(tmp_path))
+    assert "restrict_oom_score_adj = true" in text
+    assert f'config_path = "{tmp_path / "node" / "containerd" / "certs.d"}"' in text
+    assert 'sandbox = "registry.k8s.io/pause:3.10.2"' in text
+    hosts = config.render_registry_hosts()
+    assert 'server = "http://127.0.0.1:9"' in hosts and "127.0.0.1" in hosts.split("[host.")[1]
+
+
+def test_the_kubelet_keeps_imported_images_and_runs_on_cgroup_v1_under_its_own_root(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    kubelet = yaml.safe_load(config.render_kubelet(lay, ca=tmp_path / "ca", serving_cert=tmp_path / "c",
+                                                   serving_key=tmp_path / "k"))
+    assert kubelet["imageGCHighThresholdPercent"] == 100  # imported images are never garbage-collected
+    assert kubelet["failCgroupV1"] is False and kubelet["cgroupDriver"] == "cgroupfs"
+    assert kubelet["cgroupRoot"] == "/capi-rollout-node"
+    assert kubelet["address"] == lay.node_ip and kubelet["authentication"]["anonymous"]["enabled"] is False
+
+
+def test_pods_get_a_bridge_with_the_pod_range_and_kube_proxy_masquerades_service_traffic(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    cni = json.loads(config.render_cni(lay))
+    bridge = cni["plugins"][0]
+    assert bridge["type"] == "bridge" and bridge["isGateway"] is True and bridge["hairpinMode"] is True
+    assert bridge["ipam"]["ranges"] == [[{"subnet": lay.pod_cidr}]]
+    proxy = yaml.safe_load(config.render_kube_proxy(lay, tmp_path / "kc"))
+    assert proxy["mode"] == "iptables" and proxy["iptables"]["masqueradeAll"] is True
+    assert proxy["conntrack"]["maxPerCore"] == 0  # the namespace's conntrack sysctls are left alone
+
+
+def test_the_api_server_serves_on_the_node_ip_and_reaches_the_kubelet_by_it(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    pki = {k: tmp_path / k for k in ("ca_cert", "ca_key", "serving_cert", "serving_key", "admin_cert", "admin_key",
+                                     "sa_public_key", "sa_private_key")}
+    argv = config.apiserver_argv(Path("/bin/kube-apiserver"), lay, pki, "https://issuer")
+    assert f"--advertise-address={lay.node_ip}" in argv
+    assert "--kubelet-preferred-address-types=InternalIP" in argv
+    assert "--authorization-mode=Node,RBAC" in argv
+
+
+def test_the_resolver_inside_the_namespace_asks_no_server_outside(tmp_path: Path) -> None:
+    nameservers = [line.split()[1] for line in config.render_resolv_conf(layout(tmp_path)).splitlines()
+                   if line.startswith("nameserver")]
+    assert nameservers == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(("route", "leaks"), [
+    ({"dst": "10.213.0.0/24", "dev": "node0", "protocol": "kernel", "scope": "link"}, False),
+    ({"dst": "10.96.0.0/16", "dev": "node0"}, False),
+    ({"type": "local", "dst": "10.213.0.2", "dev": "node0", "table": "local"}, False),
+    ({"dst": "default", "dev": "node0"}, True),
+    ({"dst": "default", "gateway": "10.213.0.1", "dev": "node0"}, True),
+    ({"dst": "192.0.2.0/24", "gateway": "10.213.0.1", "dev": "node0"}, True),
+], ids=["connected", "services", "local", "default", "default via", "via gateway"])
+def test_a_default_route_or_any_gateway_is_a_way_out(route: dict[str, object], leaks: bool) -> None:
+    assert bool(netns.route_out([route])) is leaks
+
+
+def test_commands_enter_the_namespace_in_a_private_mount_namespace(tmp_path: Path) -> None:
+    argv = netns.enter_argv(layout(tmp_path), ["pytest", "e2e"])
+    assert argv[:4] == ["unshare", "--mount", "--propagation", "slave"]
+    assert "--net=/run/netns/capi-rollout-node" in argv and argv[-2:] == ["pytest", "e2e"]
+
+
+def test_an_image_archive_is_what_ctr_imports_and_equal_inputs_give_the_same_id(tmp_path: Path) -> None:
+    layer = layer_from_files({"/bin/tool": (b"#!/bin/sh\n", 0o755)}, tmp_path / "layer.tar")
+    cfg = ImageConfig(entrypoint=["/bin/tool"], env={"PATH": "/bin"}, user="8737")
+    first = write_archive(tmp_path / "a.tar", tags=["example.org/tool:v1"], layers=[layer], config=cfg)
+    second = write_archive(tmp_path / "b.tar", tags=["example.org/tool:v1"], layers=[layer], config=cfg)
+    assert first == second
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        image = json.loads(tar.extractfile(manifest[0]["Config"]).read())  # type: ignore[union-attr]
+        names = tar.getnames()
+    assert manifest[0]["RepoTags"] == ["example.org/tool:v1"]
+    assert image["rootfs"]["diff_ids"] == [layer.diff_id] and image["config"]["User"] == "8737"
+    assert f"{layer.diff_id.removeprefix('sha256:')}/layer.tar" in names
+    with tarfile.open(layer.path) as tar:
+        assert {m.name: (m.mode, m.uid) for m in tar.getmembers()} == {"bin": (0o755, 0), "bin/tool": (0o755, 0)}
+
+
+def test_the_node_plays_one_capi_line_named_by_the_environment() -> None:
+    assert node_capi_line({}) == "v1.14"
+    assert node_capi_line({"E2E_NODE_CAPI_LINE": "v1.10"}) == "v1.10"
+
+
+@pytest.mark.skipif(not Path("/run").exists() or __import__("os").geteuid() != 0,
+                    reason="making a network namespace needs root on Linux")
+def test_the_node_namespace_has_no_route_out_and_teardown_leaves_nothing(tmp_path: Path) -> None:
+    import os
+
+    lay = Layout(state=tmp_path / "node", netns=f"capi-rollout-test-{os.getpid()}",
+                 cgroup_root=f"capi-rollout-test-{os.getpid()}")
+    netns.create(lay)
+    try:
+        found = netns.routes(lay)
+        assert any(r.get("dst") == lay.service_cidr for r in found)
+        assert netns.route_out(found) == []
+    finally:
+        netns.destroy(lay)
+    assert not netns.exists(lay) and not lay.state.exists()
+    assert netns.destroy(lay) == []  # a second teardown finds nothing
+
+
+def test_the_controller_environment_is_set_on_the_workflow_controller_container_only() -> None:
+    from e2e.kind_backend import with_controller_env
+
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "workflow-controller"},
+                  "spec": {"template": {"spec": {"containers": [
+                      {"name": "workflow-controller", "env": [{"name": "DEFAULT_REQUEUE_TIME", "value": "10s"},
+                                                              {"name": "LEADER_ELECTION_IDENTITY", "value": "x"}]}]}}}}
+    out = with_controller_env(deployment, {"DEFAULT_REQUEUE_TIME": "1s"})
+    env = out["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "LEADER_ELECTION_IDENTITY", "value": "x"}, {"name": "DEFAULT_REQUEUE_TIME", "value": "1s"}]
+    server = {**deployment, "metadata": {"name": "argo-server"}}
+    assert with_controller_env(server, {"DEFAULT_REQUEUE_TIME": "1s"}) == server
