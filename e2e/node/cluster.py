@@ -142,6 +142,7 @@ class Node:
         layout.path("containerd", "certs.d", "_default", "hosts.toml").write_text(config.render_registry_hosts())
         layout.cni_conf_dir.joinpath("10-capi-rollout.conflist").write_text(config.render_cni(layout))
         layout.resolv_conf.write_text(config.render_resolv_conf(layout))
+        layout.path("audit-policy.yaml").write_text(config.render_audit_policy())
         self._make_pki()
         for controller in ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd",
                            "hugetlb", "net_cls", "net_prio", "perf_event"):

@@ -212,7 +212,39 @@ def apiserver_argv(binary: Path, layout: Layout, pki: dict[str, Path], issuer: s
         "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={layout.service_cidr}",
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true", "--profiling=false", "--v=0",
+        f"--audit-policy-file={layout.path('audit-policy.yaml')}", f"--audit-log-path={layout.path('audit.log')}",
+        "--audit-log-format=json", "--audit-log-maxsize=200",
     ]
+
+
+RUNNER_USER = "system:serviceaccount:argo:capi-rollout-runner"
+
+
+def render_audit_policy() -> str:
+    """Record (metadata only) every request the runner's ServiceAccount makes, nothing else: the step's own
+    requests and its pods' argoexec, told apart by user agent."""
+    return yaml.safe_dump({
+        "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+        "rules": [{"level": "Metadata", "users": [RUNNER_USER]}, {"level": "None"}],
+    }, sort_keys=True)
+
+
+def runner_requests(audit_lines: list[str]) -> dict[str, int]:
+    """Requests of the runner's ServiceAccount by client (``python`` for the step, ``argoexec`` for Argo's
+    executor in the same pod), from the API server's JSON audit log."""
+    counts: dict[str, int] = {}
+    for line in audit_lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("stage") != "ResponseComplete" or (event.get("user") or {}).get("username") != RUNNER_USER:
+            continue
+        agent = str(event.get("userAgent") or "")
+        client = "argoexec" if agent.startswith("argoexec") else "step (python)" if "Python" in agent or \
+            "OpenAPI" in agent or "capi-rollout" in agent else agent.split("/")[0] or "unknown"
+        counts[client] = counts.get(client, 0) + 1
+    return counts
 
 
 def controller_manager_argv(binary: Path, layout: Layout, pki: dict[str, Path], kubeconfig: Path) -> list[str]:

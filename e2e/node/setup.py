@@ -19,8 +19,10 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from e2e.node import config
 from e2e.node import images as images_module
 from e2e.node.cluster import Node, NodeBinaries
 from e2e.node.config import Layout
@@ -140,9 +142,23 @@ def run_inside(layout: Layout, cmd: list[str]) -> int:
     env = dict(os.environ, KUBECONFIG=str(layout.kubeconfig), E2E_CLUSTER="node", E2E_NODE_STATE=str(layout.state),
                E2E_NODE_ENGINE=engine_line(), E2E_NODE_KUBECTL=str(node.binaries.kubectl))
     print(engine_line(), file=sys.stderr, flush=True)
+    started = time.monotonic()
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 130
     finally:
+        _report_runner_requests(layout, time.monotonic() - started)
         node.stop()
+
+
+def _report_runner_requests(layout: Layout, seconds: float) -> None:
+    """One line: the runner ServiceAccount's API requests during the command, from the API server's audit log."""
+    log = layout.path("audit.log")
+    if not log.exists() or seconds <= 0:
+        return
+    counts = config.runner_requests(log.read_text(encoding="utf-8", errors="replace").splitlines())
+    total = sum(counts.values())
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    print(f"[node] runner ServiceAccount API requests: {total} in {seconds / 60:.1f} min "
+          f"({total / (seconds / 60):.0f}/min; {detail or 'none'})", file=sys.stderr, flush=True)

@@ -140,3 +140,16 @@ def test_the_controller_environment_is_set_on_the_workflow_controller_container_
     assert env == [{"name": "LEADER_ELECTION_IDENTITY", "value": "x"}, {"name": "DEFAULT_REQUEUE_TIME", "value": "1s"}]
     server = {**deployment, "metadata": {"name": "argo-server"}}
     assert with_controller_env(server, {"DEFAULT_REQUEUE_TIME": "1s"}) == server
+
+
+def test_the_runner_requests_are_counted_from_the_audit_log_by_client() -> None:
+    def event(user: str, agent: str, stage: str = "ResponseComplete") -> str:
+        return json.dumps({"stage": stage, "user": {"username": user}, "userAgent": agent})
+
+    runner = config.RUNNER_USER
+    lines = [event(runner, "OpenAPI-Generator/37.0.2/python"), event(runner, "OpenAPI-Generator/37.0.2/python"),
+             event(runner, "argoexec/v4.0.2 argo-workflows/v4.0.2"), event(runner, "x", stage="ResponseStarted"),
+             event("system:serviceaccount:argo:argo", "workflow-controller/v4.0.2"), "not json"]
+    assert config.runner_requests(lines) == {"step (python)": 2, "argoexec": 1}
+    policy = yaml.safe_load(config.render_audit_policy())
+    assert policy["rules"][0] == {"level": "Metadata", "users": [runner]} and policy["rules"][-1] == {"level": "None"}
