@@ -22,6 +22,10 @@ skip-remediation annotation, a remediation or deletion in flight, the quorum gua
 progress line (``; waiting: …``), in ``record.waiting`` (the ledger, hence the summary) and in the timeout
 message.
 
+In the control-plane phase, MachineDeployments already rolling (:mod:`capi_rollout.domain.ordering`) are a
+warning, never a failure: ``Action.warnings`` carries the stable texts for the ledger, the progress line the
+evidence (``; WARNING: …``).
+
 :func:`addresses_to_probe` says which addresses the caller should ask Talos about before deciding.
 """
 
@@ -34,6 +38,7 @@ from typing import Literal
 
 from capi_rollout.domain.ledger import PHASE_TITLES, PhaseRecord
 from capi_rollout.domain.model import Machine
+from capi_rollout.domain.ordering import ahead_warning, workers_ahead
 from capi_rollout.domain.progress import PhaseStatus, phase_status
 from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
 from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
@@ -53,6 +58,7 @@ class Action:
     delete: bool = False
     reboot: bool = False
     counters: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def maintenance_message(machine: Machine, address: str, detail: str = "") -> str:
@@ -105,7 +111,12 @@ def decide(
     status = phase_status(phase, state)
     action = _decide(phase=phase, state=state, status=status, record=record, nodes=nodes, now=now, params=params)
     waiting = f"; waiting: {action.record.waiting}" if action.record.waiting else ""
-    return replace(action, counters=f"{PHASE_TITLES[phase]}: {status.counters}{waiting}")
+    ahead = workers_ahead(state) if phase == "control-plane" else {}
+    warning = "".join(f"; WARNING: MachineDeployment {name} rolling before the control plane is complete "
+                      f"({evidence})" for name, evidence in ahead.items())
+    return replace(action, counters=f"{PHASE_TITLES[phase]}: {status.counters}{waiting}",
+                   progress=action.progress + warning,
+                   warnings=tuple(ahead_warning(name, state.control_plane.meta.name) for name in ahead))
 
 
 def _decide(
