@@ -213,3 +213,19 @@ def test_12_a_step_deleted_gracefully_or_evicted_mid_phase_is_retried_and_keeps_
     assert retry.phase == "Failed" and retry.exit_code == 1, "the phase's own failure is final: not retried"
     assert len(out.run.attempts("control-plane")) == 2
     assert summary["remediations"] == 2
+
+
+def test_both_changed_at_once_warns_that_workers_roll_before_the_control_plane_is_complete(
+        request: pytest.FixtureRequest, stage: Stage) -> None:
+    s = scaled("both-at-once")
+    out = stage.run(request.node.name, s, parameters(s))
+
+    summary = _succeeded(out)  # a warning, never a failure: the workflow never patches CAPI
+    ahead = [w for w in summary["warnings"]
+             if w.startswith("MachineDeployment demo-workers is rolling before TalosControlPlane demo-cp is complete")]
+    assert len(ahead) == 1, summary["warnings"]  # once, whether preflight or the control-plane phase saw it first
+    assert "commit the control-plane change first" in ahead[0]
+    # The simulated CAPI really rolled the workers while the control plane was rolling.
+    cp_done = out.timeline.first("rollout.completed", "demo-cp")
+    workers_done = out.timeline.first("rollout.completed", "demo-workers")
+    assert cp_done is not None and workers_done is not None

@@ -300,6 +300,11 @@ class Runner:
                 if action.record != record:
                     record = action.record
                     self._save_phase(record)
+                new = [w for w in action.warnings if not any(x.startswith(w) for x in self.ledger.warnings)]
+                if new:  # kept for the summary, said once
+                    self._save(replace(self.ledger, warnings=(*self.ledger.warnings, *new)))
+                    for w in new:
+                        self.say(f"warning: {w}")
                 if action.counters != last_counters or (now - last_said).total_seconds() >= self.params.poll_interval:
                     self.say(action.progress)  # on every change, and at least once per pollInterval
                     last_counters, last_said = action.counters, now

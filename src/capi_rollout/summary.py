@@ -2,7 +2,8 @@
 
 Contract: pure. :func:`build_summary` turns a :class:`Ledger` (plus Argo's ``workflow.status`` and
 ``workflow.failures`` when the exit hook passes them) into a JSON-ready dict; :func:`render_table` prints
-it for people.
+it for people. A phase that did not succeed shows why it was waiting (``waiting``: a skip-remediation
+annotation, a remediation in flight, the quorum guard, a spent budget) when that was not plain progress.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
                 "result": rec.result or "running",
                 "message": rec.message,
                 "remediations": [r.to_dict() for r in rec.remediations],
+                "waiting": rec.waiting,
             }
             if rec.result == "failed":
                 result = "Failed"
@@ -62,6 +64,8 @@ def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
     if not reasons:  # Argo's own words (a deadline, a lost pod) only when the ledger does not say why
         reasons = [f"{f.get('displayName') or f.get('templateName', 'step')}: {f.get('message', '')}"
                    for f in failures if f.get("message")]
+    reasons += [f"{PHASE_TITLES[name]} was still waiting: {p['waiting']}" for name, p in phases.items()
+                if p.get("result") == "running" and p.get("waiting")]  # cut short (a deadline, argo stop)
     return {
         "cluster": ledger.cluster if ledger else None,
         "namespace": ledger.namespace if ledger else None,
@@ -86,6 +90,8 @@ def render_table(summary: dict[str, Any]) -> str:
             where = f"{r['node'] or '-'} ({r['address'] or 'no address'})"
             lines.append(f"  - {r['at']} Machine {r['machine']} node {where}, reboot {r['reboot_mode']}: "
                          f"{r['outcome']}")
+        if p.get("waiting") and p["result"] != "succeeded":
+            lines.append(f"  waiting: {p['waiting']}")
     for w in summary.get("warnings", []):
         lines.append(f"warning: {w}")
     for reason in summary.get("reasons", []):

@@ -1,5 +1,6 @@
 """The per-poll decision: complete, wait, remediate or fail, with the reason in words."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -253,3 +254,88 @@ def test_machine_views_are_reused_only_while_the_resource_version_is_unchanged()
     second = views.read([objs[0], changed])
     assert views.reused == 1
     assert second[0] is first[0] and second[1] is not first[1] and second[1].ready
+
+
+SKIP = {"cluster.x-k8s.io/skip-remediation": ""}
+
+
+def test_a_stall_whose_only_unhealthy_machine_skips_remediation_says_so_in_the_progress_line_and_the_ledger() -> None:
+    state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, ready=False, annotations=SKIP)],
+                     up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
+                    now=T0 + timedelta(minutes=20), params=PARAMS)
+    assert action.kind == "wait"
+    why = ("Machine cp-new (node node-cp-new not Ready: NodeNotReady) carries the annotation "
+           "cluster.x-k8s.io/skip-remediation: it is never remediated; fix it by hand or remove the annotation")
+    assert action.progress.endswith(f"; waiting: {why}")
+    assert action.record.waiting == why
+    assert "no Machine can be remediated" in action.reason and why in action.reason
+    assert why in action.counters
+
+
+def test_a_skip_annotation_is_said_before_the_stall_too() -> None:
+    state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, ready=False, annotations=SKIP)],
+                     up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=record(), nodes={}, now=T0, params=PARAMS)
+    assert action.kind == "wait" and "carries the annotation cluster.x-k8s.io/skip-remediation" in action.progress
+
+
+def test_the_phase_timeout_names_the_skip_annotation_it_waited_on() -> None:
+    state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, ready=False, annotations=SKIP)],
+                     up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
+                    now=T0 + timedelta(minutes=45), params=PARAMS)
+    assert action.kind == "fail" and action.reason.startswith("control plane phase timed out after 45m0s")
+    assert "waiting: Machine cp-new (node node-cp-new not Ready: NodeNotReady) carries the annotation " \
+           "cluster.x-k8s.io/skip-remediation" in action.reason
+
+
+def test_a_remediation_in_flight_is_named_while_its_machine_deletes() -> None:
+    state = cp_state([*healthy_cp(2), b.machine("m0", cp=True, deleting="2026-01-01T00:58:00Z")],
+                     up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=record(remediations=1), nodes={}, now=T0,
+                    params=PARAMS)
+    assert action.kind == "wait"
+    assert action.record.waiting == "remediation 1 in flight: Machine m0 deleting since 2026-01-01T00:58:00Z"
+    assert action.progress.endswith("; waiting: remediation 1 in flight: Machine m0 deleting since "
+                                    "2026-01-01T00:58:00Z")
+
+
+def test_a_spent_budget_is_said_before_the_next_stall_fails_the_phase() -> None:
+    state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, ready=False)], up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=record(remediations=2), nodes={}, now=T0,
+                    params=PARAMS)
+    assert action.kind == "wait"
+    assert action.record.waiting == ("remediation budget spent (2 of 2 used) with unhealthy cp-new (node "
+                                     "node-cp-new not Ready: NodeNotReady): a stall fails the phase")
+
+
+def test_remediation_disabled_by_max_remediations_zero_is_said_while_waiting() -> None:
+    state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, ready=False)], up_to_date=False, ready=2)
+    params = parse_params({"clusterName": "homelab", "maxRemediations": "0"})
+    action = decide(phase="control-plane", state=state, record=record(), nodes={}, now=T0, params=params)
+    assert "waiting: remediation disabled (maxRemediations 0) with unhealthy cp-new" in action.progress
+
+
+def test_the_quorum_guard_is_said_before_the_stall_fails_the_phase() -> None:
+    machines = [b.machine("cp-0", cp=True), b.machine("cp-1", cp=True, ready=False),
+                b.machine("cp-2", cp=True, ready=False)]
+    state = cp_state(machines, up_to_date=False, ready=1)
+    action = decide(phase="control-plane", state=state, record=record(), nodes={}, now=T0, params=PARAMS)
+    assert action.kind == "wait"
+    assert "waiting: the etcd quorum guard would refuse to remediate: removing control-plane Machine cp-1 would " \
+           "leave 1 healthy of 2 etcd members" in action.progress
+
+
+def test_plain_progress_gives_no_reason_to_wait() -> None:
+    state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, node=False, phase="Provisioning")],
+                     up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=record(), nodes={}, now=T0, params=PARAMS)
+    assert action.kind == "wait" and action.record.waiting == "" and "waiting:" not in action.progress
+
+
+def test_a_completed_phase_forgets_why_it_waited() -> None:
+    rec = replace(record(), waiting="remediation 1 in flight: Machine m0 deleting")
+    action = decide(phase="control-plane", state=cp_state(healthy_cp()), record=rec, nodes={}, now=T0,
+                    params=PARAMS)
+    assert action.kind == "complete" and action.record.waiting == ""

@@ -307,3 +307,34 @@ def test_of_two_attempts_racing_on_one_ledger_only_the_one_whose_intent_lands_re
     assert any("aborted before acting: another attempt of this step wrote the ledger first" in line
                for line in kube.log)
     assert kube.events == [], "the aborted attempt records no Event for a remediation it did not perform"
+
+
+class SkipAnnotating(FakeControlPlaneController):
+    """The fake control plane, with cp-new-1 annotated skip-remediation by a human as soon as it exists."""
+
+    def tick(self) -> None:
+        super().tick()
+        m = self.kube.machines.get("cp-new-1")
+        if m is not None:
+            m["metadata"].setdefault("annotations", {})["cluster.x-k8s.io/skip-remediation"] = ""
+
+
+def test_a_stall_on_a_skip_remediation_machine_says_why_in_the_progress_line_and_the_summary() -> None:
+    clock = Clock(T0)
+    kube = FakeKube()
+    runner, kube, talos, _ = make(kube=kube, clock=clock,
+                                  controller=SkipAnnotating(kube, clock, faulty={1: "not-ready"}, seed=7))
+    runner.resolve()
+    with pytest.raises(StepFailed, match="control plane phase timed out") as failed:
+        runner.phase("control-plane")
+    why = ("waiting: Machine cp-new-1 (node node-cp-new-1 not Ready: NodeNotReady) carries the annotation "
+           "cluster.x-k8s.io/skip-remediation: it is never remediated")
+    assert why in str(failed.value)
+    assert kube.deleted == [] and talos.reboots == []
+    progress = [line for line in kube.log if line.startswith("[") and "no progress for" in line]
+    first = next(i for i, line in enumerate(progress) if why in line)
+    assert all(why in line for line in progress[first:])  # said from the moment it holds, on every line after
+    summary = runner.summary()
+    table = kube.log[-1]  # the summary's table, as printed
+    assert summary["phases"]["control-plane"]["waiting"].startswith(why.removeprefix("waiting: "))
+    assert f"\n  {why}" in table and "why: control plane phase timed out" in table

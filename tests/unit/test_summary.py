@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from capi_rollout.domain.ledger import Ledger, PhaseRecord, Remediation
@@ -68,3 +69,35 @@ def test_a_resolve_failure_kept_in_the_ledger_is_the_reason() -> None:
     failed = Ledger(cluster="c", namespace="n", failure="cannot resolve the cluster: Cluster c not found")
     summary = build_summary(failed, workflow_status="Failed")
     assert summary["result"] == "Failed" and summary["reasons"] == ["cannot resolve the cluster: Cluster c not found"]
+
+
+WHY = ("Machine w-1 (node node-w-1 not Ready: NodeNotReady) carries the annotation "
+       "cluster.x-k8s.io/skip-remediation: it is never remediated; fix it by hand or remove the annotation")
+
+
+def test_a_failed_phase_shows_why_it_was_waiting() -> None:
+    base = ledger(workers_result="failed")
+    workers = replace(base.phases["workers"], waiting=WHY)
+    summary = build_summary(base.with_phase(workers), workflow_status="Failed")
+    assert summary["phases"]["workers"]["waiting"] == WHY
+    assert f"  waiting: {WHY}" in render_table(summary).splitlines()
+
+
+def test_a_phase_cut_short_while_waiting_gives_its_reason_beside_argos() -> None:
+    base = ledger(workers_result=None)
+    workers = replace(base.phases["workers"], finished=None, waiting=WHY)
+    summary = build_summary(base.with_phase(workers), workflow_status="Failed",
+                            workflow_failures=json.dumps([{"displayName": "workers", "message": "deadline"}]))
+    assert summary["reasons"] == ["workers: deadline", f"workers was still waiting: {WHY}"]
+
+
+def test_a_succeeded_phase_does_not_show_an_old_reason_to_wait() -> None:
+    base = ledger()
+    cp = replace(base.phases["control-plane"], waiting="remediation 1 in flight: Machine cp-new-1 deleting")
+    assert "waiting:" not in render_table(build_summary(base.with_phase(cp), workflow_status="Succeeded"))
+
+
+def test_the_reason_to_wait_survives_the_ledger_round_trip() -> None:
+    base = ledger(workers_result=None)
+    text = base.with_phase(replace(base.phases["workers"], waiting=WHY)).to_json()
+    assert Ledger.from_json(text).phases["workers"].waiting == WHY

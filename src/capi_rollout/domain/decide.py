@@ -9,12 +9,22 @@ action; ``capi_rollout.executor`` does. The rules, in order:
 2. an unhealthy Machine whose node reports Talos maintenance → ``fail`` at once (manual intervention; the
    message carries the certificate fingerprint and warns before ``talosctl apply-config --insecure``); one
    whose Talos API presents a certificate that cannot be trusted → ``fail`` at once (never remediated);
-3. the phase timeout has passed → ``fail`` naming the phase, the time spent and what is incomplete;
+3. the phase timeout has passed → ``fail`` naming the phase, the time spent, what is incomplete and why it
+   waited;
 4. progress (the fingerprint changed) restarts the stall clock; not stalled yet → ``wait``;
 5. stalled: remediation budget spent → ``fail`` ("remediation budget exhausted"); no candidate → ``wait``
-   (the timeout will decide); a control-plane candidate whose removal risks etcd quorum → ``fail``;
-   otherwise → ``remediate`` the most urgent candidate (delete unless already deleting; reboot when its
-   address is known).
+   (the timeout will decide) saying why nothing can be remediated; a control-plane candidate whose removal
+   risks etcd quorum → ``fail``; otherwise → ``remediate`` the most urgent candidate (delete unless already
+   deleting; reboot when its address is known).
+
+Every wait that is not plain progress says why (:func:`capi_rollout.domain.waiting.hold_reasons`: a
+skip-remediation annotation, a remediation or deletion in flight, the quorum guard, a spent budget): in the
+progress line (``; waiting: …``), in ``record.waiting`` (the ledger, hence the summary) and in the timeout
+message.
+
+In the control-plane phase, MachineDeployments already rolling (:mod:`capi_rollout.domain.ordering`) are a
+warning, never a failure: ``Action.warnings`` carries the stable texts for the ledger, the progress line the
+evidence (``; WARNING: …``).
 
 :func:`addresses_to_probe` says which addresses the caller should ask Talos about before deciding.
 """
@@ -28,9 +38,11 @@ from typing import Literal
 
 from capi_rollout.domain.ledger import PHASE_TITLES, PhaseRecord
 from capi_rollout.domain.model import Machine
+from capi_rollout.domain.ordering import ahead_warning, workers_ahead
 from capi_rollout.domain.progress import PhaseStatus, phase_status
 from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
 from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
+from capi_rollout.domain.waiting import hold_reasons
 from capi_rollout.params import Params, format_duration
 
 Kind = Literal["complete", "wait", "remediate", "fail"]
@@ -46,6 +58,7 @@ class Action:
     delete: bool = False
     reboot: bool = False
     counters: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def maintenance_message(machine: Machine, address: str, detail: str = "") -> str:
@@ -93,10 +106,17 @@ def decide(
     now: datetime,
     params: Params,
 ) -> Action:
-    """The decision for this poll; ``counters`` carries the phase's counters alone (for throttled logging)."""
+    """The decision for this poll; ``counters`` carries the phase's counters and why it waits (for throttled
+    logging: a new reason to wait is said at once)."""
     status = phase_status(phase, state)
     action = _decide(phase=phase, state=state, status=status, record=record, nodes=nodes, now=now, params=params)
-    return replace(action, counters=f"{PHASE_TITLES[phase]}: {status.counters}")
+    waiting = f"; waiting: {action.record.waiting}" if action.record.waiting else ""
+    ahead = workers_ahead(state) if phase == "control-plane" else {}
+    warning = "".join(f"; WARNING: MachineDeployment {name} rolling before the control plane is complete "
+                      f"({evidence})" for name, evidence in ahead.items())
+    return replace(action, counters=f"{PHASE_TITLES[phase]}: {status.counters}{waiting}",
+                   progress=action.progress + warning,
+                   warnings=tuple(ahead_warning(name, state.control_plane.meta.name) for name in ahead))
 
 
 def _decide(
@@ -123,7 +143,17 @@ def _decide(
     )
 
     if status.complete:
-        return Action("complete", f"{title} rollout complete: {status.counters}", progress, record)
+        return Action("complete", f"{title} rollout complete: {status.counters}", progress,
+                      replace(record, waiting=""))
+
+    holds = "; ".join(hold_reasons(state.phase_machines(phase), control_plane=phase == "control-plane",
+                                   remediations=record.remediations, max_remediations=params.max_remediations,
+                                   now=now, stuck_after=stuck_after))
+    if holds != record.waiting:
+        record = replace(record, waiting=holds)
+    if holds:
+        progress += f"; waiting: {holds}"
+    why = f"; waiting: {holds}" if holds else ""
 
     in_maintenance = {a for a, n in nodes.items() if n.state == MAINTENANCE}
     if in_maintenance:
@@ -143,21 +173,23 @@ def _decide(
         return Action(
             "fail",
             f"{title} phase timed out after {format_duration(elapsed)} (limit {format_duration(limit)}); "
-            f"incomplete: {'; '.join(status.incomplete)}",
+            f"incomplete: {'; '.join(status.incomplete)}{why}",
             progress,
             record,
         )
 
     if stalled_for < params.stall_timeout:
-        return Action("wait", f"{title}: waiting; incomplete: {'; '.join(status.incomplete)}", progress, record)
+        return Action("wait", f"{title}: waiting; incomplete: {'; '.join(status.incomplete)}{why}", progress,
+                      record)
 
     found = candidates(state.phase_machines(phase), now=now, stuck_after=stuck_after)
     used = len(record.remediations)
     if not found:
         return Action(
             "wait",
-            f"{title}: no progress for {format_duration(stalled_for)} but no unhealthy Machine to remediate; "
-            f"waiting for the phase timeout; incomplete: {'; '.join(status.incomplete)}",
+            f"{title}: no progress for {format_duration(stalled_for)} but "
+            f"{'no Machine can be remediated' if holds else 'no unhealthy Machine to remediate'}; "
+            f"waiting for the phase timeout; incomplete: {'; '.join(status.incomplete)}{why}",
             progress,
             record,
         )

@@ -118,6 +118,7 @@ class PhaseRecord:
     result: str | None = None
     message: str = ""
     remediations: tuple[Remediation, ...] = ()
+    waiting: str = ""  # why the phase waits when that is not plain progress (skip annotation, guard, budget, …)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +130,7 @@ class PhaseRecord:
             "result": self.result,
             "message": self.message,
             "remediations": [r.to_dict() for r in self.remediations],
+            "waiting": self.waiting,
         }
 
     @classmethod
@@ -153,6 +155,7 @@ class PhaseRecord:
             message=_field(d, "message", str, where, optional=True) or "",
             remediations=tuple(Remediation.from_dict(r, f"{where}.remediations[{i}]")
                                for i, r in enumerate(remediations)),
+            waiting=_field(d, "waiting", str, where, optional=True) or "",
         )
 
     @property

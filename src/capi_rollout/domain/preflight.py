@@ -9,6 +9,9 @@ Violations stop the run before any action; warnings are reported in the summary.
 * a client certificate that is expired or not yet valid → violation naming the date (every call would fail);
 * ``force`` with any node older than Talos v1.12 (which would silently do a default reboot) → violation naming
   the nodes and versions; a node whose version could not be read → warning.
+
+A MachineDeployment already rolling while the control plane is not complete → warning
+(:mod:`capi_rollout.domain.ordering`): never a violation, the tool never patches CAPI.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from capi_rollout.domain.decide import maintenance_message, untrusted_message
 from capi_rollout.domain.model import Machine
+from capi_rollout.domain.ordering import ahead_warning, workers_ahead
 from capi_rollout.domain.state import MAINTENANCE, UNREACHABLE, UNTRUSTED, ClusterState, NodeStatus
 from capi_rollout.domain.strategy import (
     check_control_plane_strategy,
@@ -154,4 +158,6 @@ def preflight(
             f"TalosControlPlane {state.control_plane.meta.name} has a single replica: a control-plane stall cannot "
             "be remediated without losing etcd, and the API is down while its machine is replaced"
         )
+    for name, evidence in workers_ahead(state).items():
+        warnings.append(f"{ahead_warning(name, state.control_plane.meta.name)} ({evidence})")
     return PreflightReport(tuple(violations), tuple(warnings))
