@@ -217,7 +217,9 @@ def test_12_a_step_deleted_gracefully_or_evicted_mid_phase_is_retried_and_keeps_
 
 def test_both_changed_at_once_warns_that_workers_roll_before_the_control_plane_is_complete(
         request: pytest.FixtureRequest, stage: Stage) -> None:
-    s = scaled("both-at-once")
+    # Six times slower than the other scenarios: the simulated CAPI must still be rolling both when preflight
+    # runs, which on a real Argo engine is ~10 s after the trigger (two pods), not ~2 s as on the emulator.
+    s = scaled("both-at-once", timings={"time_scale": 10})
     out = stage.run(request.node.name, s, parameters(s))
 
     summary = _succeeded(out)  # a warning, never a failure: the workflow never patches CAPI
