@@ -53,15 +53,8 @@ build_binaries() {
   fi
   mkdir -p "$bindir"
   log "go $(go env GOVERSION), GOMODCACHE=$GOMODCACHE GOCACHE=$GOCACHE"
-  local major minor date kflags="" key
-  major="${KUBERNETES_VERSION#v}"; major="${major%%.*}"
-  minor="${KUBERNETES_VERSION#v*.}"; minor="${minor%%.*}"
-  date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.info" 2>/dev/null || true)"
-  for key in client-go/pkg/version component-base/version; do
-    kflags+=" -X k8s.io/$key.gitVersion=$KUBERNETES_VERSION -X k8s.io/$key.gitMajor=$major"
-    kflags+=" -X k8s.io/$key.gitMinor=$minor -X k8s.io/$key.gitTreeState=clean"
-    [[ -n "$date" ]] && kflags+=" -X k8s.io/$key.buildDate=$date"
-  done
+  local kflags
+  kflags="$(kube_ldflags)"
   build_one etcd etcd capi-rollout.local/tools/etcd
   build_one kustomize kustomize sigs.k8s.io/kustomize/kustomize/v5 \
     "-X sigs.k8s.io/kustomize/api/provenance.version=$KUSTOMIZE_VERSION"

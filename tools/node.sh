@@ -56,19 +56,6 @@ timed() { # timed <what> <command...>
   log "built $what in $((SECONDS - started))s"
 }
 
-kube_ldflags() {
-  local major minor date flags="" key
-  major="${KUBERNETES_VERSION#v}"; major="${major%%.*}"
-  minor="${KUBERNETES_VERSION#v*.}"; minor="${minor%%.*}"
-  date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.info" 2>/dev/null || true)"
-  for key in client-go/pkg/version component-base/version; do
-    flags+=" -X k8s.io/$key.gitVersion=$KUBERNETES_VERSION -X k8s.io/$key.gitMajor=$major"
-    flags+=" -X k8s.io/$key.gitMinor=$minor -X k8s.io/$key.gitTreeState=clean"
-    [[ -n "$date" ]] && flags+=" -X k8s.io/$key.buildDate=$date"
-  done
-  printf '%s' "$flags"
-}
-
 build_kube() {
   local flags name
   flags="$(kube_ldflags)"
