@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from e2e.node import config
 from e2e.node.config import Layout
 from sim.envtest import kubeconfig, pki
-from sim.envtest.processes import ChildProcess, ProcessFailedError, log_tail
+from sim.envtest.processes import ChildProcess
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 READY_TIMEOUT = 180.0
@@ -261,9 +260,6 @@ class Node:
         conditions = (node.get("status") or {}).get("conditions") or []  # type: ignore[union-attr]
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
-    def failure_report(self) -> str:
-        return "\n".join(f"--- {name} ---\n{log_tail(p.log_path, 15)}" for name, p in self.processes.items())
-
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
@@ -271,10 +267,3 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def which_missing(commands: Iterable[str]) -> list[str]:
-    return [c for c in commands if shutil.which(c) is None]
-
-
-__all__ = ["Node", "NodeBinaries", "ProcessFailedError", "inside_namespace", "which_missing"]
