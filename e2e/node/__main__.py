@@ -9,17 +9,24 @@ Usage::
 ``run`` prints each step and its duration. CMD runs inside the namespace with ``KUBECONFIG`` (the admin
 kubeconfig), ``E2E_CLUSTER=node``, ``E2E_NODE_STATE`` (the state directory) and ``E2E_NODE_ENGINE`` (one line
 naming the engine) set; its exit code is ``run``'s. Whatever CMD did, the node is torn down afterwards (unless
-``--keep``) and a second ``run`` always starts clean. Where a node cannot run here, ``run`` and ``check`` say
+``--keep``) and a second ``run`` always starts clean. One node runs on a machine at a time: ``run`` and ``down``
+hold an exclusive lock (``/var/tmp/capi-rollout-node.lock``); a second checkout waits for it and says so.
+Where a node cannot run here, ``run`` and ``check`` say
 what is missing and that kind (``E2E_CLUSTER=kind``, with a Docker engine) is the alternative, and exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from e2e.node import config, netns, setup
 from e2e.node.config import Layout
@@ -49,12 +56,43 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 1 if missing else 0
     if args.command == "down":
-        for line in netns.destroy(layout):
-            print(f"[node] {line}", file=sys.stderr)
+        with _one_node_at_a_time():
+            for line in netns.destroy(layout):
+                print(f"[node] {line}", file=sys.stderr)
         return 0
     if args.command == "inside":
         return setup.run_inside(layout, _command(args.cmd))
-    return _run(layout, _command(args.cmd), keep=args.keep)
+    with _one_node_at_a_time():
+        return _run(layout, _command(args.cmd), keep=args.keep)
+
+
+LOCK = Path("/var/tmp/capi-rollout-node.lock")
+
+
+@contextmanager
+def _one_node_at_a_time(lock: Path = LOCK) -> Iterator[None]:
+    """Hold the machine's node lock: another checkout's node (same namespace, cgroups, state) must end first."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            print(f"[node] another node run holds {lock} ({holder}); waiting for it to end", file=sys.stderr,
+                  flush=True)
+            started = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            print(f"[node] got the node lock after {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} in {Path.cwd()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _command(cmd: list[str]) -> list[str]:
