@@ -21,7 +21,7 @@ from capi_rollout.domain.claim import Holder
 LABELS = {"app.kubernetes.io/name": "capi-rollout", "app.kubernetes.io/component": "claim"}
 
 
-class ClaimUnusable(KubeError):
+class ClaimUnusable(ValueError):
     """The object at the claim's name was not written by capi-rollout, or names no holder."""
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 from capi_rollout.adapters.informer import ObjectCache, Waker, cluster_cache
 from capi_rollout.adapters.kube import Kube, KubeError, connect
-from capi_rollout.claim_store import ClusterClaim
+from capi_rollout.claim_store import ClaimUnusable, ClusterClaim
 from capi_rollout.domain.claim import CLAIM_WAIT_SECONDS, Holder, decide_claim
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, LedgerError, PhaseRecord
@@ -174,7 +174,10 @@ class Runner:
         deadline = self.clock() + timedelta(seconds=self.claim_wait)
         said = ""
         for _ in range(1_000_000):  # bounded by the deadline; a lost write race reads again at once
-            current, version = claim.read()
+            try:
+                current, version = claim.read()
+            except ClaimUnusable as exc:
+                raise StepFailed(str(exc)) from exc
             phase = claim.holder_phase(current) if current is not None and not current.same_run(claim.me) else None
             decision = decide_claim(cluster=cluster, current=current, me=claim.me, holder_phase=phase)
             if decision.action == "mine":

@@ -105,7 +105,7 @@ def test_resolve_fails_without_acting_when_the_holder_outlives_the_wait() -> Non
     clock, lines = Clock(T0), []
     claim = FakeClaim(clock, OTHER, ["Running"])
     runner, kube = make(claim, clock, lines)
-    with pytest.raises(StepFailed, match="another rollout of default/homelab is running: .*capi-rollout-a") as err:
+    with pytest.raises(StepFailed, match=r"another rollout of default/homelab is running: .*capi-rollout-a") as err:
         runner.resolve()
     assert "did not act" in str(err.value) and "resubmit" in str(err.value)
     assert (clock.now - T0).total_seconds() == pytest.approx(CLAIM_WAIT_SECONDS)
@@ -128,3 +128,17 @@ def test_a_retried_resolve_of_the_holder_goes_straight_on() -> None:
     runner, _ = make(claim, clock, lines)
     runner.resolve()
     assert claim.writes == [] and clock.now == T0
+
+
+def test_a_claim_this_tool_did_not_write_stops_resolve_with_its_reason() -> None:
+    from capi_rollout.claim_store import ClaimUnusable
+
+    class Foreign(FakeClaim):
+        def read(self) -> tuple[Holder | None, str | None]:
+            raise ClaimUnusable("RolloutLedger argo/capi-rollout-claim-default-homelab: not a claim capi-rollout "
+                                "wrote (labels or spec.holder missing); delete it if no rollout of this cluster runs")
+
+    clock, lines = Clock(T0), []
+    runner, _ = make(Foreign(clock, None, [None]), clock, lines)
+    with pytest.raises(StepFailed, match=r"^RolloutLedger argo/capi-rollout-claim-default-homelab: not a claim"):
+        runner.resolve()
