@@ -13,9 +13,9 @@ retried resumes with the same clocks and remediation count. A phase already fini
 again.
 
 One rollout per cluster: in a Workflow (an owner is known), resolve first takes the cluster's claim
-(:mod:`capi_rollout.claim_store`). While another live Workflow holds it, resolve waits (saying so) for at most
-:data:`~capi_rollout.domain.claim.CLAIM_WAIT_SECONDS`, then fails without having acted. Argo's mutex normally
-queues a second run before any pod starts; the claim holds when that mutex did not.
+(:mod:`capi_rollout.claim_store`). When another live Workflow holds it, resolve fails at once without having
+acted. Argo's mutex normally queues a second run before any pod starts; the claim holds when that mutex did not
+(and a second run that got the lost mutex must end quickly: the holder cannot finish while it holds it).
 
 Reads: resolve, preflight and the Talos Secret are one-off direct reads (the Secret by name, never a list;
 its cluster-name label is checked on every read). During a phase the ``watch`` seam
@@ -44,13 +44,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from capi_rollout.adapters.informer import ObjectCache, Waker, cluster_cache
 from capi_rollout.adapters.kube import Kube, KubeError, connect
 from capi_rollout.claim_store import ClaimUnusable, ClusterClaim
-from capi_rollout.domain.claim import CLAIM_WAIT_SECONDS, Holder, decide_claim
+from capi_rollout.domain.claim import Holder, decide_claim
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
@@ -107,11 +107,9 @@ class Runner:
                  talos_factory: Callable[[str], TalosPort] = default_talos_factory,
                  clock: Callable[[], datetime] = _utcnow, out: Callable[[str], None] | None = None,
                  watch: Callable[[Kube, str, str], AbstractContextManager[Waker]] = cluster_cache,
-                 sleep: Callable[[float], None] = time.sleep, claim: ClusterClaim | None = None,
-                 claim_wait: float = CLAIM_WAIT_SECONDS) -> None:
+                 sleep: Callable[[float], None] = time.sleep, claim: ClusterClaim | None = None) -> None:
         self.params = params
         self.claim = claim
-        self.claim_wait = claim_wait
         self.kube = kube
         self.store = store
         self.talos_factory = talos_factory
@@ -165,15 +163,14 @@ class Runner:
 
     # --- steps -----------------------------------------------------------------------------------------
     def hold_claim(self) -> None:
-        """Take this cluster's claim, waiting while another live Workflow holds it (bounded by ``claim_wait``);
-        :class:`StepFailed` when it is still held then. No claim (``capi-rollout run``): nothing to do."""
+        """Take this cluster's claim; :class:`StepFailed` at once when another live Workflow holds it (waiting
+        would not help: while this run holds Argo's mutex, the holder cannot finish). No claim (``capi-rollout
+        run``): nothing to do."""
         claim = self.claim
         if claim is None:
             return
         cluster = f"{self.params.cluster_namespace}/{self.params.cluster_name}"
-        deadline = self.clock() + timedelta(seconds=self.claim_wait)
-        said = ""
-        for _ in range(1_000_000):  # bounded by the deadline; a lost write race reads again at once
+        for _ in range(10):  # a lost write race reads again; ten in a row means something keeps rewriting it
             try:
                 current, version = claim.read()
             except ClaimUnusable as exc:
@@ -182,23 +179,15 @@ class Runner:
             decision = decide_claim(cluster=cluster, current=current, me=claim.me, holder_phase=phase)
             if decision.action == "mine":
                 return
-            if decision.action in ("create", "take-over"):
-                if claim.write(None if decision.action == "create" else version):
-                    self.say(f"claim: {decision.reason}")
-                    return
-                continue
-            left = (deadline - self.clock()).total_seconds()
-            if left <= 0:
+            if decision.action == "held":
                 raise StepFailed(
                     f"another rollout of {cluster} is running: {decision.reason}; this run did not act on the "
-                    f"cluster and waited {self.claim_wait:g}s for it. Argo's per-cluster mutex should have "
-                    "queued this run (a workflow-controller restart can lose it): resubmit once that Workflow "
-                    "has ended, if its rollout did not cover your change")
-            if decision.reason != said:
-                self.say(f"waiting (at most {left:.0f}s more): {decision.reason}; this run acts only once it ends")
-                said = decision.reason
-            self.sleep(min(5.0, self.params.poll_interval, left))
-        raise StepFailed(f"could not take the claim of {cluster}: it kept changing")
+                    "cluster. Argo's per-cluster mutex should have queued it (a workflow-controller restart can "
+                    "lose it): resubmit once that Workflow has ended, if its rollout did not cover your change")
+            if claim.write(None if decision.action == "create" else version):
+                self.say(f"claim: {decision.reason}")
+                return
+        raise StepFailed(f"could not take the claim of {cluster}: another run kept writing it")
 
     def resolve(self) -> Targets:
         ns, name = self.params.cluster_namespace, self.params.cluster_name

@@ -470,7 +470,7 @@ def test_one_rollout_per_cluster_the_claim_with_the_runners_own_token(apiserver:
     assert holder is not None and holder.same_run(first.me)
     assert second.holder_phase(holder) == "Running"
     decision = decide_claim(cluster="default/c", current=holder, me=second.me, holder_phase="Running")
-    assert decision.action == "wait"
+    assert decision.action == "held"
 
     # The first Workflow ends: the second takes the claim over, with the version it read.
     done = rest.request_json(apiserver.admin, "GET", f"{workflows}/first-{suffix}")

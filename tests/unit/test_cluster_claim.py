@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from capi_rollout.domain.claim import CLAIM_WAIT_SECONDS, Holder, decide_claim
+from capi_rollout.domain.claim import Holder, decide_claim
 from capi_rollout.ledger_store import MemoryLedgerStore
 from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner, StepFailed
-from capi_rollout.workflow.deadlines import RESOLVE_DEADLINE_SECONDS
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube
 
 ME = Holder("capi-rollout-b", "uid-b", "2026-03-01T12:00:00Z")
@@ -25,9 +24,9 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     (None, None, "create"),
     (ME, None, "mine"),
     (Holder(ME.workflow, ME.uid, "another since"), "Running", "mine"),
-    (OTHER, "Running", "wait"),
-    (OTHER, "Pending", "wait"),
-    (OTHER, "", "wait"),
+    (OTHER, "Running", "held"),
+    (OTHER, "Pending", "held"),
+    (OTHER, "", "held"),
     (OTHER, "Succeeded", "take-over"),
     (OTHER, "Failed", "take-over"),
     (OTHER, "Error", "take-over"),
@@ -38,12 +37,8 @@ def test_the_claim_decision(current: Holder | None, phase: str | None, action: s
     decision = decide_claim(cluster="default/homelab", current=current, me=ME, holder_phase=phase)
     assert decision.action == action
     assert "default/homelab" in decision.reason
-    if action == "wait":
+    if action == "held":
         assert OTHER.workflow in decision.reason and OTHER.since in decision.reason
-
-
-def test_resolve_waits_less_than_its_pod_deadline() -> None:
-    assert 0 < CLAIM_WAIT_SECONDS < RESOLVE_DEADLINE_SECONDS
 
 
 class FakeClaim:
@@ -88,37 +83,40 @@ def make(claim: FakeClaim, clock: Clock, lines: list[str]) -> tuple[Runner, Fake
     return runner, kube
 
 
-def test_resolve_waits_for_the_live_holder_then_takes_the_claim_over() -> None:
+def test_resolve_takes_over_the_claim_of_a_run_that_ended() -> None:
     clock, lines = Clock(T0), []
-    claim = FakeClaim(clock, OTHER, ["Running", "Running", "Running", "Succeeded"])
+    claim = FakeClaim(clock, OTHER, ["Succeeded"])
     runner, _ = make(claim, clock, lines)
     runner.resolve()
     assert claim.current == ME and claim.writes == ["1"], "taken over with the resourceVersion read"
-    assert clock.now > T0, "it waited"
-    waits = [line for line in lines if "waiting" in line]
-    assert len(waits) == 1 and "capi-rollout-a is rolling it" in waits[0], lines
     assert any("which ended (Succeeded)" in line for line in lines), lines
     assert any(line.endswith("Secret homelab-talosconfig") for line in lines), "resolved after the claim"
 
 
-def test_resolve_fails_without_acting_when_the_holder_outlives_the_wait() -> None:
+def test_resolve_fails_at_once_without_acting_while_a_live_run_holds_the_claim() -> None:
+    """Never wait: a run that got past Argo's mutex holds it, so the holder could not finish while it waited."""
     clock, lines = Clock(T0), []
     claim = FakeClaim(clock, OTHER, ["Running"])
     runner, kube = make(claim, clock, lines)
     with pytest.raises(StepFailed, match=r"another rollout of default/homelab is running: .*capi-rollout-a") as err:
         runner.resolve()
     assert "did not act" in str(err.value) and "resubmit" in str(err.value)
-    assert (clock.now - T0).total_seconds() == pytest.approx(CLAIM_WAIT_SECONDS)
+    assert clock.now == T0, "no waiting"
     assert claim.current == OTHER and claim.writes == []
-    assert runner.ledger.targets is None or not runner.ledger.targets, "nothing resolved, nothing written"
+    assert not runner.ledger.targets, "nothing resolved, nothing written"
     assert kube.deleted == []
 
 
-def test_a_lost_create_race_is_read_again_and_waits() -> None:
+def test_a_lost_create_race_is_read_again() -> None:
     clock, lines = Clock(T0), []
-    claim = FakeClaim(clock, None, ["Running", "Running", "Failed"], lose_first_write=True)
+    claim = FakeClaim(clock, None, ["Running"], lose_first_write=True)
     runner, _ = make(claim, clock, lines)
-    runner.resolve()
+    with pytest.raises(StepFailed, match="another rollout"):
+        runner.resolve()  # the run that won the race is live
+    assert claim.writes == [None] and claim.current == OTHER
+    claim = FakeClaim(clock, None, ["Failed"], lose_first_write=True)
+    runner, _ = make(claim, clock, lines)
+    runner.resolve()  # the run that won the race has ended since
     assert claim.writes == [None, "2"] and claim.current == ME
 
 

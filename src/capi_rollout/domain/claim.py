@@ -8,7 +8,9 @@ reason a person can read:
 * ``create``: no claim yet: create it (a lost create race is read again);
 * ``mine``: this run holds it (a retried or later step of the same Workflow);
 * ``take-over``: the holder's Workflow ended (any phase but Pending/Running) or is gone: replace the claim;
-* ``wait``: another Workflow that is still Pending or Running holds it: do not act on the cluster.
+* ``held``: another Workflow that is still Pending or Running holds it: do not act on the cluster, end now.
+  (Never wait for it: a run that got here despite Argo's mutex holds that mutex, and the holder's Workflow cannot
+  finish until it is released.)
 
 Argo's per-cluster mutex is the first guard; the claim is the second, for when the mutex did not hold (Argo
 Workflows v4.0.2 loses a templated mutex of a ``workflowTemplateRef`` Workflow when its controller restarts).
@@ -21,9 +23,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 LIVE_PHASES = ("", "Pending", "Running")
-CLAIM_WAIT_SECONDS = 240  # resolve waits at most this long for another run (its pod deadline is 300 s)
 
-Action = Literal["create", "mine", "take-over", "wait"]
+Action = Literal["create", "mine", "take-over", "held"]
 
 
 @dataclass(frozen=True)
@@ -59,5 +60,5 @@ def decide_claim(*, cluster: str, current: Holder | None, me: Holder,
     if holder_phase not in LIVE_PHASES:
         return ClaimDecision("take-over", f"{cluster}: held{since} by Workflow {current.workflow}, which ended "
                                           f"({holder_phase}); this run ({me.workflow}) takes it over")
-    return ClaimDecision("wait", f"{cluster}: Workflow {current.workflow} is rolling it{since} "
+    return ClaimDecision("held", f"{cluster}: Workflow {current.workflow} is rolling it{since} "
                                  f"({holder_phase or 'just submitted'})")
