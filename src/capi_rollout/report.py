@@ -55,7 +55,8 @@ def report_main(args: argparse.Namespace) -> int:
     summary = build_summary(ledger)
     data = json.loads(ledger.to_json())
     starts = [t for p in data.get("phases", {}).values() if (t := epoch(p.get("started"))) is not None]
-    picture = build(title=f"capi-rollout {ns}/{name} ({where}): {summary['headline']}",
+    picture = build(title=f"capi-rollout {ns}/{name}: {summary['result']} (RolloutLedger {where})",
+                    subtitle=summary["headline"],
                     events=from_cluster(machines, events), ledger=data, stall_timeout=params.stall_timeout,
                     start=min(starts) - LEAD_SECONDS if starts else None)
     for file, text in (("summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n"),

@@ -7,20 +7,24 @@ reboots it) runs in this process at the e2e harness's time scale; the runner is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from capi_rollout.adapters.kube import Kube
-from capi_rollout.ledger_store import MemoryLedgerStore
+from capi_rollout.cli import main
+from capi_rollout.ledger_store import KubeLedgerStore
 from capi_rollout.params import parse_params
 from capi_rollout.progress_file import ENV
-from capi_rollout.runner import run_all
-from e2e.harness import parameters, scaled
+from capi_rollout.runner import Runner, run_all
+from e2e.harness import LEDGER_CRD_PATH, parameters, scaled
 from sim.envtest import LocalAPIServer
 from sim.simulator import Simulator
 
@@ -73,14 +77,16 @@ class Sampler:
         self._thread.join()
 
 
-def test_the_progress_file_counts_replaced_machines_up_to_all_of_them(
-        apiserver: LocalAPIServer, stalled_cp: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_progress_file_counts_replaced_machines_up_to_all_of_them_and_report_draws_the_run(
+        apiserver: LocalAPIServer, stalled_cp: Simulator, kube_namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    apiserver.install_crds([LEDGER_CRD_PATH])
     sim = stalled_cp
     progress = tmp_path / "progress"
     monkeypatch.setenv(ENV, str(progress))
     params = parse_params(parameters(sim.scenario))
     kube = Kube(apiserver.api_client())
-    store = MemoryLedgerStore()
+    store = KubeLedgerStore(kube, namespace=kube_namespace, run_id="capi-rollout-r4nd0")
     sim.trigger_rollout()
     with Sampler(progress) as sampler:
         result = run_all(params, kube=kube, store=store, out=lambda _: None)
@@ -93,3 +99,82 @@ def test_the_progress_file_counts_replaced_machines_up_to_all_of_them(
     summary = json.loads(result.outputs["summary"])
     assert summary["headline"] == ("control plane: 3/3 replaced, 1 remediation; "
                                    "workers: 2/2 replaced, 0 remediations"), summary
+
+    # capi-rollout report: the same run from its RolloutLedger, the Machines and the Events of the cluster
+    report = tmp_path / "report"
+    report.mkdir()
+    assert main(["report", "--kubeconfig", str(apiserver.kubeconfig_path), "--cluster-name", "demo",
+                 "--cluster-namespace", sim.scenario.namespace, "--stall-timeout", "4s", "--poll-interval", "1s",
+                 "--output-dir", str(report)]) == 0
+    assert "control plane: 3/3 replaced, 1 remediation" in capsys.readouterr().out
+    svg = (report / "rollout.svg").read_text()
+    words = " ".join("".join(t.itertext()) for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text"))
+    (rem,) = summary["phases"]["control-plane"]["remediations"]
+    assert f"remediation 1: delete {rem['machine']}, reboot {rem['address']}" in words
+    for m in [*sim.store.list("machines")]:  # every Machine the cluster still has, and the remediated one
+        assert m["metadata"]["name"] in words
+    assert rem["machine"] in words
+    assert json.loads((report / "summary.json").read_text())["headline"] == summary["headline"]
+
+
+class _Stopped(Exception):
+    """Ends the runner's thread: its clock raises this once the test has seen what it came for."""
+
+
+def test_plan_mid_rollout_names_the_next_remediation_and_its_time(
+        apiserver: LocalAPIServer, stalled_cp: Simulator, kube_namespace: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    apiserver.install_crds([LEDGER_CRD_PATH])
+    sim = stalled_cp
+    ns = sim.scenario.namespace
+    params = parse_params(parameters(sim.scenario, stallTimeout="30s"))  # a stall the test can look at
+    kube = Kube(apiserver.api_client())
+    store = KubeLedgerStore(kube, namespace=kube_namespace, run_id="capi-rollout-x7k2p")
+    stop = threading.Event()
+
+    def clock() -> datetime:
+        if stop.is_set():
+            raise _Stopped
+        return datetime.now(UTC)
+
+    runner = Runner(params=params, kube=kube, store=store, clock=clock, out=lambda _: None)
+
+    def play() -> None:
+        with contextlib.suppress(_Stopped):
+            run_all(params, kube=kube, runner=runner)
+
+    reader = KubeLedgerStore(kube, namespace=kube_namespace, run_id="capi-rollout-x7k2p")
+
+    def stalled() -> bool:
+        ledger = reader.load()
+        record = ledger.phase("control-plane") if ledger else None
+        stuck = sim.machine("demo-cp-3")
+        return (record is not None and stuck is not None and stuck.node is not None
+                and (datetime.now(UTC) - record.last_progress).total_seconds() > 2)
+
+    sim.trigger_rollout()
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    try:
+        sim.wait_until(stalled, WAIT, interval=0.2)
+        argv = ["plan", "--kubeconfig", str(apiserver.kubeconfig_path), "--cluster-name", "demo",
+                "--cluster-namespace", ns, "--stall-timeout", "30s", "--poll-interval", "1s"]
+        assert main([*argv, "-o", "json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert main([*argv, "--workflow", "capi-rollout-x7k2p", "--ledger-namespace", kube_namespace,
+                     "-o", "table"]) == 0
+        table = capsys.readouterr().out
+    finally:
+        stop.set()
+        thread.join(WAIT)
+    record = reader.load().phase("control-plane")  # type: ignore[union-attr]
+    assert record is not None and not record.remediations  # the plan came before the remediation
+    address = sim.node("demo-cp-3").address
+    assert out["ledger"] == f"{kube_namespace}/capi-rollout-capi-rollout-x7k2p"
+    nxt = out["next"]
+    assert (nxt["kind"], nxt["machine"], nxt["delete"], nxt["reboot"]) == ("remediate", "demo-cp-3", True, address)
+    assert datetime.fromisoformat(nxt["at"].replace("Z", "+00:00")) == record.last_progress + timedelta(seconds=30)
+    at = (record.last_progress + timedelta(seconds=30)).strftime("%H:%M:%S")
+    assert nxt["sentence"].startswith("control plane: stalled for ")
+    assert nxt["sentence"].endswith(f"of 30s: at {at} it will delete Machine demo-cp-3 and reboot {address}")
+    assert f"next: {nxt['sentence']}" in table and "capi-rollout-x7k2p" in table

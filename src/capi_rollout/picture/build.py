@@ -138,7 +138,7 @@ def _clip(track: Track, start: float) -> Track:
 
 def build(*, title: str, events: Sequence[Lifecycle], ledger: Mapping[str, Any] | None = None,
           reboots: Sequence[Mark] = (), stall_timeout: float | None = None, start: float | None = None,
-          end: float | None = None) -> Picture:
+          end: float | None = None, subtitle: str = "") -> Picture:
     """The picture (see the module docstring). ``start`` (e.g. the rollout's trigger) cuts what came before
     (Machines older than it start at the left edge; those gone before it are left out); ``end`` defaults to the
     last thing known."""
@@ -173,9 +173,12 @@ def build(*, title: str, events: Sequence[Lifecycle], ledger: Mapping[str, Any] 
             if r.get("rebooted") and not any(m.kind == "reboot" and m.machine == machine for m in reboots):
                 marks.append(Mark("reboot", at, f"reboot {r.get('address') or ''} ({r.get('reboot_mode')})".strip(),
                                   machine=machine))
+    known = {e.machine for e in events}
+    events = [*events, *(Lifecycle(m.at, m.machine, "deleting") for m in marks  # the ledger's word for a Machine
+                         if m.kind == "remediation" and m.machine and m.machine not in known)]  # nothing else shows
     tracks = [_clip(t, first) for t in _tracks(events, last)]
     return Picture(title=title, start=first, end=max(last, first), tracks=tuple(t for t in tracks if t.spans),
-                   marks=tuple(sorted(marks, key=lambda m: m.at)), bands=tuple(bands))
+                   marks=tuple(sorted(marks, key=lambda m: m.at)), bands=tuple(bands), subtitle=subtitle)
 
 
 __all__ = ["STATES", "Lifecycle", "build", "epoch", "from_cluster", "from_timeline"]

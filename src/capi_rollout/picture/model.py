@@ -52,3 +52,4 @@ class Picture:
     tracks: tuple[Track, ...]
     marks: tuple[Mark, ...] = ()
     bands: tuple[Band, ...] = ()
+    subtitle: str = ""  # one more line under the title (e.g. the run's headline)

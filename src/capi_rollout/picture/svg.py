@@ -18,7 +18,7 @@ COLOURS = {"created": "#c6dbef", "provisioning": "#6baed6", "running": "#fdae6b"
            "deleting": "#fb6a4a"}
 BANDS = {"succeeded": "#e5f5e0", "failed": "#fee0d2", "running": "#f0f0f0"}
 MARK_COLOURS = {"remediation": "#a50f15", "reboot": "#54278f"}
-WIDTH, LABEL_WIDTH, RIGHT, ROW, TOP = 1250, 200, 360, 24, 64
+WIDTH, LABEL_WIDTH, RIGHT, ROW, TOP = 1400, 200, 430, 24, 82
 
 
 def _esc(text: str) -> str:
@@ -56,7 +56,10 @@ def render(picture: Picture) -> str:
            '<rect width="100%" height="100%" fill="white"/>']
     began = datetime.fromtimestamp(picture.start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     out.append(f'<text x="8" y="18" font-size="15" font-weight="bold">{_esc(picture.title)}</text>')
-    out.append(f'<text x="8" y="36" fill="#525252">from {began}; times are minutes:seconds since then</text>')
+    if picture.subtitle:
+        out.append(f'<text x="8" y="36">{_esc(picture.subtitle)}</text>')
+    out.append(f'<text x="8" y="{54 if picture.subtitle else 36}" fill="#525252">from {began}; times are '
+               'minutes:seconds since then</text>')
     bottom = TOP + ROW * len(picture.tracks)
     for band in picture.bands:
         x0, x1 = x(band.start), x(band.end)
