@@ -92,14 +92,24 @@ def test_15_the_workflow_controller_killed_mid_phase_keeps_the_running_step_and_
     assert len(attempts) == 1, "the step pod kept running while its controller was replaced: no retry"
     assert attempts[0].finished is not None and attempts[0].finished > seen["killed_at"]
     assert len(out.remediations("control-plane")) == 1
-    # The second run held the mutex only after the first ended, although the controller that queued it died.
+    # The second run acted only after the first ended, although the controller that queued it died. Argo v4.0.2
+    # may lose the templated mutex on that restart (its sync manager cannot place a workflowTemplateRef's mutex
+    # when it rebuilds): then the second run's resolve starts early and waits on the cluster's claim instead.
     # (It then finds the simulator gone with the first run's scenario, so its own result is not the point.)
     second = backend.wait(seen["second"], 300.0)
     assert "Waiting for" in seen["second_message"], seen["second_message"]
     assert second.phase in ("Succeeded", "Failed") and second.attempts("resolve"), second.text()
-    assert second.started is not None and out.run.finished is not None
-    first_pod_of_second = min(n.started for n in second.nodes.values() if n.started is not None)
-    assert first_pod_of_second >= out.run.finished - 1.0, "the mutex let the second run start before the first ended"
+    assert out.run.finished is not None
+    resolve = second.attempts("resolve")[0]
+    assert resolve.started is not None
+    mutex_held = resolve.started >= out.run.finished - 1.0
+    print(f"second run: Argo's mutex {'held' if mutex_held else 'was lost in the restart; the claim held'} "
+          f"(resolve started {resolve.started - out.run.finished:+.0f}s after the first run ended)")
+    if not mutex_held:  # it waited on the claim and did not act while the first ran
+        assert resolve.finished is not None and resolve.finished >= out.run.finished - 1.0, second.text()
+    acted = [n.started for step in ("preflight", "control-plane", "workers") for n in second.attempts(step)
+             if n.started is not None]
+    assert all(t >= out.run.finished - 1.0 for t in acted), "the second run acted while the first was rolling"
 
 
 @pytest.mark.parametrize(("strategy", "summary_runs"), [("Stop", True), ("Terminate", False)])

@@ -12,6 +12,11 @@ change (at most ``pollInterval``). Every state change goes to the ledger first, 
 retried resumes with the same clocks and remediation count. A phase already finished in the ledger is not run
 again.
 
+One rollout per cluster: in a Workflow (an owner is known), resolve first takes the cluster's claim
+(:mod:`capi_rollout.claim_store`). While another live Workflow holds it, resolve waits (saying so) for at most
+:data:`~capi_rollout.domain.claim.CLAIM_WAIT_SECONDS`, then fails without having acted. Argo's mutex normally
+queues a second run before any pod starts; the claim holds when that mutex did not.
+
 Reads: resolve, preflight and the Talos Secret are one-off direct reads (the Secret by name, never a list;
 its cluster-name label is checked on every read). During a phase the ``watch`` seam
 (default :func:`capi_rollout.adapters.informer.cluster_cache`) keeps the cluster's Cluster, TalosControlPlane,
@@ -39,11 +44,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from capi_rollout.adapters.informer import ObjectCache, Waker, cluster_cache
 from capi_rollout.adapters.kube import Kube, KubeError, connect
+from capi_rollout.claim_store import ClaimUnusable, ClusterClaim
+from capi_rollout.domain.claim import CLAIM_WAIT_SECONDS, Holder, decide_claim
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
@@ -102,8 +109,11 @@ class Runner:
                  talos_factory: Callable[[str], TalosPort] = default_talos_factory,
                  clock: Callable[[], datetime] = _utcnow, out: Callable[[str], None] | None = None,
                  watch: Callable[[Kube, str, str], AbstractContextManager[Waker]] = cluster_cache,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, claim: ClusterClaim | None = None,
+                 claim_wait: float = CLAIM_WAIT_SECONDS) -> None:
         self.params = params
+        self.claim = claim
+        self.claim_wait = claim_wait
         self.kube = kube
         self.store = store
         self.talos_factory = talos_factory
@@ -156,8 +166,45 @@ class Runner:
         return f"{CLUSTER_NAME_LABEL}={self.params.cluster_name}"
 
     # --- steps -----------------------------------------------------------------------------------------
+    def hold_claim(self) -> None:
+        """Take this cluster's claim, waiting while another live Workflow holds it (bounded by ``claim_wait``);
+        :class:`StepFailed` when it is still held then. No claim (``capi-rollout run``): nothing to do."""
+        claim = self.claim
+        if claim is None:
+            return
+        cluster = f"{self.params.cluster_namespace}/{self.params.cluster_name}"
+        deadline = self.clock() + timedelta(seconds=self.claim_wait)
+        said = ""
+        for _ in range(1_000_000):  # bounded by the deadline; a lost write race reads again at once
+            try:
+                current, version = claim.read()
+            except ClaimUnusable as exc:
+                raise StepFailed(str(exc)) from exc
+            phase = claim.holder_phase(current) if current is not None and not current.same_run(claim.me) else None
+            decision = decide_claim(cluster=cluster, current=current, me=claim.me, holder_phase=phase)
+            if decision.action == "mine":
+                return
+            if decision.action in ("create", "take-over"):
+                if claim.write(None if decision.action == "create" else version):
+                    self.say(f"claim: {decision.reason}")
+                    return
+                continue
+            left = (deadline - self.clock()).total_seconds()
+            if left <= 0:
+                raise StepFailed(
+                    f"another rollout of {cluster} is running: {decision.reason}; this run did not act on the "
+                    f"cluster and waited {self.claim_wait:g}s for it. Argo's per-cluster mutex should have "
+                    "queued this run (a workflow-controller restart can lose it): resubmit once that Workflow "
+                    "has ended, if its rollout did not cover your change")
+            if decision.reason != said:
+                self.say(f"waiting (at most {left:.0f}s more): {decision.reason}; this run acts only once it ends")
+                said = decision.reason
+            self.sleep(min(5.0, self.params.poll_interval, left))
+        raise StepFailed(f"could not take the claim of {cluster}: it kept changing")
+
     def resolve(self) -> Targets:
         ns, name = self.params.cluster_namespace, self.params.cluster_name
+        self.hold_claim()
         version = self.kube.capi_version()
         try:
             targets = resolve_targets(
@@ -396,7 +443,12 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
     try:
         kube = Kube(api)
         store: LedgerStore = KubeLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
-        runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory)
+        claim = None
+        if owner and owner.get("uid"):  # in a Workflow: one rollout per cluster
+            me = Holder(run_id, owner["uid"], _utcnow().isoformat().replace("+00:00", "Z"))
+            claim = ClusterClaim(kube, namespace=ledger_namespace, cluster_namespace=params.cluster_namespace,
+                                 cluster=params.cluster_name, me=me, owner=owner)
+        runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory, claim=claim)
         try:
             return _run(runner, step, workflow_status=workflow_status, workflow_failures=workflow_failures)
         finally:

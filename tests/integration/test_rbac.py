@@ -433,3 +433,75 @@ def test_the_manifest_names_the_runner_used_by_the_workflow_template() -> None:
     service_accounts.discard(None)
     assert service_accounts == {RUNNER}
     assert any(d["kind"] == "ServiceAccount" and d["metadata"]["name"] == RUNNER for d in _documents())
+
+
+def test_one_rollout_per_cluster_the_claim_with_the_runners_own_token(apiserver: LocalAPIServer,
+                                                                       runner: Runner) -> None:
+    """Two Workflows of one cluster: the first takes the claim; the second sees it live and may not take it; once
+    the first has ended, the second takes it over. The runner may read Workflows by name, never list them."""
+    from capi_rollout.claim_store import ClaimUnusable, ClusterClaim
+    from capi_rollout.domain.claim import Holder, decide_claim
+
+    assert _allowed(runner.client, "get", "argoproj.io", "workflows", RUNNER_NAMESPACE)
+    for verb in ("list", "watch", "create", "update", "patch", "delete"):
+        assert not _allowed(runner.client, verb, "argoproj.io", "workflows", RUNNER_NAMESPACE), verb
+    assert not _allowed(runner.client, "get", "argoproj.io", "workflows", runner.other_namespace)
+    workflows = f"/apis/argoproj.io/v1alpha1/namespaces/{RUNNER_NAMESPACE}/workflows"
+    suffix = uuid.uuid4().hex[:6]
+
+    def workflow(name: str) -> dict[str, Any]:
+        body = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"name": name, "namespace": RUNNER_NAMESPACE},
+                "spec": {"workflowTemplateRef": {"name": "capi-rollout"}}, "status": {"phase": "Running"}}
+        return cast(dict[str, Any], rest.request_json(apiserver.admin, "POST", workflows, body=body))
+
+    def claim_of(wf: dict[str, Any]) -> ClusterClaim:
+        md = wf["metadata"]
+        owner = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": md["name"], "uid": md["uid"]}
+        return ClusterClaim(Kube(runner.client), namespace=RUNNER_NAMESPACE, cluster_namespace="default",
+                            cluster=f"c-{suffix}", me=Holder(md["name"], md["uid"], "2026-03-01T12:00:00Z"),
+                            owner=owner)
+
+    first, second = claim_of(workflow(f"first-{suffix}")), claim_of(workflow(f"second-{suffix}"))
+    assert first.read() == (None, None)
+    assert first.write(None)
+    assert not second.write(None), "an existing claim cannot be created again (409)"
+    holder, version = second.read()
+    assert holder is not None and holder.same_run(first.me)
+    assert second.holder_phase(holder) == "Running"
+    decision = decide_claim(cluster="default/c", current=holder, me=second.me, holder_phase="Running")
+    assert decision.action == "wait"
+
+    # The first Workflow ends: the second takes the claim over, with the version it read.
+    done = rest.request_json(apiserver.admin, "GET", f"{workflows}/first-{suffix}")
+    done["status"] = {"phase": "Succeeded"}
+    rest.request_json(apiserver.admin, "PUT", f"{workflows}/first-{suffix}", body=done)
+    assert second.holder_phase(holder) == "Succeeded"
+    assert second.write(version)
+    assert not first.write(version), "a stale version loses"
+    now, _ = first.read()
+    assert now is not None and now.same_run(second.me)
+    obj = rest.request_json(apiserver.admin, "GET",
+                            f"/apis/capi-rollout.io/v1alpha1/namespaces/{RUNNER_NAMESPACE}/rolloutledgers/"
+                            f"{first.name}")
+    (ref,) = obj["metadata"]["ownerReferences"]
+    assert ref["name"] == f"second-{suffix}", "owned by the holder: garbage-collected with it"
+
+    # The holder Workflow deleted: gone; a claim someone else wrote is refused, not trusted.
+    rest.request_json(apiserver.admin, "DELETE", f"{workflows}/second-{suffix}")
+    assert first.holder_phase(now) is None
+    obj["spec"] = {"ledger": "{}"}
+    obj["metadata"]["labels"] = {}
+    rest.request_json(apiserver.admin, "PUT",
+                      f"/apis/capi-rollout.io/v1alpha1/namespaces/{RUNNER_NAMESPACE}/rolloutledgers/{first.name}",
+                      body=obj)
+    with pytest.raises(ClaimUnusable, match="not a claim capi-rollout wrote"):
+        first.read()
+    # The CRD refuses a RolloutLedger that is both a ledger and a claim.
+    bad = {"apiVersion": "capi-rollout.io/v1alpha1", "kind": "RolloutLedger",
+           "metadata": {"name": f"both-{suffix}", "namespace": RUNNER_NAMESPACE},
+           "spec": {"ledger": "{}", "holder": {"workflow": "w", "uid": "u"}}}
+    with pytest.raises(ApiException) as err:
+        rest.request_json(apiserver.admin, "POST",
+                          f"/apis/capi-rollout.io/v1alpha1/namespaces/{RUNNER_NAMESPACE}/rolloutledgers", body=bad)
+    assert err.value.status == 422 and "either a run's ledger or a cluster's claim" in str(err.value.body)

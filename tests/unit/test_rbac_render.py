@@ -87,4 +87,7 @@ def test_the_ledger_crd_is_namespaced_and_holds_the_ledger_as_a_string() -> None
     assert crd["metadata"]["name"] == "rolloutledgers.capi-rollout.io" and crd["spec"]["scope"] == "Namespaced"
     (version,) = crd["spec"]["versions"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert spec["required"] == ["ledger"] and spec["properties"]["ledger"]["type"] == "string"
+    assert spec["properties"]["ledger"]["type"] == "string"
+    assert spec["properties"]["holder"]["required"] == ["workflow", "uid"]  # a cluster's claim
+    (rule,) = spec["x-kubernetes-validations"]
+    assert rule["rule"] == "has(self.ledger) != has(self.holder)"  # one or the other, never both or neither

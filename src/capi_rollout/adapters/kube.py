@@ -324,7 +324,7 @@ class Kube:
 
         return self.backoff.run(f"list {LEDGER_KIND} in {namespace or 'all namespaces'}", call)
 
-    def write_ledger(self, namespace: str, name: str, spec: Mapping[str, str], *, resource_version: str | None,
+    def write_ledger(self, namespace: str, name: str, spec: Mapping[str, Any], *, resource_version: str | None,
                      labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
         """Create (resource_version None) or replace a RolloutLedger with optimistic concurrency; returns the new
         version. ``owner`` (the Workflow, same namespace) becomes its ownerReference: deleted with it."""
@@ -356,6 +356,20 @@ class Kube:
             return self.backoff.run(what, call)
         except (urllib3.exceptions.HTTPError, OSError):
             return self.backoff.run(what, call)
+
+
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Argo Workflow ``namespace/name`` (read by name, never listed), or None when it does not exist."""
+        def call() -> dict[str, Any] | None:
+            try:
+                obj = self.request("GET", f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/{name}")
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return dict(obj) if isinstance(obj, dict) else {}
+
+        return self.backoff.run(f"get Workflow {namespace}/{name}", call)
 
 
 def _ledgers(namespace: str) -> str:
