@@ -46,10 +46,15 @@ node-check: setup
 E2E_CLUSTER ?= node
 E2E_PYTEST  := $(BIN)/pytest e2e --tb=short -p no:cacheprovider
 
+# actionlint checks .github/workflows when `make tools` has built it (pinned in tools/versions.env, cached by version).
+ACTIONLINT := $(CAPI_ROLLOUT_CACHE)/bin/actionlint-$(shell sed -n 's/^ACTIONLINT_VERSION=//p' tools/versions.env)/actionlint
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	@if [ -x "$(ACTIONLINT)" ]; then echo "$(ACTIONLINT)"; "$(ACTIONLINT)"; \
+	else echo "lint: actionlint is not built (make tools builds it): .github/workflows not checked"; fi
 
 # Regenerate the committed YAML under overlay/ on purpose (never in CI).
 render: setup

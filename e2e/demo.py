@@ -7,7 +7,8 @@ and the rendered WorkflowTemplate from ``overlay/``, the simulator as a pod with
 rollout like a GitOps change and the real Argo engine runs the template, each step a pod under the runner
 ServiceAccount's token. With ``E2E_CLUSTER=local`` (or without a node) it starts a local API server and runs the
 template through the local executor (the fast template check), each step a real process. Step output is printed live;
-at the end come the summary table and the timeline, and everything is left under ``results/demo/``.
+at the end come the summary table and the timeline, and everything is left under ``results/demo/``, the picture of
+the rollout (``rollout.svg``: a timeline per Machine) beside the summary.
 Exit status 0 when the workflow succeeded, 1 otherwise, 130 on Ctrl-C. Everything it started (API server,
 simulator, step processes) is stopped on every path, Ctrl-C and SIGTERM included.
 """
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say("Timeline (simulated seconds; sim = the fake CAPI controllers and Talos API, step/engine = the workflow):")
     _say(out.timeline_text())
     _say(_story(out))
-    _say(f"Results: {results / 'demo'} (run.txt, timeline.txt, summary.json, steps.log); "
+    _say(f"Results: {results / 'demo'} (run.txt, timeline.txt, summary.json, rollout.svg: the picture, steps.log); "
          f"wall time {time.monotonic() - started:.0f}s")
     return 0 if out.run.phase == "Succeeded" else 1
 

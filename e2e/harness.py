@@ -22,8 +22,9 @@ way in all three places. :meth:`Stage.run` plays one scenario:
 The :class:`Outcome` answers the questions scenarios ask (what the engine deleted, which reboots the fake Talos
 saw, the remediations in the ledger, the summary) and :meth:`Outcome.write` leaves, under
 ``results/e2e/<test>/``, the ``argo get``-like run text, the merged timeline (simulator events + the workflow's
-steps + the ledger's phases and remediations, on the simulator's clock) and the summary JSON, so a failing run is
-readable without rerunning it.
+steps + the ledger's phases and remediations, on the simulator's clock), the summary JSON and ``rollout.svg`` (the
+picture: a timeline per Machine with the phases, stalls, remediations and reboots), so a failing run is readable
+without rerunning it.
 
 Durations are scaled (:data:`FAST_TIMINGS`, :data:`SCALED_PARAMETERS`): a machine boots in about half a second of
 wall time, the stall timeout is 4 s, the phase timeouts are far above a normal rollout.
@@ -47,6 +48,10 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
+from capi_rollout.params import parse_duration
+from capi_rollout.picture.build import build as build_picture
+from capi_rollout.picture.build import from_timeline
+from capi_rollout.picture.svg import render as render_svg
 from e2e.argo_local import KillStep, WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.backends import Backend, LocalBackend
@@ -137,6 +142,7 @@ class Outcome:
     submitted_wall: float
     finished_wall: float
     notes: list[str] = field(default_factory=list)
+    stall_timeout: float | None = None  # the run's stallTimeout (seconds): the stall drawn before a remediation
 
     # --- the workflow
     @property
@@ -217,14 +223,36 @@ class Outcome:
                 f"seconds)\n")
         return head + "\n".join(text for _, text in self.merged_events()) + "\n"
 
+    def picture(self) -> str:
+        """The rollout as an SVG timeline per Machine (from the trigger on): the simulator's lifecycle events and
+        reboots, the ledger's phases, stalls and remediations (:mod:`capi_rollout.picture`)."""
+        rows = [(e.wall, e.kind, e.subject, e.details) for e in self.timeline.events()]
+        events, reboots = from_timeline(rows)
+        trigger = self.timeline.first("rollout.triggered")
+        start = (trigger.wall if trigger else self.submitted_wall) - 0.5
+        headline = (self.summary or {}).get("headline") or f"workflow {self.run.phase}"
+        title = (f"{self.name}: scenario {self.scenario.name} ({self.scenario.capi_line}; wall clock, the "
+                 f"simulation runs {self.scenario.timings.time_scale:g}x)")
+        return render_svg(build_picture(title=title, subtitle=headline, events=events, ledger=self.ledger,
+                                        reboots=reboots, stall_timeout=self.stall_timeout, start=start,
+                                        end=self.finished_wall))
+
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
+        (directory / "rollout.svg").write_text(self.picture())
         (directory / "run.txt").write_text(self.run.text())
         (directory / "timeline.txt").write_text(self.timeline_text())
         (directory / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
         (directory / "ledger.json").write_text(json.dumps(self.ledger, indent=2, sort_keys=True) + "\n")
         (directory / "steps.log").write_text(self.logs())
         return directory
+
+
+def _stall_timeout(params: Mapping[str, str]) -> float | None:
+    try:
+        return parse_duration(params["stallTimeout"]) if "stallTimeout" in params else None
+    except ValueError:
+        return None
 
 
 def _wall(iso: str) -> float:
@@ -428,7 +456,8 @@ class Stage:
                 finished = time.time()
                 sim.stop()
                 outcome = Outcome(name=name, scenario=scenario, run=run, timeline=sim.timeline(),
-                                  ledger=self.ledger(run), submitted_wall=submitted, finished_wall=finished)
+                                  ledger=self.ledger(run), submitted_wall=submitted, finished_wall=finished,
+                                  stall_timeout=_stall_timeout(params))
                 outcome.write(self.scenario_dir / _safe(name))
         finally:
             sim.stop()

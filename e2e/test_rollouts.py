@@ -89,6 +89,11 @@ def test_2_a_control_plane_stall_is_recovered_by_one_remediation(request: pytest
     assert summary["phases"]["workers"]["remediations"] == []
     assert out.timeline.first("rollout.completed", "demo-cp") is not None
     assert "demo-cp-3" in out.run.exit_outputs["summary"]
+    assert summary["headline"] == "control plane: 3/3 replaced, 1 remediation; workers: 2/2 replaced, 0 remediations"
+    picture = out.picture()  # results/e2e/<test>/rollout.svg
+    for machine in {e.subject for e in out.timeline.events("machine.created")}:
+        assert f">{machine}<" in picture
+    assert f"remediation 1: delete demo-cp-3, reboot {rem['address']}" in picture
 
 
 def test_3_a_worker_stall_is_recovered_by_one_remediation_with_the_default_reboot_mode(

@@ -63,9 +63,27 @@ build_binaries() {
   "$bindir/kube-apiserver" --version >&2
 }
 
+# actionlint (checks .github/workflows) into $CAPI_ROLLOUT_CACHE/bin/actionlint-<version>/; `make lint` runs it when
+# present. Its own stamp: a changed pin or go.sum rebuilds it, the other binaries are untouched.
+build_actionlint() {
+  : "${ACTIONLINT_VERSION:?}"
+  local dir="$cache/bin/actionlint-$ACTIONLINT_VERSION" want
+  want="$({ echo "$ACTIONLINT_VERSION"; cat "$here"/actionlint/go.{mod,sum}; } | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$want" && -x "$dir/actionlint" ]]; then
+    log "actionlint $ACTIONLINT_VERSION up to date in $dir"
+    return
+  fi
+  mkdir -p "$dir"
+  local bindir="$dir"
+  build_one actionlint actionlint github.com/rhysd/actionlint/cmd/actionlint \
+    "-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION"
+  printf '%s' "$want" > "$dir/.stamp"
+}
+
 case "${1:-all}" in
   binaries) build_binaries ;;
   crds) bash "$here/crds.sh" ;;
-  all) build_binaries; bash "$here/crds.sh" ;;
-  *) echo "usage: $0 [all|binaries|crds]" >&2; exit 2 ;;
+  actionlint) build_actionlint ;;
+  all) build_binaries; build_actionlint; bash "$here/crds.sh" ;;
+  *) echo "usage: $0 [all|binaries|crds|actionlint]" >&2; exit 2 ;;
 esac

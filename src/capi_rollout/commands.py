@@ -1,7 +1,10 @@
 """``capi-rollout plan`` and ``capi-rollout run``: argv already parsed in, exit code out.
 
-Contract: ``plan`` never writes (no deletes, no reboots, no ledger); it prints one JSON document with the
-resolved targets, the preflight report and the decision for the current phase, each with its reasons.
+Contract: ``plan`` never writes (no deletes, no reboots, no ledger); it prints (``-o json``, or a table for people)
+the resolved targets, the preflight report, the decision for the current phase with its reasons, and ``next``:
+what the run will do next and when if nothing moves (:mod:`capi_rollout.domain.forecast`). Against a live cluster
+without ``--ledger`` it reads the RolloutLedger of ``--workflow``, else of the cluster's latest run
+(:func:`capi_rollout.ledger_store.find_ledger`), so its clocks are the running workflow's.
 ``run`` performs the whole rollout in this process (the code the workflow steps run) and exits 0 on
 success, 1 on a failed rollout, 2 on bad parameters.
 
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from capi_rollout.domain.decide import decide
+from capi_rollout.domain.forecast import forecast
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, parse_time
 from capi_rollout.domain.preflight import preflight
@@ -147,6 +151,7 @@ def plan_snapshot(docs: Sequence[Mapping[str, Any]], params: Params, *, now: dat
     record = (ledger.phase(phase) if ledger else None) or PhaseRecord(name=phase, started=now, last_progress=now)
     action = decide(phase=phase, state=state, record=record, nodes={}, now=now, params=params)
     out["phase"] = phase
+    out["next"] = forecast(phase=phase, state=state, record=record, now=now, params=params).to_dict()
     out["decision"] = {
         "kind": action.kind,
         "reason": action.reason,
@@ -173,7 +178,14 @@ def plan_main(args: argparse.Namespace) -> int:
     now = parse_time(args.now) if args.now else datetime.now(UTC)
     if now is None:
         raise InputError(f"--now {args.now[:60]!r} is not an RFC 3339 time")
+    if args.file and (args.workflow or args.ledger_namespace):
+        raise InputError("--workflow and --ledger-namespace read a live cluster's RolloutLedger; "
+                         "with -f give the ledger as a file (--ledger)")
+    if args.ledger_namespace is not None and not _DNS_LABEL.fullmatch(args.ledger_namespace):
+        raise InputError(f"--ledger-namespace must be a namespace name (DNS-1123 label), "
+                         f"got {args.ledger_namespace[:63]!r}")
     ledger = load_ledger(args.ledger, params) if args.ledger else None
+    source = f"file {args.ledger}" if args.ledger else None
     if args.file:
         docs = load_documents(args.file)
         try:
@@ -182,16 +194,63 @@ def plan_main(args: argparse.Namespace) -> int:
             raise InputError(f"snapshot {args.file}: a field has an unexpected type or value "  # does not cover
                              f"({type(exc).__name__}: {exc})") from exc
     else:
-        docs = _live_documents(args.kubeconfig, params)
+        kube = connect_kube(args.kubeconfig)
+        if ledger is None:
+            source, ledger = _live_ledger(kube, params, workflow=args.workflow, namespace=args.ledger_namespace)
+        docs = _live_documents(kube, params)
         result = plan_snapshot(docs, params, now=now, ledger=ledger, phase=args.phase)
-    print(json.dumps(result, indent=2, sort_keys=True))
+    result["ledger"] = source
+    output = args.output or ("table" if sys.stdout.isatty() else "json")
+    print(plan_table(result) if output == "table" else json.dumps(result, indent=2, sort_keys=True))
     return 1 if result["decision"]["kind"] == "fail" or not result.get("preflight", {}).get("ok", True) else 0
 
 
-def _live_documents(kubeconfig: str | None, params: Params) -> list[dict[str, Any]]:
+def _live_ledger(kube: Any, params: Params, *, workflow: str | None,
+                 namespace: str | None) -> tuple[str | None, Ledger | None]:
+    """The RolloutLedger of ``workflow``, else of this cluster's latest run: ``(namespace/name, ledger)``."""
+    from capi_rollout.adapters.kube import KubeError
+    from capi_rollout.ledger_store import find_ledger
+
+    try:
+        found = find_ledger(kube, cluster=params.cluster_name, cluster_namespace=params.cluster_namespace,
+                            workflow=workflow, namespace=namespace)
+    except KubeError as exc:
+        if workflow is None and exc.status in (403, 404):  # no CRD, or not allowed: plan as before, and say so
+            return f"none read ({exc}); evaluated as if the phase started now", None
+        raise ApiUnusable(f"cannot list RolloutLedgers: {exc}") from exc
+    except LedgerError as exc:
+        raise InputError(str(exc)) from exc
+    if found is None:
+        if workflow:
+            raise InputError(f"no RolloutLedger of Workflow {workflow} in "
+                             f"{namespace or 'any namespace'} (is it a capi-rollout run, and still there?)")
+        return None, None
+    return found
+
+
+def plan_table(result: Mapping[str, Any]) -> str:
+    """The plan for people: what the run will do next and when first, then the decision and the preflight."""
+    lines = [f"capi-rollout plan for {result['namespace']}/{result['cluster']} at {result['now']}"]
+    lines.append(f"ledger: {result.get('ledger') or 'none found (evaluated as if the phase started now)'}")
+    nxt = result.get("next")
+    if nxt:
+        lines.append(f"next: {nxt['sentence']}")
+    decision = result.get("decision") or {}
+    lines.append(f"{'PHASE':<15}{'DECISION':<11}REASON")
+    lines.append(f"{result.get('phase') or '-':<15}{decision.get('kind', '-'):<11}{decision.get('reason', '')}")
+    if decision.get("progress"):
+        lines.append(f"progress: {decision['progress']}")
+    pre = result.get("preflight") or {}
+    for v in pre.get("violations", []):
+        lines.append(f"preflight violation: {v}")
+    for w in pre.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def _live_documents(kube: Any, params: Params) -> list[dict[str, Any]]:
     from capi_rollout.adapters.kube import KubeError
 
-    kube = connect_kube(kubeconfig)
     ns, sel = params.cluster_namespace, f"{CLUSTER_NAME_LABEL}={params.cluster_name}"
     try:
         cluster = kube.get_cluster(ns, params.cluster_name)

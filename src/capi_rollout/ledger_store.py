@@ -101,3 +101,38 @@ class KubeLedgerStore:
                 raise LedgerConflict(f"RolloutLedger {self.namespace}/{self.name} changed since read",
                                      detail=str(exc)) from exc
             raise
+
+
+def find_ledger(kube: Kube, *, cluster: str, cluster_namespace: str, workflow: str | None = None,
+                namespace: str | None = None) -> tuple[str, Ledger] | None:
+    """The RolloutLedger of the run ``plan`` and ``report`` look at: the Workflow ``workflow``'s, else the newest
+    (by creationTimestamp) of ``cluster_namespace/cluster``, in ``namespace`` (all namespaces when None).
+
+    Returns ``("<namespace>/<name>", ledger)`` or None when there is none. Only RolloutLedgers with the store's
+    labels are considered; :class:`LedgerError` when the chosen one breaks the schema or records another cluster.
+    """
+    wanted = ledger_name(workflow) if workflow else None
+    found = []
+    for obj in kube.list_ledgers(namespace):
+        metadata, spec = _mapping(obj.get("metadata")), _mapping(obj.get("spec"))
+        labels = _mapping(metadata.get("labels"))
+        if any(labels.get(k) != v for k, v in LABELS.items()):
+            continue
+        if wanted is not None and metadata.get("name") != wanted:
+            continue
+        if wanted is None and (spec.get("clusterName"), spec.get("clusterNamespace")) != (cluster, cluster_namespace):
+            continue
+        found.append((str(metadata.get("creationTimestamp") or ""), str(metadata.get("name") or ""), obj))
+    if not found:
+        return None
+    _, name, obj = max(found, key=lambda f: (f[0], f[1]))
+    where = f"RolloutLedger {_mapping(obj.get('metadata')).get('namespace')}/{name}"
+    text = _mapping(obj.get("spec")).get("ledger")
+    if not isinstance(text, str) or not text:
+        raise LedgerError(f"{where}: has no spec.ledger")
+    try:
+        ledger = Ledger.from_json(text)
+        ledger.check_belongs_to(cluster=cluster, namespace=cluster_namespace)
+    except LedgerError as exc:
+        raise LedgerError(f"{where}: {exc}") from exc
+    return where.removeprefix("RolloutLedger "), ledger

@@ -55,6 +55,7 @@ from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.domain.preflight import preflight
+from capi_rollout.domain.replacement import replacement_progress
 from capi_rollout.domain.resolve import (
     TALOSCONFIG_KEY,
     ResolveError,
@@ -67,6 +68,7 @@ from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
 from capi_rollout.executor import Executor, RemediationAborted, TalosPort
 from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
 from capi_rollout.params import ParamError, Params, format_duration, parse_params
+from capi_rollout.progress_file import ProgressFile
 from capi_rollout.summary import build_summary, render_table
 
 log = logging.getLogger("capi_rollout")
@@ -319,6 +321,7 @@ class Runner:
         t = self.targets()
         min_gap = min(1.0, self.params.poll_interval / 4)
         last_counters, last_said = "", now
+        progress_file = ProgressFile.from_env()  # Argo's progress bar: Machines replaced / to replace
         with self.watch(self.kube, t.namespace, t.cluster) as watcher:
             cache = watcher if isinstance(watcher, ObjectCache) else None
             if cache is not None:  # a fresh cache syncs in one round trip: worth a short wait, not four lists
@@ -330,6 +333,10 @@ class Runner:
                 now = self.clock()
                 nodes = self.probe(addresses_to_probe(phase=phase, state=state, now=now, params=self.params))
                 action = decide(phase=phase, state=state, record=record, nodes=nodes, now=now, params=self.params)
+                moved = replacement_progress(phase, state, since=record.started, complete=action.kind == "complete")
+                progress_file.update(moved.argo)
+                if (moved.argo or "") != action.record.replaced:
+                    action = replace(action, record=replace(action.record, replaced=moved.argo or ""))
                 if action.kind in ("remediate", "fail") and self.last_read == "cache":
                     fresh = True  # act only on a direct read: a silently stale watch must never cause a delete
                     continue

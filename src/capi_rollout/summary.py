@@ -2,8 +2,10 @@
 
 Contract: pure. :func:`build_summary` turns a :class:`Ledger` (plus Argo's ``workflow.status`` and
 ``workflow.failures`` when the exit hook passes them) into a JSON-ready dict; :func:`render_table` prints
-it for people. A phase that did not succeed shows why it was waiting (``waiting``: a skip-remediation
-annotation, a remediation in flight, the quorum guard, a spent budget) when that was not plain progress.
+it for people, starting with ``headline``: one sentence per phase (``control plane: 3/3 replaced, 1 remediation;
+workers: 2/2 replaced, 0 remediations``). A phase that did not succeed shows why it was waiting (``waiting``: a
+skip-remediation annotation, a remediation in flight, the quorum guard, a spent budget) when that was not plain
+progress.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from typing import Any
 
 from capi_rollout.domain.ledger import PHASE_TITLES, PHASES, Ledger
+from capi_rollout.domain.replacement import plural
 from capi_rollout.params import format_duration
 
 
@@ -47,6 +50,7 @@ def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
                 "message": rec.message,
                 "remediations": [r.to_dict() for r in rec.remediations],
                 "waiting": rec.waiting,
+                "replaced": rec.replaced,
             }
             if rec.result == "failed":
                 result = "Failed"
@@ -67,6 +71,7 @@ def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
     reasons += [f"{PHASE_TITLES[name]} was still waiting: {p['waiting']}" for name, p in phases.items()
                 if p.get("result") == "running" and p.get("waiting")]  # cut short (a deadline, argo stop)
     return {
+        "headline": headline(phases),
         "cluster": ledger.cluster if ledger else None,
         "namespace": ledger.namespace if ledger else None,
         "result": result,
@@ -79,8 +84,26 @@ def build_summary(ledger: Ledger | None, *, workflow_status: str | None = None,
     }
 
 
+def phase_sentence(name: str, phase: dict[str, Any]) -> str:
+    """``control plane: 3/3 replaced, 1 remediation`` (``, failed`` / ``, still running`` when it did not end well)."""
+    title = PHASE_TITLES[name]
+    result = phase.get("result")
+    if result == "not started":
+        return f"{title}: not started"
+    done = f"{phase['replaced']} replaced, " if phase.get("replaced") else ""
+    words = f"{title}: {done}{plural(len(phase.get('remediations') or []), 'remediation')}"
+    return words + {"failed": ", failed", "running": ", still running"}.get(str(result), "")
+
+
+def headline(phases: dict[str, Any]) -> str:
+    """The run in one sentence: each phase's :func:`phase_sentence`, joined by ``; ``."""
+    return "; ".join(phase_sentence(name, p) for name, p in phases.items()) or "nothing was rolled"
+
+
 def render_table(summary: dict[str, Any]) -> str:
     lines = [f"capi-rollout summary for {summary.get('namespace')}/{summary.get('cluster')}: {summary['result']}"]
+    if summary.get("headline"):
+        lines.append(summary["headline"])
     lines.append(f"{'PHASE':<15}{'RESULT':<13}{'DURATION':<11}REMEDIATIONS")
     for name, p in summary["phases"].items():
         dur = p.get("durationSeconds")

@@ -1,9 +1,10 @@
 """Every GitOps manifest under overlay/ and apps/ is accepted by a real API server with the real upstream CRDs.
 
-Each YAML document (kustomization.yaml files excluded) is server-side applied with ``dryRun=All``: the
-WorkflowTemplate against the full Argo Workflows v4 CRD schema, Argo Events and Argo CD objects against theirs,
-and CAPI objects against both CAPI lines wherever the line serves the document's apiVersion (1.10 serves only
-v1beta1; 1.14 serves v1beta2 and v1beta1). The namespaces the documents live in are created first.
+Each YAML document (kustomize's own kustomization.yaml and kustomizeconfig.yaml excluded) is server-side applied
+with ``dryRun=All``: the WorkflowTemplate against the full Argo Workflows v4 CRD schema, Argo Events and Argo CD
+objects against theirs, and CAPI objects against both CAPI lines wherever the line serves the document's
+apiVersion (1.10 serves only v1beta1; 1.14 serves v1beta2 and v1beta1). The namespaces the documents live in
+are created first.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def manifest_documents() -> list[tuple[str, dict[str, Any]]]:
     found = []
     for root in MANIFEST_ROOTS:
         for path in sorted(root.rglob("*.yaml")) + sorted(root.rglob("*.yml")):
-            if path.name in ("kustomization.yaml", "kustomization.yml"):
+            if path.name in ("kustomization.yaml", "kustomization.yml", "kustomizeconfig.yaml"):  # kustomize's own
                 continue
             for index, document in enumerate(rest.load_documents([path])):
                 name = document.get("metadata", {}).get("name", "?")

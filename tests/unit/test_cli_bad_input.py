@@ -174,6 +174,16 @@ CASES = [
          expect="spec.rollout must be a mapping"),
     Case("lint nothing to check", ["lint", "{f}"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
          expect="no TalosControlPlane or MachineDeployment found"),
+    Case("plan workflow with a snapshot", [*PLAN, "-f", "{good}", "--workflow", "capi-rollout-abcde"],
+         expect="--workflow and --ledger-namespace read a live cluster's RolloutLedger"),
+    Case("plan bad ledger namespace", [*PLAN, "--ledger-namespace", "Argo NS", "--kubeconfig", "{tmp}/nope"],
+         expect="--ledger-namespace must be a namespace name"),
+    Case("plan unknown output", [*PLAN, "-f", "{good}", "-o", "yaml"], expect="invalid choice: 'yaml'"),
+    # report
+    Case("report output dir missing", ["report", "--cluster-name", "homelab", "--output-dir", "{tmp}/absent"],
+         expect="--output-dir"),
+    Case("report without a cluster", ["report", "--output-dir", "{tmp}"], expect="clusterName"),
+    Case("render digest malformed", ["render", "--image-digest", "sha256:nothex"], expect="is not sha256"),
     # render
     Case("render root missing", ["render", "--root", "{tmp}/absent"], expect="not the capi-rollout repository"),
     Case("render root not the repo", ["render", "--root", "{tmp}"], expect="not the capi-rollout repository"),

@@ -74,3 +74,43 @@ def test_plan_reports_an_unknown_cluster(tmp_path: Path, capsys: pytest.CaptureF
     out = json.loads(capsys.readouterr().out)
     assert out["decision"]["kind"] == "fail"
     assert "Cluster nope not found in namespace default" in out["decision"]["reason"]
+
+
+def _ledger_at(tmp_path: Path, snapshot: Path, last_progress: str) -> Path:
+    docs = list(yaml.safe_load_all(snapshot.read_text()))
+    state = ClusterState.from_objects(cluster=docs[0], control_plane=docs[1], deployments=[docs[2]],
+                                      machines=docs[3:])
+    ledger = {"cluster": "homelab", "namespace": "default", "phases": {"control-plane": {
+        "name": "control-plane", "started": "2026-01-01T00:40:00Z", "lastProgress": last_progress,
+        "fingerprint": control_plane_status(state).fingerprint, "remediations": []}}}
+    path = tmp_path / "ledger.json"
+    path.write_text(json.dumps(ledger))
+    return path
+
+
+def test_plan_says_what_the_run_will_do_next_and_when(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_snapshot(tmp_path)
+    ledger = _ledger_at(tmp_path, path, "2026-01-01T00:53:00Z")  # stalled for 7m of 10m at 01:00
+    argv = ["plan", "-f", str(path), "--clusterName", "homelab", "--now", "2026-01-01T01:00:00Z",
+            "--ledger", str(ledger)]
+    assert main([*argv, "-o", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decision"]["kind"] == "wait"
+    assert out["next"]["sentence"] == ("control plane: stalled for 7m0s of 10m0s: at 01:03 it will delete "
+                                       "Machine cp-new and reboot 10.0.0.9")
+    assert (out["next"]["kind"], out["next"]["at"], out["next"]["machine"]) == (
+        "remediate", "2026-01-01T01:03:00Z", "cp-new")
+    assert main([*argv, "-o", "table"]) == 0
+    table = capsys.readouterr().out
+    assert f"next: {out['next']['sentence']}" in table and f"ledger: file {ledger}" in table
+
+
+def test_plan_foresees_the_phase_timeout_when_it_comes_before_the_stall(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_snapshot(tmp_path)
+    ledger = _ledger_at(tmp_path, path, "2026-01-01T00:53:00Z")
+    assert main(["plan", "-f", str(path), "--clusterName", "homelab", "--now", "2026-01-01T01:00:00Z",
+                 "--ledger", str(ledger), "--controlPlaneTimeout", "21m", "-o", "json"]) == 0
+    nxt = json.loads(capsys.readouterr().out)["next"]
+    assert (nxt["kind"], nxt["at"]) == ("fail", "2026-01-01T01:01:00Z")
+    assert "at 01:01 it will fail: control plane phase timed out after 21m0s" in nxt["sentence"]

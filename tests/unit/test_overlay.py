@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -52,9 +53,22 @@ def test_the_expected_overlays_exist() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_every_overlay_builds_offline_and_keeps_every_file(overlay: Path) -> None:
     built = kustomize_build(overlay)
-    on_disk = [d for f in sorted(overlay.glob("*.yaml")) if f.name != "kustomization.yaml" for d in load(f)]
+    on_disk = [d for f in sorted(overlay.glob("*.yaml")) if f.name not in ("kustomization.yaml", "kustomizeconfig.yaml")
+               for d in load(f)]
     key = lambda d: (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])  # noqa: E731
     assert sorted(map(key, built)) == sorted(map(key, on_disk))
+
+
+def test_an_images_override_in_an_overlay_rewrites_every_step_image_of_the_template(tmp_path: Path) -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(MANAGEMENT / "argo-workflows", tmp_path)],
+        "images": [{"name": "ghcr.io/capi-rollout/capi-rollout", "newName": "registry.example.internal/capi-rollout",
+                    "digest": digest}]}))
+    (wft,) = by_kind(kustomize_build(tmp_path), "WorkflowTemplate")
+    images = [t["script"]["image"] for t in wft["spec"]["templates"] if "script" in t]
+    assert images and set(images) == {f"registry.example.internal/capi-rollout@{digest}"}
 
 
 def test_the_argo_workflows_overlay_ships_the_template_and_its_service_account() -> None:

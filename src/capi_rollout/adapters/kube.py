@@ -304,6 +304,26 @@ class Kube:
 
         return self.backoff.run(f"get {LEDGER_KIND} {namespace}/{name}", call)
 
+    def list_events(self, namespace: str) -> list[dict[str, Any]]:
+        """The core/v1 Events of ``namespace`` (what the API server still keeps: ``--event-ttl``, 1 h by default)."""
+        def call() -> list[dict[str, Any]]:
+            found = self.request("GET", f"/api/v1/namespaces/{namespace}/events")
+            items = found.get("items") if isinstance(found, dict) else None
+            return [dict(i) for i in items or [] if isinstance(i, dict)]
+
+        return self.backoff.run(f"list Events in {namespace}", call)
+
+    def list_ledgers(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every RolloutLedger in ``namespace`` (all namespaces when None), each a whole object."""
+        path = _ledgers(namespace) if namespace else f"/apis/{LEDGER_GROUP}/{LEDGER_VERSION}/{LEDGER_PLURAL}"
+
+        def call() -> list[dict[str, Any]]:
+            found = self.request("GET", path)
+            items = found.get("items") if isinstance(found, dict) else None
+            return [dict(i) for i in items or [] if isinstance(i, dict)]
+
+        return self.backoff.run(f"list {LEDGER_KIND} in {namespace or 'all namespaces'}", call)
+
     def write_ledger(self, namespace: str, name: str, spec: Mapping[str, Any], *, resource_version: str | None,
                      labels: Mapping[str, str], owner: Mapping[str, str] | None) -> str:
         """Create (resource_version None) or replace a RolloutLedger with optimistic concurrency; returns the new

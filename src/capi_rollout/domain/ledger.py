@@ -119,6 +119,7 @@ class PhaseRecord:
     message: str = ""
     remediations: tuple[Remediation, ...] = ()
     waiting: str = ""  # why the phase waits when that is not plain progress (skip annotation, guard, budget, …)
+    replaced: str = ""  # "N/M": Machines replaced / to replace at the last evaluation (domain.replacement)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +132,7 @@ class PhaseRecord:
             "message": self.message,
             "remediations": [r.to_dict() for r in self.remediations],
             "waiting": self.waiting,
+            "replaced": self.replaced,
         }
 
     @classmethod
@@ -156,6 +158,7 @@ class PhaseRecord:
             remediations=tuple(Remediation.from_dict(r, f"{where}.remediations[{i}]")
                                for i, r in enumerate(remediations)),
             waiting=_field(d, "waiting", str, where, optional=True) or "",
+            replaced=_field(d, "replaced", str, where, optional=True) or "",
         )
 
     @property

@@ -9,15 +9,19 @@ A ``--root`` that is not this repository is refused (exit 2, nothing written); e
 (written aside, then renamed). Regenerate only on purpose (``make render``), never in CI. With ``clusters``
 (``--cluster``) it writes nothing and prints the runner's RBAC narrowed to those clusters' talosconfig Secrets
 (``resourceNames``) on stdout, to commit in one's own overlay in place of ``capi-rollout-rbac.yaml``.
+``--image-digest sha256:...`` pins the template's step image by digest (``IMAGE:TAG@sha256:...``) in what is
+written or checked: for one's own rendered tree (this repository commits the tag).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from pathlib import Path
 
 from capi_rollout.workflow import rbac, semantic, template
+from capi_rollout.workflow.image import IMAGE
 
 TEMPLATE_PATH = Path("overlay/management/argo-workflows/capi-rollout-workflowtemplate.yaml")
 RBAC_PATH = Path("overlay/management/argo-workflows/capi-rollout-rbac.yaml")
@@ -29,15 +33,31 @@ HEADER = (
 )
 
 
-def render_text() -> str:
-    """The WorkflowTemplate YAML exactly as committed."""
-    return HEADER + template.build().to_yaml()
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def rendered_files() -> dict[Path, str]:
+def pin_image(text: str, digest: str) -> str:
+    """``text`` with every ``image: <IMAGE>`` line pinned to ``<IMAGE>@<digest>``; ValueError for a malformed
+    digest or a text that names the image nowhere."""
+    if not _DIGEST.fullmatch(digest):
+        raise ValueError(f"--image-digest {digest[:80]!r} is not sha256:<64 lowercase hex digits>")
+    line = re.compile(rf"^(\s*image: ){re.escape(IMAGE)}$", re.MULTILINE)
+    pinned, count = line.subn(lambda m: f"{m.group(1)}{IMAGE}@{digest}", text)
+    if not count:
+        raise ValueError(f"the template names no image {IMAGE}")
+    return pinned
+
+
+def render_text(image_digest: str | None = None) -> str:
+    """The WorkflowTemplate YAML exactly as committed (its image pinned by ``image_digest`` when given)."""
+    text = HEADER + template.build().to_yaml()
+    return pin_image(text, image_digest) if image_digest else text
+
+
+def rendered_files(image_digest: str | None = None) -> dict[Path, str]:
     """Every generated file (relative to the repository root) and its text."""
     return {
-        TEMPLATE_PATH: render_text(),
+        TEMPLATE_PATH: render_text(image_digest),
         RBAC_PATH: rbac.to_yaml(rbac.runner_documents()),
         LEDGER_CRD_PATH: rbac.to_yaml([rbac.ledger_crd()]),
         EVENTS_RBAC_PATH: rbac.to_yaml(rbac.events_documents()),
@@ -79,9 +99,14 @@ def _write_whole(path: Path, text: str) -> str | None:
     return None
 
 
-def main(check: bool, root: str | None, clusters: list[str] | None = None) -> int:
+def main(check: bool, root: str | None, clusters: list[str] | None = None, image_digest: str | None = None) -> int:
     """Write (or with ``check`` compare) the rendered files; 0 ok, 1 drift or an unsound template, 2 bad usage.
-    With ``clusters``: print the narrowed runner RBAC on stdout, write nothing."""
+    With ``clusters``: print the narrowed runner RBAC on stdout, write nothing. With ``image_digest``: the
+    template's image is pinned ``IMAGE:TAG@sha256:...`` (the release workflow prints the digest it pushed)."""
+    if image_digest is not None and not _DIGEST.fullmatch(image_digest):
+        print(f"render: --image-digest {image_digest[:80]!r} is not sha256:<64 lowercase hex digits>",
+              file=sys.stderr)
+        return 2
     if clusters:
         if check:
             print("render: --cluster prints RBAC for your own overlay; it cannot be combined with --check",
@@ -109,7 +134,7 @@ def main(check: bool, root: str | None, clusters: list[str] | None = None) -> in
             print(f"  - {problem}", file=sys.stderr)
         return 1
     drift = 0
-    for relative, wanted in rendered_files().items():
+    for relative, wanted in rendered_files(image_digest).items():
         path = base / relative
         if check:
             try:
