@@ -5,7 +5,9 @@ Each :class:`LoggedEvent` carries an xid (the 20-character id Talos's ``runtime.
 actor id of the API call that caused it (empty for the node's own changes) and a payload from the upstream protos
 (``MachineStatusEvent``, ``SequenceEvent``, ``PhaseEvent``, ``TaskEvent``) packed as ``google.protobuf.Any`` with
 Talos's type URL prefix ``talos/runtime/``. :func:`tail` implements ``EventsRequest``'s tail_events (``-1`` all,
-``0`` none, ``n`` the last n), tail_id, tail_seconds and with_actor_id.
+``0`` none, ``n`` the last n), tail_id, tail_seconds and with_actor_id. Like machined's buffer
+(``NewEvents(1000, 10)``) the log keeps the last :data:`CAPACITY` events; a stream that falls further behind
+continues from the oldest kept.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from google.protobuf.message import Message
 from sim.talos.api import machine_pb2
 
 TYPE_URL_PREFIX = "talos/runtime/"
+CAPACITY = 1000
 _COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
 _MACHINE = os.urandom(3)
 
@@ -61,23 +64,28 @@ class EventLog:
         self._clock = clock
         self._lock = threading.Lock()
         self._events: list[LoggedEvent] = []
+        self._dropped = 0  # events before the kept window (positions count from the boot's first event)
 
     def append(self, payload: Message, actor_id: str = "") -> LoggedEvent:
         now = self._clock()
         event = LoggedEvent(xid(now), actor_id, now, payload)
         with self._lock:
             self._events.append(event)
+            if len(self._events) > CAPACITY:
+                del self._events[0]
+                self._dropped += 1
         return event
 
-    def since(self, index: int) -> tuple[list[LoggedEvent], int]:
-        """Events from position ``index`` on, and the next position."""
+    def since(self, position: int) -> tuple[list[LoggedEvent], int]:
+        """Events from ``position`` (counted since the boot) on, and the next position."""
         with self._lock:
-            return self._events[index:], len(self._events)
+            start = max(0, position - self._dropped)
+            return self._events[start:], self._dropped + len(self._events)
 
     def tail(self, request: machine_pb2.EventsRequest) -> tuple[list[LoggedEvent], int]:
         """The past events a new stream starts with, and the position live events continue from."""
         with self._lock:
-            events, end = list(self._events), len(self._events)
+            events, end = list(self._events), self._dropped + len(self._events)
         if request.tail_id:
             ids = [e.id for e in events]
             events = events[ids.index(request.tail_id) + 1:] if request.tail_id in ids else []

@@ -238,3 +238,17 @@ def test_a_reboot_while_installing_upgrading_or_shutting_down_is_accepted_and_do
               if e.data.type_url == "talos/runtime/machine.SequenceEvent"]
     assert (noop.sequence, noop.action) == ("reboot", machine_pb2.SequenceEvent.NOOP)
     assert noop.error.message == "sequence not started: locked"
+
+
+def test_the_event_log_keeps_the_last_thousand_events_like_machined() -> None:
+    from sim.talos.events import CAPACITY, EventLog
+
+    log = EventLog()
+    for i in range(CAPACITY + 5):
+        log.append(machine_pb2.TaskEvent(task=f"t{i}"))
+    kept, end = log.since(0)
+    assert (len(kept), end) == (CAPACITY, CAPACITY + 5)
+    assert kept[0].payload.task == "t5"  # type: ignore[attr-defined]
+    assert log.since(end - 1)[0][0].payload.task == f"t{CAPACITY + 4}"  # type: ignore[attr-defined]
+    everything, _ = log.tail(machine_pb2.EventsRequest(tail_events=-1))
+    assert len(everything) == CAPACITY
