@@ -252,3 +252,19 @@ def test_the_event_log_keeps_the_last_thousand_events_like_machined() -> None:
     assert log.since(end - 1)[0][0].payload.task == f"t{CAPACITY + 4}"  # type: ignore[attr-defined]
     everything, _ = log.tail(machine_pb2.EventsRequest(tail_events=-1))
     assert len(everything) == CAPACITY
+
+
+def test_a_scenarios_reboot_stage_timings_reach_its_fleet_in_wall_seconds() -> None:
+    import yaml
+
+    from sim.capi.memstore import MemoryStore
+    from sim.scenario import from_dict
+    from sim.simulator import Simulator
+
+    scenario = from_dict(yaml.safe_load(
+        "cluster: demo\nnamespace: sim-unit\ntimings: {reboot: 60, reboot_rebooting: 6, reboot_booting: 30, "
+        "reboot_not_ready: 12, time_scale: 60}\n"))
+    with Simulator(None, scenario, store=MemoryStore("sim-unit")) as sim:
+        assert sim.fleet is not None
+        assert sim.fleet.reboot_downtime == pytest.approx(1.0)
+        assert sim.fleet.reboot_stages == RebootStages(rebooting=0.1, booting=0.5, not_ready=0.2)
