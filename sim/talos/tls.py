@@ -7,7 +7,10 @@ its TLS ``VerifyPeerCertificate`` (siderolabs/talos ``internal/app/apid/main.go`
 wrong certificate fails the handshake (alert ``bad certificate``), never a gRPC call. The standard ``ssl`` module
 has no verify hook, so on CPython the check is installed as OpenSSL's verify callback through ``ctypes``
 (``SSL_CTX_set_verify`` on the context's ``SSL_CTX``; the callback rejects a leaf with
-``X509_V_ERR_CERT_REJECTED``, which OpenSSL reports as ``bad certificate``). Where that is not possible
+``X509_V_ERR_CERT_REJECTED``, OpenSSL's ``bad certificate``). One difference stays: with TLS 1.3 (what talosctl
+and the product negotiate) the client sees the connection end (talosctl: ``Unavailable ... error reading server
+preface: EOF``) where Go's apid gets ``remote error: tls: bad certificate`` to it; with TLS 1.2 the alert arrives
+as with apid. Either way it is a transport failure, never a gRPC status. Where the callback is not possible
 :func:`exact_client_auth` is still there for the fleet to close such a connection right after the handshake.
 The only file I/O is the short-lived 0600 key file ``ssl`` needs.
 """
