@@ -411,7 +411,10 @@ class FakeTalosFleet:
 
     async def _reboot(self, name: str, outcome: RebootOutcome) -> None:
         await asyncio.sleep(0)  # let grpclib finish writing the reply before connections are cut
-        node = self.node(name)
+        with self._lock:
+            node = self._nodes.get(name)
+        if node is None:
+            return  # removed before its reboot began: nothing to take down, nothing comes back
         stages = self.reboot_stages
         boot = node.boot_id
         node._set(stage="rebooting", ready=False)

@@ -158,10 +158,11 @@ def test_a_node_removed_while_rebooting_stays_gone(pki: ClusterPKI, timeline: Ti
         reply = call(node.address, node.port, admin(pki), messages.REBOOT_PATH,
                      messages.RebootRequest(mode=messages.RebootRequest.POWERCYCLE), messages.RebootResponse)
         assert len(reply.messages) == 1
-        fleet.remove_node("n-gone")
         deadline = time.monotonic() + 5
+        # removed once it is down, i.e. while it reboots (removing it before its reboot task ran is another case)
         while not timeline.events("talos.down", "n-gone") and time.monotonic() < deadline:
             time.sleep(0.01)
+        fleet.remove_node("n-gone")
         time.sleep(0.5)  # past the simulated downtime: a node that was removed must not come back
         (down,) = timeline.events("talos.down", "n-gone")
         assert [e for e in timeline.events("talos.up", "n-gone") if e.sim_seconds > down.sim_seconds] == []
