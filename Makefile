@@ -6,7 +6,7 @@ export CAPI_ROLLOUT_CACHE ?= $(HOME)/.cache/capi-rollout
 
 .PHONY: setup lock tools node-tools node-check lint render test e2e demo bench image clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed sim/talos/upstream/.stamp
 
 # Every dependency (runtime, dev and the build backend) from the lock, each file checked against its hash; then
 # the package itself, without dependencies or build isolation (hatchling comes from the lock too).
@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml requirements/dev.txt
 	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# The simulator's Talos protos, generated from the pinned Talos module zip's api/*.proto (Go module proxy; never
+# committed). tools/talos_protos.py keeps its own stamp, so this re-runs when the pins or the generator change.
+sim/talos/upstream/.stamp: $(VENV)/.installed tools/versions.env tools/talos_protos.py tools/talosctl/v1.13/go.mod
+	$(BIN)/python tools/talos_protos.py
 
 # Refresh the locks after changing pyproject.toml's dependencies (or to take new releases): pip-tools, pinned,
 # from PyPI, in its own venv. dev.txt is resolved first; runtime.txt (both images) and build.txt (hatchling)
@@ -29,9 +34,11 @@ lock:
 	$(COMPILE) --extra sim --output-file requirements/runtime.txt pyproject.toml requirements/constraints.in
 	$(COMPILE) --output-file requirements/build.txt requirements/build.in requirements/constraints.in
 
-# kube-apiserver + etcd built from pinned Go modules, and the pinned upstream CRDs (cached, keyed by version).
+# kube-apiserver + etcd built from pinned Go modules, and the pinned upstream CRDs (cached, keyed by version);
+# talosctl, one per pinned Talos line, the judge of the simulated Talos API (tests/conformance).
 tools: setup
 	bash tools/build.sh
+	bash tools/talosctl.sh
 
 # The real node of `make e2e` / `make demo`: kubelet, scheduler, controller manager, kube-proxy, kubectl,
 # containerd, Argo's workflow-controller and argoexec, pause (pinned Go modules, cached) and its Debian packages.

@@ -56,6 +56,11 @@ class Timings:
     node_ready: float = 20.0  # Running -> Node Ready
     deletion: float = 30.0  # deletionTimestamp -> finalizer removed (drain + etcd leave)
     reboot: float = 60.0  # a Talos reboot keeps the node down this long
+    # around that downtime, Talos's stages (sim.talos.RebootStages): API up in stage rebooting, back in booting,
+    # then running not ready, then ready
+    reboot_rebooting: float = 0.0
+    reboot_booting: float = 0.0
+    reboot_not_ready: float = 0.0
     jitter: float = 0.0  # each duration is multiplied by a factor in [1 - jitter, 1 + jitter]
     seed: int = 1
     time_scale: float = 1.0  # simulated seconds per wall second

@@ -93,13 +93,16 @@ class Simulator:
         try:
             if self._talos:
                 from sim.pki import ClusterPKI
-                from sim.talos import FakeTalosFleet, RebootOutcome
+                from sim.talos import FakeTalosFleet, RebootOutcome, RebootStages
 
                 self.pki = ClusterPKI.generate(s.cluster)
                 if self.endpoints == "service" and self.exposer is None:
                     self.exposer = self._service_exposer()
+                t = s.timings
+                stages = RebootStages(rebooting=t.wall(t.reboot_rebooting), booting=t.wall(t.reboot_booting),
+                                      not_ready=t.wall(t.reboot_not_ready))
                 self.fleet = FakeTalosFleet(
-                    self.pki, timeline=self.timeline, reboot_downtime=s.timings.wall(s.timings.reboot),
+                    self.pki, timeline=self.timeline, reboot_downtime=t.wall(t.reboot), reboot_stages=stages,
                     port=self._talos_port, exposer=self.exposer if self.endpoints == "service" else None,
                 )
                 self.fleet.start()

@@ -9,9 +9,19 @@ it reboots, never share an address. A reboot answers the RPC first (as Talos doe
 (listener and open connections closed) for ``reboot_downtime`` seconds, changes the boot ID and comes back
 as the ``on_reboot`` callback says (:class:`RebootOutcome`). A reboot accepted while the node's stage is
 installing, upgrading or shutting down — or one the callback answers ``DROPPED`` — is answered OK and then
-never happens, as Talos drops it (recorded ``dropped=True``; timeline ``talos.reboot-dropped``).
-Timeline events: ``talos.reboot`` (mode, role,
-address), ``talos.down``, ``talos.up``, ``talos.maintenance``.
+never happens, as Talos drops it (recorded ``dropped=True``; timeline ``talos.reboot-dropped``; the node's event
+log gets Talos's ``SequenceEvent`` NOOP "sequence not started: locked").
+
+A reboot goes through Talos's stages (:class:`RebootStages`, wall seconds): ``SequenceEvent`` reboot START with
+the caller's actor id, stage ``rebooting`` with the API still up for ``rebooting`` seconds, the endpoint down
+(listener and open connections closed, so Events streams end) for ``reboot_downtime`` seconds, a new boot ID and
+an empty event log, the endpoint back in stage ``booting`` for ``booting`` seconds, then ``running`` not ready
+for ``not_ready`` seconds, then ready — or, as the ``on_reboot`` callback says, back in maintenance mode or never.
+A later reboot, a removal or maintenance mode cuts a sequence short.
+
+TLS: outside maintenance mode a client certificate of the cluster CA with ExtKeyUsage exactly ClientAuth is
+required in the handshake (:mod:`sim.talos.tls`); every path the service does not serve answers Unimplemented.
+Timeline events: ``talos.reboot`` (mode, role, address), ``talos.down``, ``talos.up``, ``talos.maintenance``.
 
 Opt-in in-cluster mode: given an ``exposer`` (:class:`sim.talos.exposure.Exposer`, e.g. one Kubernetes Service
 per node), ``add_node`` asks it where the node listens (the pod address, its own port) and what address the
@@ -30,21 +40,38 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 
-from capi_rollout.adapters.talos.tls import load_key_pair
 from sim.pki import CertKey, ClusterPKI, self_signed
+from sim.talos.api import common_pb2, machine_pb2
 from sim.talos.exposure import Exposer
 from sim.talos.node import FakeTalosNode, RebootOutcome, RebootRecord
-from sim.talos.service import DROPPING_STAGES, TalosService
+from sim.talos.service import TalosService, Unimplemented
+from sim.talos.tls import exact_client_auth, server_context
 from sim.timeline import Timeline
 
 T = TypeVar("T")
 RebootCallback = Callable[[FakeTalosNode, str, str], "RebootOutcome | None"]
 _CALL_TIMEOUT = 10.0
+DROPPING_STAGES = frozenset({"installing", "upgrading", "shutting down"})
+
+
+@dataclass(frozen=True)
+class RebootStages:
+    """Wall seconds a rebooting node spends in each stage around its downtime (``reboot_downtime``)."""
+
+    rebooting: float = 0.0  # API up, stage rebooting, before it goes away
+    booting: float = 0.0  # API back, stage booting
+    not_ready: float = 0.0  # stage running, not ready yet
+
+    def __post_init__(self) -> None:
+        for name in ("rebooting", "booting", "not_ready"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"reboot stage {name} must be ≥ 0 seconds, got {getattr(self, name)}")
 
 
 # Loopback addresses claimed by this process's fleets (a rebooting node's address is unbound, not free).
@@ -58,29 +85,24 @@ def loopback_block(pid: int | None = None) -> tuple[int, int]:
     return 1 + pid % 254, (pid // 254) % 200
 
 
-def _server_context(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["h2"])
-    load_key_pair(ctx, cert_pem, key_pem)
-    if ca_pem is None:
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 class _TrackedProtocol(H2Protocol):
-    """grpclib's protocol, remembering its transport so a reboot can cut open connections."""
+    """grpclib's protocol, remembering its transport so a reboot can cut open connections; where the handshake
+    could not enforce apid's ExtKeyUsage rule, it drops such a connection before any request is read."""
 
-    def __init__(self, *args: Any, transports: set[asyncio.Transport]) -> None:
+    def __init__(self, *args: Any, transports: set[asyncio.Transport], check_eku: bool) -> None:
         super().__init__(*args)
         self._transports: set[asyncio.Transport] = transports
         self._transport: asyncio.Transport | None = None
+        self._check_eku = check_eku
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self._check_eku:
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if der is not None and not exact_client_auth(der):
+                transport.abort()
+                return
         self._transport = transport
         self._transports.add(transport)
         super().connection_made(transport)
@@ -94,15 +116,17 @@ class _TrackedProtocol(H2Protocol):
 class _Endpoint(Server):
     """A grpclib Server that can also close its open connections (grpclib 0.4.9 internals, pinned)."""
 
-    def __init__(self, handlers: list[Any]) -> None:
+    def __init__(self, handlers: list[Any], *, check_eku: bool = False) -> None:
         super().__init__(handlers)
         self.transports: set[asyncio.Transport] = set()
+        self.check_eku = check_eku
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
-        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        handler = Handler(Unimplemented(self._mapping), self._codec, self._status_details_codec, self.__dispatch__)
         self._handlers.add(handler)
-        return _TrackedProtocol(handler, self._config, self._h2_config, transports=self.transports)
+        return _TrackedProtocol(handler, self._config, self._h2_config, transports=self.transports,
+                                check_eku=self.check_eku)
 
     async def shutdown(self) -> None:
         self.close()
@@ -119,12 +143,13 @@ class FakeTalosFleet:
     """Fake Talos API endpoints for the nodes of one simulated cluster. See the module docstring."""
 
     def __init__(self, pki: ClusterPKI, *, timeline: Timeline | None = None, reboot_downtime: float = 0.2,
-                 port: int = 50000, clock: Callable[[], float] = time.monotonic,
-                 exposer: Exposer | None = None) -> None:
+                 reboot_stages: RebootStages | None = None, port: int = 50000,
+                 clock: Callable[[], float] = time.monotonic, exposer: Exposer | None = None) -> None:
         self.pki = pki
         self.exposer = exposer
         self.timeline = timeline
         self.reboot_downtime = reboot_downtime
+        self.reboot_stages = reboot_stages or RebootStages()
         self.port = port
         self.clock = clock
         self._lock = threading.Lock()
@@ -315,22 +340,23 @@ class FakeTalosFleet:
         self._submit(self._down(name) if unreachable else self._up(name))
 
     # --- on the loop -------------------------------------------------------------------------------------
-    def _context_for(self, node: FakeTalosNode) -> ssl.SSLContext:
+    def _context_for(self, node: FakeTalosNode) -> tuple[ssl.SSLContext, bool]:
         if node._certificate is not None:
             ca = None if node.maintenance else self.pki.ca.cert_pem
-            return _server_context(node._certificate.cert_pem, node._certificate.key_pem, ca)
+            return server_context(node._certificate.cert_pem, node._certificate.key_pem, ca)
         if node.maintenance:
             cert = self_signed(node.address)
-            return _server_context(cert.cert_pem, cert.key_pem, None)
+            return server_context(cert.cert_pem, cert.key_pem, None)
         cert = self.pki.server_cert(node.address, node.name, extra_sans=node.sans)
-        return _server_context(cert.cert_pem, cert.key_pem, self.pki.ca.cert_pem)
+        return server_context(cert.cert_pem, cert.key_pem, self.pki.ca.cert_pem)
 
     async def _up(self, name: str) -> None:
         node = self.node(name)
         if name in self._endpoints or node.unreachable:
             return
-        endpoint = _Endpoint([TalosService(node, self._accept_reboot)])
-        await endpoint.start(node.bind_host, node.bind_port, ssl=self._context_for(node), reuse_address=True)
+        context, enforced = self._context_for(node)
+        endpoint = _Endpoint([TalosService(node, self._accept_reboot)], check_eku=not enforced)
+        await endpoint.start(node.bind_host, node.bind_port, ssl=context, reuse_address=True)
         self._endpoints[name] = endpoint
         node._set(up=True)
         listen = {"listen": node.listen} if node.listen != node.endpoint else {}
@@ -355,7 +381,8 @@ class FakeTalosFleet:
             await self._down(name, record=False)
             await self._up(name)
 
-    def _accept_reboot(self, node: FakeTalosNode, mode: str, effective: str, role: str) -> Callable[[], None]:
+    def _accept_reboot(self, node: FakeTalosNode, mode: str, effective: str, role: str,
+                       actor_id: str = "") -> Callable[[], None]:
         busy = node.stage in DROPPING_STAGES
         outcome = RebootOutcome.DROPPED if busy else RebootOutcome.RUNNING
         if self._callback is not None and not busy:
@@ -368,7 +395,12 @@ class FakeTalosFleet:
                      **({"effective_mode": effective} if effective != mode else {}))
         if dropped:
             self._record("talos.reboot-dropped", node.name, address=node.address, stage=node.stage)
+            node.record_event(machine_pb2.SequenceEvent(
+                sequence="reboot", action=machine_pb2.SequenceEvent.NOOP,
+                error=common_pb2.Error(code=common_pb2.LOCKED, message="sequence not started: locked")))
             return lambda: None
+        node.record_event(machine_pb2.SequenceEvent(sequence="reboot", action=machine_pb2.SequenceEvent.START),
+                          actor_id)
 
         def start() -> None:
             task = asyncio.get_running_loop().create_task(self._reboot(node.name, outcome))
@@ -379,22 +411,43 @@ class FakeTalosFleet:
 
     async def _reboot(self, name: str, outcome: RebootOutcome) -> None:
         await asyncio.sleep(0)  # let grpclib finish writing the reply before connections are cut
-        node = self.node(name)
+        with self._lock:
+            node = self._nodes.get(name)
+        if node is None:
+            return  # removed before its reboot began: nothing to take down, nothing comes back
+        stages = self.reboot_stages
+        boot = node.boot_id
         node._set(stage="rebooting", ready=False)
+        # each sleep is a simulated stage duration, not a wait for a condition
+        if stages.rebooting > 0:
+            await asyncio.sleep(stages.rebooting)
+            if not self._same_boot(name, node, boot) or node.maintenance:
+                return  # removed, in maintenance or rebooted again meanwhile: that change wins
         await self._down(name)
-        await asyncio.sleep(self.reboot_downtime)  # the simulated reboot duration, not a wait for a condition
-        if name not in self._nodes or self._nodes[name] is not node:
+        await asyncio.sleep(self.reboot_downtime)
+        if not self._same_boot(name, node, boot):
             return  # the Machine (and its node) was removed while it rebooted: nothing comes back
-        node._set(new_boot=True)
         if outcome is RebootOutcome.NEVER:
-            node._set(stage="booting", ready=False)
+            node._set(new_boot=True, stage="booting", ready=False)
             return
         if outcome is RebootOutcome.MAINTENANCE:
-            node._set(stage="maintenance", ready=False, maintenance=True)
+            node._set(new_boot=True, stage="maintenance", ready=False, maintenance=True)
             self._record("talos.maintenance", name, address=node.address)
-        else:
-            node._set(stage="running", ready=True, maintenance=False)
+            await self._up(name)
+            return
+        node._set(new_boot=True, stage="booting", ready=False, maintenance=False)
+        boot = node.boot_id
         await self._up(name)
+        for stage, ready, hold in (("running", False, stages.booting), ("running", True, stages.not_ready)):
+            await asyncio.sleep(hold)
+            if not self._same_boot(name, node, boot) or node.maintenance or node.stage not in ("booting", "running"):
+                return
+            node._set(stage=stage, ready=ready)
+
+    def _same_boot(self, name: str, node: FakeTalosNode, boot_id: str) -> bool:
+        with self._lock:
+            current = self._nodes.get(name)
+        return current is node and node.boot_id == boot_id
 
 
 def endpoint_address(fleet: FakeTalosFleet, name: str) -> str:

@@ -1,22 +1,40 @@
 """State of one simulated Talos node and the records the fake keeps about it.
 
 Contract: plain data, thread-safe through a lock; no I/O. Changes that affect the endpoint (maintenance,
-unreachable) are handed to the owning fleet, which applies them on its loop.
+unreachable) are handed to the owning fleet, which applies them on its loop. Like Talos, the node keeps the events
+of its current boot (:class:`sim.talos.events.EventLog`): every change of stage or readiness appends a
+``MachineStatusEvent`` and bumps the MachineStatus resource's version and ``updated`` time; a new boot starts an
+empty log and a MachineStatus created at that moment.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from capi_rollout.adapters.talos.client import parse_version
+from sim.talos.api import machine_pb2, parse_version
+from sim.talos.events import EventLog
 
 if TYPE_CHECKING:
     from sim.pki import CertKey
     from sim.talos.fleet import FakeTalosFleet
+
+
+# MachineStatusEvent.MachineStage numbers by stage name (``shutting down`` → SHUTTING_DOWN).
+STAGE_NUMBERS = {v.name.lower().replace("_", " "): v.number
+                 for v in machine_pb2.MachineStatusEvent.MachineStage.DESCRIPTOR.values}
+
+
+def unmet_conditions(stage: str, ready: bool) -> list[tuple[str, str]]:
+    """Why a booting or running node is not ready (Talos's MachineStatus controller checks time, network,
+    services, static pods and the Kubernetes node; the simulator only models the last one)."""
+    if ready or stage not in ("booting", "running"):
+        return []
+    return [("nodeReady", "node not ready")]
 
 
 class RebootOutcome(StrEnum):
@@ -67,6 +85,10 @@ class FakeTalosNode:
         self._unreachable = False
         self._up = False
         self._certificate: CertKey | None = None  # served instead of the node's own (impostor tests)
+        self.events = EventLog()
+        self._status_version = 1
+        self._status_created = self._status_updated = time.time()
+        self._record_status()
 
     def __repr__(self) -> str:
         return (f"FakeTalosNode({self.name!r}, {self.endpoint!r}, {self.talos_version}, stage={self.stage!r}, "
@@ -128,10 +150,26 @@ class FakeTalosNode:
         with self._lock:
             return self._up
 
+    @property
+    def status_metadata(self) -> tuple[int, float, float]:
+        """The MachineStatus resource's (version, created, updated) — times as ``time.time()`` values."""
+        with self._lock:
+            return self._status_version, self._status_created, self._status_updated
+
     def set_stage(self, stage: str, ready: bool) -> None:
         """Change what MachineStatus says (no effect on TLS; use :meth:`enter_maintenance` for that)."""
-        with self._lock:
-            self._stage, self._ready = stage, ready
+        self._set(stage=stage, ready=ready)
+
+    def record_event(self, payload: Any, actor_id: str = "") -> None:
+        """Append an event of this boot (a ``SequenceEvent`` for an accepted reboot, ...)."""
+        self.events.append(payload, actor_id)
+
+    def _record_status(self) -> None:
+        stage_number = STAGE_NUMBERS.get(self._stage, 0)
+        status = machine_pb2.MachineStatusEvent.MachineStatus(ready=self._ready, unmet_conditions=[
+            machine_pb2.MachineStatusEvent.MachineStatus.UnmetCondition(name=n, reason=r)
+            for n, r in unmet_conditions(self._stage, self._ready)])
+        self.events.append(machine_pb2.MachineStatusEvent(stage=stage_number, status=status))
 
     def enter_maintenance(self) -> None:
         """Serve as Talos maintenance mode: self-signed cert, no client cert, reader role, stage maintenance."""
@@ -145,15 +183,24 @@ class FakeTalosNode:
     def _set(self, *, stage: str | None = None, ready: bool | None = None, maintenance: bool | None = None,
              unreachable: bool | None = None, up: bool | None = None, new_boot: bool = False) -> None:
         with self._lock:
+            if new_boot:
+                self._boot_id = str(uuid.uuid4())
+                self.events = EventLog()
+                self._status_version = 0
+                self._status_created = time.time()
+            changed = new_boot or (stage is not None and stage != self._stage) or (
+                ready is not None and ready != self._ready)
             if stage is not None:
                 self._stage = stage
             if ready is not None:
                 self._ready = ready
+            if changed:
+                self._status_version += 1
+                self._status_updated = time.time()
+                self._record_status()
             if maintenance is not None:
                 self._maintenance = maintenance
             if unreachable is not None:
                 self._unreachable = unreachable
             if up is not None:
                 self._up = up
-            if new_boot:
-                self._boot_id = str(uuid.uuid4())

@@ -14,7 +14,9 @@ Results are values, not exceptions (except :meth:`TalosClient.version`, which ra
   certificate of the talosconfig CA that is expired, not yet valid or issued for another address, or one of
   any other CA, is UNTRUSTED: never read without credentials, never rebooted. Every such detail carries the
   x509 reason and the certificate's SHA-256 fingerprint. PermissionDenied/Unauthenticated or a refused TLS
-  handshake → DENIED; refused connections, resets and timeouts → UNREACHABLE.
+  handshake → DENIED; refused connections, resets and timeouts → UNREACHABLE — except that a connection ended
+  after the handshake is DENIED when our client certificate's ExtKeyUsage is not exactly ClientAuth (Talos's apid
+  refuses such a certificate in the handshake, which a TLS 1.3 client only sees as the connection ending).
 * :meth:`TalosClient.reboot` first confirms the node answering is the node meant when a node name is given
   (the Version reply's hostname and the verified certificate's SAN names must name it), reads the boot ID
   (like ``talosctl reboot --wait``), then sends ``machine.MachineService/Reboot`` with the mode. Talos answers
@@ -23,7 +25,8 @@ Results are values, not exceptions (except :meth:`TalosClient.version`, which ra
   Unimplemented up to Talos 1.12 and PermissionDenied from 1.13): the result is ``accepted=False,
   state=MAINTENANCE``. ``force`` exists only since Talos v1.12; older Talos would silently do a default reboot
   (proto3 keeps the unknown enum value and its sequencer only tests for POWERCYCLE), so the client reads the
-  version first and refuses ``force`` on older nodes itself.
+  version first and refuses ``force`` on older nodes itself. A maintenance node of Talos ≤ 1.12 answers Version
+  without credentials Unimplemented (its maintenance server serves os:admin only): a MAINTENANCE error.
 * :meth:`TalosClient.boot_id` reads ``/proc/sys/kernel/random/boot_id`` with ``MachineService/Read`` (what
   ``talosctl reboot --wait`` does; os:admin), else the ``BootIDs.runtime.talos.dev`` resource (Talos ≥ v1.14,
   any role); None when the node lets us read neither.
@@ -60,7 +63,7 @@ from capi_rollout.adapters.talos import messages
 from capi_rollout.adapters.talos.config import TalosConfig
 from capi_rollout.adapters.talos.status import MachineStatus, machine_status
 from capi_rollout.adapters.talos.tls import insecure_client_context, mtls_client_context
-from capi_rollout.adapters.talos.trust import Judgement, Validity, client_validity, judge
+from capi_rollout.adapters.talos.trust import Judgement, Validity, client_ext_key_usage, client_validity, judge
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +236,9 @@ class TalosClient:
         self._ca_pem = config.ca_pem
         try:
             self._validity: Validity | None = client_validity(config.crt_pem)
+            self._usage: tuple[str, ...] | None = client_ext_key_usage(config.crt_pem)
         except ValueError:
-            self._validity = None
+            self._validity = self._usage = None
         self._port = port
         self._timeout = timeout
         self._now = now
@@ -253,16 +257,34 @@ class TalosClient:
         """The validity window of the talosconfig's client certificate (None when it does not parse)."""
         return self._validity
 
+    @property
+    def _usage_refused(self) -> bool:
+        """Talos (apid) refuses our client certificate in the TLS handshake: its ExtKeyUsage is not [ClientAuth]."""
+        return self._usage is not None and self._usage != ("ClientAuth",)
+
     def _client_note(self) -> str:
-        """Why the node may have refused us: our own certificate outside its validity window ('' when fine)."""
+        """Why the node may have refused us: our own certificate outside its validity window or with an
+        ExtKeyUsage Talos refuses ('' when fine)."""
         v, now = self._validity, self._now()
-        if v is None:
-            return ""
-        if v.not_after < now:
-            return f"; the talosconfig client certificate expired at {_ts(v.not_after)}"
-        if v.not_before > now:
-            return f"; the talosconfig client certificate is not valid before {_ts(v.not_before)}"
-        return ""
+        note = ""
+        if v is not None and v.not_after < now:
+            note = f"; the talosconfig client certificate expired at {_ts(v.not_after)}"
+        elif v is not None and v.not_before > now:
+            note = f"; the talosconfig client certificate is not valid before {_ts(v.not_before)}"
+        if self._usage_refused:
+            note += (f"; the talosconfig client certificate's ExtKeyUsage is {', '.join(self._usage or ()) or 'absent'}"
+                     ", not exactly ClientAuth: Talos refuses it in the TLS handshake")
+        return note
+
+    def _describe_mtls(self, exc: BaseException) -> tuple[ProbeState, str]:
+        """:func:`_describe` for a call with our client certificate. Talos refuses a certificate it does not accept
+        during the handshake; with TLS 1.3 the client's side has completed by then, so the refusal arrives as the
+        connection ending. With a certificate Talos is known to refuse, that is DENIED, not an unreachable node."""
+        state, detail = _describe(exc, self._timeout)
+        dropped = not isinstance(exc, TimeoutError | ConnectionRefusedError | GRPCError)
+        if state is ProbeState.UNREACHABLE and dropped and self._usage_refused:
+            return ProbeState.DENIED, f"the node ended the connection after the TLS handshake ({detail})"
+        return state, detail
 
     async def _unary(self, address: str, ctx: ssl.SSLContext, path: str, request: Any, reply_type: Any) -> Any:
         host, port = split_address(address, self._port)
@@ -338,7 +360,7 @@ class TalosClient:
         except ssl.SSLCertVerificationError as exc:
             result = await self._probe_insecure(address, exc)
         except _CALL_ERRORS as exc:
-            state, detail = _describe(exc, self._timeout)
+            state, detail = self._describe_mtls(exc)
             if state in (ProbeState.DENIED, ProbeState.UNREACHABLE):
                 detail += self._client_note()
             result = NodeProbe(address, state, None, None, detail)
@@ -372,10 +394,12 @@ class TalosClient:
                 reply = await self._unary(address, self._insecure, messages.VERSION_PATH, messages.Empty(),
                                           messages.VersionResponse)
             except _CALL_ERRORS as exc2:
-                state, detail = _describe(exc2, self._timeout)
-                raise TalosCallError(address, state, detail) from None
+                # Talos ≤ 1.12's maintenance server serves Version to os:admin only (Unimplemented otherwise)
+                _, detail = _describe(exc2, self._timeout)
+                raise TalosCallError(address, ProbeState.MAINTENANCE, f"node in maintenance mode; Version without "
+                                     f"credentials: {detail}; {probe.detail}") from None
         except _CALL_ERRORS as exc:
-            state, detail = _describe(exc, self._timeout)
+            state, detail = self._describe_mtls(exc)
             raise TalosCallError(address, state, detail + self._client_note()) from None
         if reply is None or not reply.messages:
             raise TalosCallError(address, ProbeState.UNREACHABLE, "Version returned no message")
@@ -538,7 +562,7 @@ class TalosClient:
             return RebootResult(address, False, ProbeState.UNREACHABLE,
                                 f"{what} no answer within {self._timeout:g}s; the node may or may not be rebooting")
         except _CALL_ERRORS as exc:
-            state, detail = _describe(exc, self._timeout)
+            state, detail = self._describe_mtls(exc)
             if sent and state is ProbeState.UNREACHABLE:
                 return RebootResult(address, True, ProbeState.BOOTING, f"{detail} right after the request was sent; "
                                     "Talos reboots in the background, so the reboot is taken as accepted")

@@ -13,7 +13,8 @@ fingerprint. The rule:
 * issued by some other CA (not self-signed): not maintenance mode, not ours — an impostor or another cluster's
   node. Never read, never rebooted.
 
-:func:`client_validity` reads the talosconfig client certificate's validity window, for preflight.
+:func:`client_validity` reads the talosconfig client certificate's validity window, for preflight;
+:func:`client_ext_key_usage` its ExtKeyUsage (apid refuses anything but exactly ClientAuth in the TLS handshake).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,18 @@ def judge(der: bytes, *, ca_pem: bytes, host: str, now: dt.datetime, openssl_rea
 class Validity:
     not_before: dt.datetime
     not_after: dt.datetime
+
+
+def client_ext_key_usage(crt_pem: bytes) -> tuple[str, ...]:
+    """The ExtKeyUsage of the (first) certificate in ``crt_pem`` (``("ClientAuth",)``; unknown usages as dotted
+    OIDs; empty without the extension); ValueError when it does not parse. apid accepts exactly ClientAuth."""
+    cert = x509.load_pem_x509_certificates(crt_pem)[0]
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return ()
+    names = {ExtendedKeyUsageOID.CLIENT_AUTH: "ClientAuth", ExtendedKeyUsageOID.SERVER_AUTH: "ServerAuth"}
+    return tuple(names.get(oid, oid.dotted_string) for oid in usages)
 
 
 def client_validity(crt_pem: bytes) -> Validity:
