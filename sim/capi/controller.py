@@ -121,6 +121,10 @@ class Controllers:
         self._tcp_name = f"{scenario.cluster}-cp"
         self.cluster_uid = ""
         self.passes = 0
+        self._actions = list(scenario.actions)  # not yet applied
+        self._cp_version: str | None = None  # the TCP's status.version as last written
+        self._cp_stable = True  # neither upgrading nor rolling (CAPI's ControlPlaneIsStable)
+        self._held: set[str] = set()  # MachineDeployments / MachineSets whose hold was recorded
 
     # ------------------------------------------------------------------------------------------ names
 
@@ -179,9 +183,12 @@ class Controllers:
                 ordinal = self._ordinals.get(f"new-{m.role}-{m.deployment}", 0) - 1
             if not flt.matches(f, name=m.name, role=m.role, deployment=m.deployment, ordinal=ordinal):
                 continue
-            if existing and (f.kind == "slow" or f.when == "mid"):
-                continue  # existing machines already booted: slowness is moot; `mid` faults arm at the trigger
-            m.armed.append(flt.Armed(f, m.created_at if not existing else min(now, 0.0)))
+            if existing and (f.kind == "slow" or f.when in ("mid", "at")):
+                continue  # existing machines already booted: slowness is moot; `mid`/`at` faults arm at the trigger
+            armed_at = m.created_at if not existing else min(now, 0.0)
+            if f.when == "at" and self.triggered_at is not None:
+                armed_at = max(armed_at, self.triggered_at + f.at)
+            m.armed.append(flt.Armed(f, armed_at))
             self.timeline.record("fault.injected", m.name, fault=f.kind, when=f.when, recover=f.recover)
         family = m.owner if m.role == "cp" else (m.deployment or m.owner)
         for f in self._inherit.pop(family, []):
@@ -267,8 +274,8 @@ class Controllers:
             self.triggered_at = self.clock.now()
             for m in list(self.machines.values()):
                 for f in s.faults:
-                    if f.when == "mid" and f.kind != "slow" and f.target.machine == m.name:
-                        m.armed.append(flt.Armed(f, self.triggered_at))
+                    if f.when in ("mid", "at") and f.kind != "slow" and f.target.machine == m.name:
+                        m.armed.append(flt.Armed(f, self.triggered_at + (f.at if f.when == "at" else 0.0)))
                         self.timeline.record("fault.injected", m.name, fault=f.kind, when=f.when, recover=f.recover)
         if trigger in ("tcp-version", "both"):
             self.store.patch("taloscontrolplanes", self.tcp_name, {"spec": {
@@ -349,11 +356,36 @@ class Controllers:
                     due.append(nxt)
         for name in [n for n, m in list(self.machines.items()) if n not in api_machines and m.last_signature]:
             self._forget(self.machines[name], "machine.deleted")
+        self._apply_actions(api_machines, now)
         changed = self._reconcile_tcp(api_machines, now, iso)
         changed |= self._reconcile_deployments(api_machines, now, iso)
         if changed:
             return now
         return min(due) if due else None
+
+    def _apply_actions(self, api_machines: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        """Scenario actions that are due: annotate / label their Machine (once it exists)."""
+        if self.triggered_at is None or not self._actions:
+            return
+        for action in list(self._actions):
+            if now < self.triggered_at + action.at:
+                continue
+            name = self._action_target(action.target)
+            if name is None or name not in api_machines:
+                continue
+            meta = {k: dict(v) for k, v in (("annotations", action.annotations), ("labels", action.labels)) if v}
+            self.store.patch("machines", name, {"metadata": meta})  # merge patch: a null value removes the key
+            self._actions.remove(action)
+            self.timeline.record("machine.annotated", name, **{k: "-" if v is None else v for k, v in
+                                                               {**action.annotations, **action.labels}.items()})
+
+    def _action_target(self, t: Any) -> str | None:
+        if t.machine is not None:
+            return str(t.machine)
+        with self._lock:
+            new = sorted((m for m in self.machines.values() if m.role == t.role and m.ordinal is not None
+                          and (t.deployment is None or m.deployment == t.deployment)), key=lambda m: m.ordinal or 0)
+        return new[t.ordinal].name if t.ordinal is not None and t.ordinal < len(new) else None
 
     def _forget(self, m: SimMachine, kind: str) -> None:
         with self._lock:
@@ -477,10 +509,15 @@ class Controllers:
             changed = True
         ready = sum(1 for v in views if v.ready and not v.deleting)
         versions = [m["spec"].get("version", "") for m in cp_objs]
+        self._cp_version = min(versions, key=_semver) if versions else tcp["spec"]["version"]
+        self._cp_stable = rollout.control_plane_stable(
+            spec_version=tcp["spec"]["version"], status_version=self._cp_version,
+            rolling=outdated or step.action != "done" or changed,
+        )
         status = o.tcp_status(
             replicas=len(views), ready_replicas=ready, unavailable=max(0, replicas - ready),
             up_to_date=not outdated and not changed, generation=generation,
-            version=min(versions, key=_semver) if versions else tcp["spec"]["version"],
+            version=self._cp_version,
             selector=o.selector_string({o.CLUSTER_NAME_LABEL: self.s.cluster, o.CONTROL_PLANE_LABEL: ""}),
             now=iso,
         )
@@ -541,12 +578,18 @@ class Controllers:
         current = o.template_hash(md["spec"]["template"])
         generation = int(md["metadata"].get("generation", 1))
         replicas = int(md["spec"].get("replicas", 1))
+        held = False
         if not any(s["metadata"].get("labels", {}).get(o.TEMPLATE_HASH_LABEL) == current for s in sets):
-            sets.append(self._create_machine_set(md, replicas=0 if sets else replicas))
-            changed = True
+            held = bool(sets) and self.s.controllers.order == "control-plane-first" and not self._cp_stable
+            if not held:
+                sets.append(self._create_machine_set(md, replicas=0 if sets else replicas))
+                changed = True
+        self._note_hold(md["metadata"]["name"], "machinedeployment.held",
+                        "control-plane-first: the rollout waits until the control plane is rolled out" if held
+                        else None)
         strat = o.md_strategy(md)
         views = self._set_views(sets, by_set, current)
-        scales = rollout.plan_deployment(
+        scales = [] if held else rollout.plan_deployment(
             views, replicas=replicas, max_surge=strat["maxSurge"], max_unavailable=strat["maxUnavailable"],
             strategy=strat["type"],
         )
@@ -596,7 +639,14 @@ class Controllers:
                 for m in machines
             ]
         plan = rollout.plan_machine_set(views, replicas=int(ms["spec"].get("replicas", 0)))
-        for _ in range(plan.create):
+        blocked = None
+        if plan.create and self.s.controllers.machineset_preflight:
+            blocked = rollout.machineset_preflight(
+                cp_stable=self._cp_stable, cp_version=self._cp_version,
+                machine_version=str(ms["spec"]["template"]["spec"].get("version", "")),
+            )
+        self._note_hold(ms["metadata"]["name"], "machineset.preflight-blocked", blocked)
+        for _ in range(0 if blocked else plan.create):
             self._create_worker_machine(ms, d)
         for name in plan.delete:
             self.timeline.record("controller.delete", name, reason=plan.reason)
@@ -609,7 +659,16 @@ class Controllers:
             selector=o.selector_string(ms["spec"]["selector"]["matchLabels"]),
         )
         self._write_status("machinesets", ms, status)
-        return bool(plan.create or plan.delete)
+        return bool((plan.create and not blocked) or plan.delete)
+
+    def _note_hold(self, name: str, kind: str, reason: str | None) -> None:
+        """Record when ``name`` starts being held (``reason``) and when it is released, once each."""
+        if reason is not None and name not in self._held:
+            self._held.add(name)
+            self.timeline.record(kind, name, reason=reason)
+        elif reason is None and name in self._held:
+            self._held.discard(name)
+            self.timeline.record(kind.rsplit(".", 1)[0] + ".released", name)
 
 
 def _ref_name(ref: Mapping[str, Any]) -> str:
