@@ -4,7 +4,9 @@ Machine controllers and the infrastructure provider, for one simulated cluster.
 Contract: all Kubernetes I/O goes through a :class:`~sim.capi.kube.Store`; all Talos node changes go
 through a :class:`NodeFleet`; every decision comes from the pure planners (``phases``, ``rollout``,
 ``faults``) fed with the simulated time of a :class:`SimClock`. :meth:`Controllers.reconcile` is one
-pass (list → plan → write) and returns when it next needs to run; :meth:`Controllers.run` repeats it
+pass (list → plan → write) and returns when it next needs to run; its lists come from the store's watch cache
+and its independent writes (statuses, Machine creations and deletions, finalizer removals) leave together at
+the end of the pass (:meth:`~sim.capi.kube.Store.run_concurrently`); :meth:`Controllers.run` repeats it
 until stopped, woken early by API watches and Talos reboots. The controller only touches objects it
 created (label ``capi-rollout.dev/simulated=true``), removes its own finalizers and deletes a
 MachineSet's machines itself (the test API server has no garbage collector).
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from sim import objects as o
@@ -85,6 +88,7 @@ class SimMachine:
     last_ready: bool = False
     last_stage: tuple[str, bool] | None = None
     unreachable: bool = False
+    releasing: bool = False  # its finalizer removal is on its way
 
     def facts(self, reboot_duration: float) -> Any:
         return flt.facts(
@@ -121,6 +125,9 @@ class Controllers:
         self._tcp_name = f"{scenario.cluster}-cp"
         self.cluster_uid = ""
         self.passes = 0
+        # This pass's independent writes (statuses, creations, deletions, finalizer removals), sent together at
+        # its end: (the write, what to do once it succeeded or None, what to do if it failed or None).
+        self._deferred: list[tuple[Callable[[], Any], Callable[[], None] | None, Callable[[], None] | None]] = []
         self._actions = list(scenario.actions)  # not yet applied
         self._cp_version: str | None = None  # the TCP's status.version as last written
         self._cp_stable = True  # neither upgrading nor rolling (CAPI's ControlPlaneIsStable)
@@ -241,7 +248,7 @@ class Controllers:
         return ms
 
     def _create_worker_machine(
-        self, ms: Mapping[str, Any], d: DeploymentSpec, *, created_at: float | None = None
+        self, ms: Mapping[str, Any], d: DeploymentSpec, *, created_at: float | None = None, defer: bool = False,
     ) -> None:
         s = self.s
         ms_name = ms["metadata"]["name"]
@@ -259,10 +266,14 @@ class Controllers:
             o.DEPLOYMENT_NAME_LABEL: self.md_name(d), o.SET_NAME_LABEL: ms_name,
             o.TEMPLATE_HASH_LABEL: ms["metadata"]["labels"][o.TEMPLATE_HASH_LABEL],
         }
-        self.store.create("machines", o.machine(
+        body = o.machine(
             s.capi_line, name=name, namespace=s.namespace, cluster_name=s.cluster, owner=ms, version=version,
             infra_template=_ref_name(tpl.get("infrastructureRef", {})), labels=labels,
-        ))
+        )
+        if defer:
+            self._defer(lambda: self.store.create("machines", body))
+        else:
+            self.store.create("machines", body)
 
     # ------------------------------------------------------------------------------------------ the user
 
@@ -348,6 +359,7 @@ class Controllers:
         iso = _iso_now()
         api_machines = {m["metadata"]["name"]: m for m in self.store.list("machines")}
         due: list[float] = []
+        self._deferred = []
         for name, obj in api_machines.items():
             m = self.machines.get(name)
             if m is not None:
@@ -359,9 +371,31 @@ class Controllers:
         self._apply_actions(api_machines, now)
         changed = self._reconcile_tcp(api_machines, now, iso)
         changed |= self._reconcile_deployments(api_machines, now, iso)
+        if self._flush():
+            return now
         if changed:
             return now
         return min(due) if due else None
+
+    def _defer(self, write: Callable[[], Any], *, ok: Callable[[], None] | None = None,
+               failed: Callable[[], None] | None = None) -> None:
+        self._deferred.append((write, ok, failed))
+
+    def _flush(self) -> bool:
+        """Send this pass's deferred writes together; True if one failed (the next pass comes at once)."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return False
+        errors = self.store.run_concurrently([w for w, _, _ in deferred])
+        for (_, ok, failed), error in zip(deferred, errors, strict=True):
+            callback = ok if error is None else failed
+            if callback is not None:
+                callback()
+        problems = [e for e in errors if e is not None and getattr(e, "status", None) != 404]
+        for e in problems[:3]:
+            self.errors.append(f"{type(e).__name__}: {str(e)[:300]}")
+            self.timeline.record("sim.error", self.s.cluster, error=type(e).__name__)
+        return bool(problems)
 
     def _apply_actions(self, api_machines: Mapping[str, Mapping[str, Any]], now: float) -> None:
         """Scenario actions that are due: annotate / label their Machine (once it exists)."""
@@ -411,8 +445,11 @@ class Controllers:
             done_at = m.deleting_since + self.t.deletion * factor
             stalled = flt.in_force(m.armed, "stall-deletion", m.reboots, now, reboot_dur)
             if not stalled and now >= done_at:
-                self.store.patch("machines", m.name, {"metadata": {"finalizers": None}})
-                self._forget(m, "machine.deleted")
+                if not m.releasing:
+                    m.releasing = True
+                    self._defer(partial(self.store.patch, "machines", m.name, {"metadata": {"finalizers": None}}),
+                                ok=partial(self._forget, m, "machine.deleted"),
+                                failed=partial(setattr, m, "releasing", False))
                 return None
             if not stalled:
                 due = done_at if due is None else min(due, done_at)
@@ -434,7 +471,8 @@ class Controllers:
                     old.get("deprecated", {}).get("v1beta1", {}).get("conditions"),
                     status["deprecated"]["v1beta1"]["conditions"],
                 )
-            self.store.patch_status("machines", m.name, status)
+            self._defer(partial(self.store.patch_status, "machines", m.name, status),
+                        failed=partial(setattr, m, "last_signature", None))  # a failed write: again next pass
             m.last_signature = sig
             if p.phase != m.last_phase:
                 self.timeline.record("machine.phase", m.name, phase=p.phase)
@@ -536,7 +574,8 @@ class Controllers:
         if "conditions" in status:
             o.keep_transition_times(old.get("conditions"), status["conditions"])
         if _strip_times(old) != _strip_times(status):
-            self.store.patch_status(plural, obj["metadata"]["name"], status)
+            name = obj["metadata"]["name"]
+            self._defer(lambda: self.store.patch_status(plural, name, status))
 
     # ------------------------------------------------------------------------------------------ MD + MS
 
@@ -647,10 +686,10 @@ class Controllers:
             )
         self._note_hold(ms["metadata"]["name"], "machineset.preflight-blocked", blocked)
         for _ in range(0 if blocked else plan.create):
-            self._create_worker_machine(ms, d)
+            self._create_worker_machine(ms, d, defer=True)
         for name in plan.delete:
             self.timeline.record("controller.delete", name, reason=plan.reason)
-            self.store.delete("machines", name)
+            self._defer(partial(self.store.delete, "machines", name))
         live = [v for v in views if not v.deleting]
         ready = sum(1 for v in live if v.ready)
         status = o.ms_status(
