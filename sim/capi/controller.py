@@ -633,11 +633,10 @@ class Controllers:
             strategy=strat["type"],
         )
         for sc in scales:
-            self.store.patch("machinesets", sc.machine_set, {"spec": {"replicas": sc.replicas}})
+            self._defer(partial(self.store.patch, "machinesets", sc.machine_set, {"spec": {"replicas": sc.replicas}}))
             self.timeline.record("machineset.scaled", sc.machine_set, replicas=sc.replicas, reason=sc.reason)
-            for s in sets:
-                if s["metadata"]["name"] == sc.machine_set:
-                    s["spec"]["replicas"] = sc.replicas
+            sets = [{**s, "spec": {**s["spec"], "replicas": sc.replicas}} if s["metadata"]["name"] == sc.machine_set
+                    else s for s in sets]  # objects from the store's cache are shared: never changed in place
             changed = True
         for s in sets:
             changed |= self._reconcile_ms(s, d, by_set.get(s["metadata"]["name"], []))
