@@ -97,8 +97,9 @@ def scaled(scenario: str | Scenario, *, namespace: str | None = None, safe_worke
     """A bundled (or given) scenario in a fresh namespace with :data:`FAST_TIMINGS`.
 
     ``safe_workers`` gives every MachineDeployment the one strategy the engine accepts (maxSurge 0,
-    maxUnavailable 1; the bundled scenarios surge by one, which preflight refuses). ``changes`` replace
-    Scenario fields (``faults=...``, ``talos_version=...``); ``timings=`` may be a dict of FAST_TIMINGS changes.
+    maxUnavailable 1, as the bundled scenarios already have; a test-built one may surge, which preflight refuses).
+    ``changes`` replace Scenario fields (``faults=...``, ``talos_version=...``); ``timings=`` may be a dict of
+    FAST_TIMINGS changes.
     """
     s = load(scenario) if isinstance(scenario, str) else scenario
     ns = namespace or f"e2e-{s.name}"[:50].rstrip("-") + "-" + uuid.uuid4().hex[:6]
@@ -109,9 +110,17 @@ def scaled(scenario: str | Scenario, *, namespace: str | None = None, safe_worke
     return s.validate()
 
 
+DURATION_PARAMETERS = ("pollInterval", "stallTimeout", "controlPlaneTimeout", "workersTimeout")
+
+
 def parameters(scenario: Scenario, **overrides: str) -> dict[str, str]:
-    """The workflow's parameters for ``scenario``'s cluster: :data:`SCALED_PARAMETERS` plus ``overrides``."""
-    return {"clusterName": scenario.cluster, "clusterNamespace": scenario.namespace, **SCALED_PARAMETERS,
+    """The workflow's parameters for ``scenario``'s cluster: :data:`SCALED_PARAMETERS`, then the scenario's own
+    ``workflow.parameters`` (its durations only if it kept its own timings: under :data:`FAST_TIMINGS` the scaled
+    durations fit, the scenario's do not), then ``overrides``."""
+    own = dict(scenario.workflow_parameters)
+    if scenario.timings == FAST_TIMINGS:
+        own = {k: v for k, v in own.items() if k not in DURATION_PARAMETERS}
+    return {"clusterName": scenario.cluster, "clusterNamespace": scenario.namespace, **SCALED_PARAMETERS, **own,
             **overrides}
 
 

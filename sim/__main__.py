@@ -3,6 +3,7 @@
 Contract: a thin shell (argv in, exit code out) around :class:`sim.simulator.Simulator`.
 
     python -m sim scenarios                       # list the bundled scenarios
+    python -m sim params happy [--namespace NS] [--format flags|argo]   # the scenario's workflow parameters
     python -m sim run --kubeconfig KC --scenario happy [--namespace NS] [--time-scale 60]
                       [--trigger-after 5] [--duration 600] [--timeline-out timeline.txt] [--allow-real-capi]
                       [--output text|json] [--ready-file F]
@@ -15,6 +16,10 @@ line, which ``sim.timeline.Timeline.parse`` reads back), triggers the rollout (t
 or after ``--duration``. ``--in-cluster`` uses the pod's ServiceAccount; ``--endpoints service`` serves each
 fake Talos node on the pod address behind its own Service (see ``sim.simulator``); ``--ready-file`` is written
 once the simulated cluster exists and removed when the simulator stops (a readiness probe reads it).
+``params`` prints the scenario's workflow parameters (``workflow.parameters`` plus its cluster name and namespace)
+as flags for ``capi-rollout run`` (``--format flags``, the default) or for ``argo submit`` (``--format argo``), so
+a scenario file is a complete story: ``python -m sim run --scenario S`` in one shell, then
+``capi-rollout run $(python -m sim params S) --kubeconfig KC`` in another.
 Exit codes: 0 stopped normally, 1 the simulator failed or refused the target, 2 bad usage or scenario.
 """
 
@@ -35,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim", description="Simulate a Talos CAPI cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the bundled scenarios")
+    params = sub.add_parser("params", help="print a scenario's workflow parameters as command-line flags")
+    params.add_argument("scenario", help="a bundled scenario name or a YAML file")
+    params.add_argument("--namespace", default=None, help="override the scenario's namespace")
+    params.add_argument("--format", choices=("flags", "argo"), default="flags",
+                        help="flags: --name value (capi-rollout run); argo: -p name=value (argo submit)")
     run = sub.add_parser("run", help="make a simulated cluster appear on an API server")
     where = run.add_mutually_exclusive_group(required=True)
     where.add_argument("--kubeconfig")
@@ -67,6 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in bundled():
             print(f"{name:<36} {load(name).description}")
         return 0
+    if args.command == "params":
+        try:
+            scenario = load(args.scenario)
+        except (OSError, ScenarioError) as exc:
+            print(f"python -m sim: {exc}", file=sys.stderr)
+            return 2
+        print(" ".join(workflow_arguments(scenario, namespace=args.namespace, style=args.format)))
+        return 0
     try:
         scenario = load(args.scenario)
         if args.namespace:
@@ -89,6 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("python -m sim: --endpoints service needs --pod-ip and --pod-labels", file=sys.stderr)
             return 2
     return _run(args, scenario)
+
+
+def workflow_arguments(scenario: Any, *, namespace: str | None = None, style: str = "flags") -> list[str]:
+    """The scenario's workflow parameters with its cluster name and namespace, as argv words."""
+    import shlex
+
+    values = {"clusterName": scenario.cluster, "clusterNamespace": namespace or scenario.namespace,
+              **scenario.workflow_parameters}
+    if style == "argo":
+        return [w for k, v in values.items() for w in ("-p", shlex.quote(f"{k}={v}"))]
+    return [w for k, v in values.items() for w in (f"--{k}", shlex.quote(v))]
 
 
 def _api_client(args: Any) -> Any:
@@ -127,6 +156,8 @@ def _run(args: Any, scenario: Any) -> int:
         print(f"simulating {scenario.cluster} in {scenario.namespace} ({scenario.capi_line}, "
               f"x{scenario.timings.time_scale:g}); talosconfig endpoints: "
               f"{', '.join(m.node.address for m in sim.machines('cp') if m.node)}", flush=True)
+        print(f"run the rollout: capi-rollout run {' '.join(workflow_arguments(scenario))} --kubeconfig KC",
+              flush=True)
         if ready is not None:
             ready.write_text(f"{scenario.cluster} {scenario.namespace}\n")
         while not stop.wait(0.2):

@@ -29,9 +29,12 @@ FAULT_KINDS = (
     "maintenance",  # the node's Talos API is in maintenance mode
     "talos-unreachable",  # the node's Talos API does not answer at all
     "slow",  # every phase of the target (or of every machine) takes `factor` times longer
+    "flap",  # the node alternates Ready / NotReady every `period / 2` seconds for `duration` seconds
 )
 RECOVERIES = ("after-reboot", "after-replacement", "after-n-reboots", "never")
-WHENS = ("before", "mid", "after-reboot")
+WHENS = ("before", "mid", "after-reboot", "at")
+ORDERS = ("both-at-once", "control-plane-first")
+_PARAM_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9]*$")
 ROLES = ("cp", "worker")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -108,8 +111,11 @@ class Fault:
     """One injected fault.
 
     ``when``: ``before`` (active from the start, for existing machines), ``mid`` (active once the
-    target exists after the trigger; the default) or ``after-reboot`` (the target's next reboot lands
-    it in the faulty state, e.g. maintenance). ``recover``: ``after-reboot`` (the first Talos reboot
+    target exists after the trigger; the default), ``after-reboot`` (the target's next reboot lands
+    it in the faulty state, e.g. maintenance) or ``at`` (``at`` simulated seconds after the trigger, or once
+    the target exists if later: e.g. a Ready node entering maintenance mode at a chosen moment).
+    ``flap``: Ready for ``period / 2``, NotReady for ``period / 2``, repeated for ``duration`` seconds.
+    ``recover``: ``after-reboot`` (the first Talos reboot
     heals it), ``after-n-reboots`` (the ``reboots``-th does), ``after-replacement`` (the machine stays
     broken, its replacement is healthy) or ``never`` (replacements of the target inherit the fault).
     """
@@ -120,11 +126,50 @@ class Fault:
     recover: str = "after-replacement"
     reboots: int = 1
     factor: float = 1.0
+    at: float = 0.0  # when: at — simulated seconds after the trigger
+    period: float = 0.0  # flap: one Ready + NotReady cycle, simulated seconds
+    duration: float = 0.0  # flap: how long it flaps, simulated seconds
 
     def describe(self) -> str:
         extra = f" x{self.factor:g}" if self.kind == "slow" else ""
+        if self.kind == "flap":
+            extra = f" every {self.period:g}s for {self.duration:g}s"
+        if self.when == "at":
+            return f"{self.kind}{extra} on {self.target.describe()} (at trigger+{self.at:g}s, recover {self.recover})"
         rec = f"after-{self.reboots}-reboots" if self.recover == "after-n-reboots" else self.recover
         return f"{self.kind}{extra} on {self.target.describe()} (when {self.when}, recover {rec})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    """A change somebody makes to a Machine at a chosen moment: ``at`` simulated seconds after the trigger (or
+    once the target exists, if later), set (or, with a null value, remove) ``annotations`` and ``labels`` —
+    e.g. ``cluster.x-k8s.io/skip-remediation`` on the machine a user does not want touched."""
+
+    at: float = 0.0
+    target: Target = field(default_factory=Target)
+    annotations: Mapping[str, str | None] = field(default_factory=dict)
+    labels: Mapping[str, str | None] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        keys = [*self.annotations, *self.labels]
+        return f"at trigger+{self.at:g}s on {self.target.describe()}: {', '.join(keys)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControllerSpec:
+    """How the fake CAPI controllers roll.
+
+    ``order``: ``both-at-once`` (plain CAPI without ClusterClass: TCP and MachineDeployments roll independently)
+    or ``control-plane-first`` (as a managed topology does: a MachineDeployment's rollout is held until the
+    control plane is rolled out and stable). ``machineset_preflight``: CAPI's MachineSet preflight checks
+    (feature gate MachineSetPreflightChecks): a MachineSet creates no new Machine while the control plane is
+    not stable (provisioning or upgrading: ``spec.version`` differs from ``status.version`` or it is rolling)
+    or while the Machine's Kubernetes minor would be newer than the control plane's (KubernetesVersionSkew).
+    """
+
+    order: str = "both-at-once"
+    machineset_preflight: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +191,11 @@ class Scenario:
     timings: Timings = field(default_factory=Timings)
     faults: tuple[Fault, ...] = ()
     trigger: str = "tcp-version"
+    actions: tuple[Action, ...] = ()
+    controllers: ControllerSpec = field(default_factory=ControllerSpec)
+    # The rollout workflow's parameters for this story (names as in docs/workflow.md, values as strings;
+    # durations are wall-clock, as the engine runs in real time: at time_scale 60, "10s" = 10 simulated minutes).
+    workflow_parameters: Mapping[str, str] = field(default_factory=dict)
 
     def with_timings(self, **changes: Any) -> Scenario:
         """A copy with some timings changed (tests scale durations down this way)."""
@@ -210,6 +260,48 @@ def _problems(s: Scenario) -> list[str]:
         p.append(f"timings.jitter: must be in [0, 1), got {t.jitter}")
     for i, fault in enumerate(s.faults):
         p.extend(f"faults[{i}]: {msg}" for msg in _fault_problems(fault, s))
+    for i, action in enumerate(s.actions):
+        p.extend(f"actions[{i}]: {msg}" for msg in _action_problems(action, s))
+    if s.controllers.order not in ORDERS:
+        p.append(f"controllers.order: must be one of {', '.join(ORDERS)}, got {s.controllers.order!r}")
+    if not isinstance(s.controllers.machineset_preflight, bool):
+        p.append(f"controllers.machineset_preflight: must be true or false, got {s.controllers.machineset_preflight!r}")
+    for key, value in s.workflow_parameters.items():
+        if not (isinstance(key, str) and _PARAM_NAME.match(key)):
+            p.append(f"workflow.parameters: {key!r} is not a parameter name (camelCase, e.g. stallTimeout)")
+        if not isinstance(value, str):
+            p.append(f"workflow.parameters.{key}: must be a string (quote it), got {value!r}")
+    return p
+
+
+def _target_problems(t: Target, s: Scenario) -> list[str]:
+    p: list[str] = []
+    if t.role is not None and t.role not in ROLES:
+        p.append(f"target.role: must be cp or worker, got {t.role!r}")
+    if t.machine and (t.role or t.ordinal is not None):
+        p.append("target: name a machine OR a role with an ordinal, not both")
+    if t.ordinal is not None and (t.role is None or t.ordinal < 0):
+        p.append("target.ordinal: needs a role and must be ≥ 0")
+    if t.deployment is not None and t.deployment not in {d.name for d in s.deployments}:
+        p.append(f"target.deployment: no MachineDeployment named {t.deployment!r}")
+    return p
+
+
+def _action_problems(a: Action, s: Scenario) -> list[str]:
+    p = _target_problems(a.target, s)
+    if a.at < 0:
+        p.append(f"at: must be ≥ 0 (simulated seconds after the trigger), got {a.at}")
+    if a.target.machine is None and a.target.ordinal is None:
+        p.append("target: an action needs a machine, or a role with an ordinal")
+    if not a.annotations and not a.labels:
+        p.append("an action needs annotations or labels to set")
+    for what, values in (("annotations", a.annotations), ("labels", a.labels)):
+        if not isinstance(values, Mapping):
+            p.append(f"{what}: must be a mapping of key: value (null removes the key)")
+            continue
+        for k, v in values.items():
+            if not isinstance(k, str) or not k or (v is not None and not isinstance(v, str)):
+                p.append(f"{what}.{k}: keys are strings, values strings or null, got {v!r}")
     return p
 
 
@@ -225,15 +317,19 @@ def _fault_problems(f: Fault, s: Scenario) -> list[str]:
         p.append(f"reboots: must be ≥ 1, got {f.reboots}")
     if f.kind == "slow" and f.factor <= 0:
         p.append(f"factor: must be > 0, got {f.factor}")
+    if f.kind == "flap" and not 0 < f.period <= f.duration:
+        p.append(f"flap: needs 0 < period ≤ duration (simulated seconds), got period {f.period}, "
+                 f"duration {f.duration}")
+    if f.kind != "flap" and (f.period or f.duration):
+        p.append("period/duration: only for a flap fault")
+    if f.when == "at" and f.at < 0:
+        p.append(f"at: must be ≥ 0 (simulated seconds after the trigger), got {f.at}")
+    if f.when != "at" and f.at:
+        p.append("at: only with when: at")
     t = f.target
-    if t.role is not None and t.role not in ROLES:
-        p.append(f"target.role: must be cp or worker, got {t.role!r}")
-    if t.machine and (t.role or t.ordinal is not None):
-        p.append("target: name a machine OR a role with an ordinal, not both")
-    if t.ordinal is not None and (t.role is None or t.ordinal < 0):
-        p.append("target.ordinal: needs a role and must be ≥ 0")
-    if t.deployment is not None and t.deployment not in {d.name for d in s.deployments}:
-        p.append(f"target.deployment: no MachineDeployment named {t.deployment!r}")
+    if f.when == "at" and t.machine is None and t.ordinal is None:
+        p.append("when: 'at' needs a machine, or a role with an ordinal")
+    p.extend(_target_problems(t, s))
     if t.machine is None and t.role is None and f.kind != "slow":
         p.append(f"target: a {f.kind} fault needs a machine or a role")
     if f.when == "before" and t.machine is None and t.ordinal is not None:
@@ -257,7 +353,7 @@ def from_dict(data: Mapping[str, Any]) -> Scenario:
     problems: list[str] = []
     known = {
         "name", "description", "cluster", "namespace", "capi_line", "control_plane", "deployments",
-        "timings", "faults", "trigger",
+        "timings", "faults", "trigger", "actions", "controllers", "workflow",
     }
     for key in data:
         if key not in known:
@@ -302,6 +398,30 @@ def from_dict(data: Mapping[str, Any]) -> Scenario:
         except (TypeError, ScenarioError) as exc:
             problems.extend(_messages(exc))
     kwargs["faults"] = tuple(faults)
+    actions = []
+    for i, raw in enumerate(data.get("actions") or []):
+        try:
+            values = _checked(raw, Action, f"actions[{i}]")
+            target = _checked(values.pop("target", None) or {}, Target, f"actions[{i}].target")
+            actions.append(Action(target=Target(**target), **values))
+        except (TypeError, ScenarioError) as exc:
+            problems.extend(_messages(exc))
+    kwargs["actions"] = tuple(actions)
+    if "controllers" in data:
+        try:
+            kwargs["controllers"] = ControllerSpec(**_checked(data["controllers"] or {}, ControllerSpec, "controllers"))
+        except (TypeError, ScenarioError) as exc:
+            problems.extend(_messages(exc))
+    if "workflow" in data:
+        workflow = data["workflow"] or {}
+        if not isinstance(workflow, Mapping) or set(workflow) - {"parameters"}:
+            problems.append("workflow: a mapping with one key, parameters")
+        else:
+            params = workflow.get("parameters") or {}
+            if not isinstance(params, Mapping):
+                problems.append("workflow.parameters: must be a mapping of name: value")
+            else:
+                kwargs["workflow_parameters"] = dict(params)
     if problems:
         raise ScenarioError(problems)
     try:
@@ -366,6 +486,7 @@ def to_dict(scenario: Scenario) -> dict[str, Any]:
         target = {k: v for k, v in asdict(f.target).items() if v is not None}
         fault: dict[str, Any] = {"kind": f.kind, "when": f.when, "recover": f.recover, "reboots": f.reboots,
                                  "factor": f.factor}
+        fault |= {k: getattr(f, k) for k in ("at", "period", "duration") if getattr(f, k)}
         if target:
             fault["target"] = target
         faults.append(fault)
@@ -380,4 +501,8 @@ def to_dict(scenario: Scenario) -> dict[str, Any]:
         "timings": asdict(s.timings),
         "faults": faults,
         "trigger": s.trigger,
+        "actions": [{"at": a.at, "target": {k: v for k, v in asdict(a.target).items() if v is not None},
+                     "annotations": dict(a.annotations), "labels": dict(a.labels)} for a in s.actions],
+        "controllers": asdict(s.controllers),
+        "workflow": {"parameters": dict(s.workflow_parameters)},
     }

@@ -116,7 +116,7 @@ class Simulator:
             self.controllers.bootstrap()
             self._write_talosconfig()
             self._spawn("sim-controllers", self.controllers.run, self._stop)
-            for plural in ("machines", "taloscontrolplanes", "machinedeployments"):
+            for plural in ("machines", "machinesets", "taloscontrolplanes", "machinedeployments"):
                 self._spawn(f"sim-watch-{plural}", self.store.watch, plural, self.controllers.wake, self._stop)
         except BaseException:
             self.stop()

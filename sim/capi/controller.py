@@ -4,7 +4,9 @@ Machine controllers and the infrastructure provider, for one simulated cluster.
 Contract: all Kubernetes I/O goes through a :class:`~sim.capi.kube.Store`; all Talos node changes go
 through a :class:`NodeFleet`; every decision comes from the pure planners (``phases``, ``rollout``,
 ``faults``) fed with the simulated time of a :class:`SimClock`. :meth:`Controllers.reconcile` is one
-pass (list → plan → write) and returns when it next needs to run; :meth:`Controllers.run` repeats it
+pass (list → plan → write) and returns when it next needs to run; its lists come from the store's watch cache
+and its independent writes (statuses, Machine creations and deletions, finalizer removals) leave together at
+the end of the pass (:meth:`~sim.capi.kube.Store.run_concurrently`); :meth:`Controllers.run` repeats it
 until stopped, woken early by API watches and Talos reboots. The controller only touches objects it
 created (label ``capi-rollout.dev/simulated=true``), removes its own finalizers and deletes a
 MachineSet's machines itself (the test API server has no garbage collector).
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from sim import objects as o
@@ -85,6 +88,7 @@ class SimMachine:
     last_ready: bool = False
     last_stage: tuple[str, bool] | None = None
     unreachable: bool = False
+    releasing: bool = False  # its finalizer removal is on its way
 
     def facts(self, reboot_duration: float) -> Any:
         return flt.facts(
@@ -121,6 +125,13 @@ class Controllers:
         self._tcp_name = f"{scenario.cluster}-cp"
         self.cluster_uid = ""
         self.passes = 0
+        # This pass's independent writes (statuses, creations, deletions, finalizer removals), sent together at
+        # its end: (the write, what to do once it succeeded or None, what to do if it failed or None).
+        self._deferred: list[tuple[Callable[[], Any], Callable[[], None] | None, Callable[[], None] | None]] = []
+        self._actions = list(scenario.actions)  # not yet applied
+        self._cp_version: str | None = None  # the TCP's status.version as last written
+        self._cp_stable = True  # neither upgrading nor rolling (CAPI's ControlPlaneIsStable)
+        self._held: set[str] = set()  # MachineDeployments / MachineSets whose hold was recorded
 
     # ------------------------------------------------------------------------------------------ names
 
@@ -179,9 +190,12 @@ class Controllers:
                 ordinal = self._ordinals.get(f"new-{m.role}-{m.deployment}", 0) - 1
             if not flt.matches(f, name=m.name, role=m.role, deployment=m.deployment, ordinal=ordinal):
                 continue
-            if existing and (f.kind == "slow" or f.when == "mid"):
-                continue  # existing machines already booted: slowness is moot; `mid` faults arm at the trigger
-            m.armed.append(flt.Armed(f, m.created_at if not existing else min(now, 0.0)))
+            if existing and (f.kind == "slow" or f.when in ("mid", "at")):
+                continue  # existing machines already booted: slowness is moot; `mid`/`at` faults arm at the trigger
+            armed_at = m.created_at if not existing else min(now, 0.0)
+            if f.when == "at" and self.triggered_at is not None:
+                armed_at = max(armed_at, self.triggered_at + f.at)
+            m.armed.append(flt.Armed(f, armed_at))
             self.timeline.record("fault.injected", m.name, fault=f.kind, when=f.when, recover=f.recover)
         family = m.owner if m.role == "cp" else (m.deployment or m.owner)
         for f in self._inherit.pop(family, []):
@@ -234,7 +248,7 @@ class Controllers:
         return ms
 
     def _create_worker_machine(
-        self, ms: Mapping[str, Any], d: DeploymentSpec, *, created_at: float | None = None
+        self, ms: Mapping[str, Any], d: DeploymentSpec, *, created_at: float | None = None, defer: bool = False,
     ) -> None:
         s = self.s
         ms_name = ms["metadata"]["name"]
@@ -252,10 +266,14 @@ class Controllers:
             o.DEPLOYMENT_NAME_LABEL: self.md_name(d), o.SET_NAME_LABEL: ms_name,
             o.TEMPLATE_HASH_LABEL: ms["metadata"]["labels"][o.TEMPLATE_HASH_LABEL],
         }
-        self.store.create("machines", o.machine(
+        body = o.machine(
             s.capi_line, name=name, namespace=s.namespace, cluster_name=s.cluster, owner=ms, version=version,
             infra_template=_ref_name(tpl.get("infrastructureRef", {})), labels=labels,
-        ))
+        )
+        if defer:
+            self._defer(lambda: self.store.create("machines", body))
+        else:
+            self.store.create("machines", body)
 
     # ------------------------------------------------------------------------------------------ the user
 
@@ -267,8 +285,8 @@ class Controllers:
             self.triggered_at = self.clock.now()
             for m in list(self.machines.values()):
                 for f in s.faults:
-                    if f.when == "mid" and f.kind != "slow" and f.target.machine == m.name:
-                        m.armed.append(flt.Armed(f, self.triggered_at))
+                    if f.when in ("mid", "at") and f.kind != "slow" and f.target.machine == m.name:
+                        m.armed.append(flt.Armed(f, self.triggered_at + (f.at if f.when == "at" else 0.0)))
                         self.timeline.record("fault.injected", m.name, fault=f.kind, when=f.when, recover=f.recover)
         if trigger in ("tcp-version", "both"):
             self.store.patch("taloscontrolplanes", self.tcp_name, {"spec": {
@@ -341,6 +359,7 @@ class Controllers:
         iso = _iso_now()
         api_machines = {m["metadata"]["name"]: m for m in self.store.list("machines")}
         due: list[float] = []
+        self._deferred = []
         for name, obj in api_machines.items():
             m = self.machines.get(name)
             if m is not None:
@@ -349,11 +368,58 @@ class Controllers:
                     due.append(nxt)
         for name in [n for n, m in list(self.machines.items()) if n not in api_machines and m.last_signature]:
             self._forget(self.machines[name], "machine.deleted")
+        self._apply_actions(api_machines, now)
         changed = self._reconcile_tcp(api_machines, now, iso)
         changed |= self._reconcile_deployments(api_machines, now, iso)
+        if self._flush():
+            return now
         if changed:
             return now
         return min(due) if due else None
+
+    def _defer(self, write: Callable[[], Any], *, ok: Callable[[], None] | None = None,
+               failed: Callable[[], None] | None = None) -> None:
+        self._deferred.append((write, ok, failed))
+
+    def _flush(self) -> bool:
+        """Send this pass's deferred writes together; True if one failed (the next pass comes at once)."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return False
+        errors = self.store.run_concurrently([w for w, _, _ in deferred])
+        for (_, ok, failed), error in zip(deferred, errors, strict=True):
+            callback = ok if error is None else failed
+            if callback is not None:
+                callback()
+        problems = [e for e in errors if e is not None and getattr(e, "status", None) != 404]
+        for e in problems[:3]:
+            self.errors.append(f"{type(e).__name__}: {str(e)[:300]}")
+            self.timeline.record("sim.error", self.s.cluster, error=type(e).__name__)
+        return bool(problems)
+
+    def _apply_actions(self, api_machines: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        """Scenario actions that are due: annotate / label their Machine (once it exists)."""
+        if self.triggered_at is None or not self._actions:
+            return
+        for action in list(self._actions):
+            if now < self.triggered_at + action.at:
+                continue
+            name = self._action_target(action.target)
+            if name is None or name not in api_machines:
+                continue
+            meta = {k: dict(v) for k, v in (("annotations", action.annotations), ("labels", action.labels)) if v}
+            self.store.patch("machines", name, {"metadata": meta})  # merge patch: a null value removes the key
+            self._actions.remove(action)
+            self.timeline.record("machine.annotated", name, **{k: "-" if v is None else v for k, v in
+                                                               {**action.annotations, **action.labels}.items()})
+
+    def _action_target(self, t: Any) -> str | None:
+        if t.machine is not None:
+            return str(t.machine)
+        with self._lock:
+            new = sorted((m for m in self.machines.values() if m.role == t.role and m.ordinal is not None
+                          and (t.deployment is None or m.deployment == t.deployment)), key=lambda m: m.ordinal or 0)
+        return new[t.ordinal].name if t.ordinal is not None and t.ordinal < len(new) else None
 
     def _forget(self, m: SimMachine, kind: str) -> None:
         with self._lock:
@@ -379,8 +445,11 @@ class Controllers:
             done_at = m.deleting_since + self.t.deletion * factor
             stalled = flt.in_force(m.armed, "stall-deletion", m.reboots, now, reboot_dur)
             if not stalled and now >= done_at:
-                self.store.patch("machines", m.name, {"metadata": {"finalizers": None}})
-                self._forget(m, "machine.deleted")
+                if not m.releasing:
+                    m.releasing = True
+                    self._defer(partial(self.store.patch, "machines", m.name, {"metadata": {"finalizers": None}}),
+                                ok=partial(self._forget, m, "machine.deleted"),
+                                failed=partial(setattr, m, "releasing", False))
                 return None
             if not stalled:
                 due = done_at if due is None else min(due, done_at)
@@ -402,7 +471,8 @@ class Controllers:
                     old.get("deprecated", {}).get("v1beta1", {}).get("conditions"),
                     status["deprecated"]["v1beta1"]["conditions"],
                 )
-            self.store.patch_status("machines", m.name, status)
+            self._defer(partial(self.store.patch_status, "machines", m.name, status),
+                        failed=partial(setattr, m, "last_signature", None))  # a failed write: again next pass
             m.last_signature = sig
             if p.phase != m.last_phase:
                 self.timeline.record("machine.phase", m.name, phase=p.phase)
@@ -477,10 +547,15 @@ class Controllers:
             changed = True
         ready = sum(1 for v in views if v.ready and not v.deleting)
         versions = [m["spec"].get("version", "") for m in cp_objs]
+        self._cp_version = min(versions, key=_semver) if versions else tcp["spec"]["version"]
+        self._cp_stable = rollout.control_plane_stable(
+            spec_version=tcp["spec"]["version"], status_version=self._cp_version,
+            rolling=outdated or step.action != "done" or changed,
+        )
         status = o.tcp_status(
             replicas=len(views), ready_replicas=ready, unavailable=max(0, replicas - ready),
             up_to_date=not outdated and not changed, generation=generation,
-            version=min(versions, key=_semver) if versions else tcp["spec"]["version"],
+            version=self._cp_version,
             selector=o.selector_string({o.CLUSTER_NAME_LABEL: self.s.cluster, o.CONTROL_PLANE_LABEL: ""}),
             now=iso,
         )
@@ -499,7 +574,8 @@ class Controllers:
         if "conditions" in status:
             o.keep_transition_times(old.get("conditions"), status["conditions"])
         if _strip_times(old) != _strip_times(status):
-            self.store.patch_status(plural, obj["metadata"]["name"], status)
+            name = obj["metadata"]["name"]
+            self._defer(lambda: self.store.patch_status(plural, name, status))
 
     # ------------------------------------------------------------------------------------------ MD + MS
 
@@ -541,21 +617,26 @@ class Controllers:
         current = o.template_hash(md["spec"]["template"])
         generation = int(md["metadata"].get("generation", 1))
         replicas = int(md["spec"].get("replicas", 1))
+        held = False
         if not any(s["metadata"].get("labels", {}).get(o.TEMPLATE_HASH_LABEL) == current for s in sets):
-            sets.append(self._create_machine_set(md, replicas=0 if sets else replicas))
-            changed = True
+            held = bool(sets) and self.s.controllers.order == "control-plane-first" and not self._cp_stable
+            if not held:
+                sets.append(self._create_machine_set(md, replicas=0 if sets else replicas))
+                changed = True
+        self._note_hold(md["metadata"]["name"], "machinedeployment.held",
+                        "control-plane-first: the rollout waits until the control plane is rolled out" if held
+                        else None)
         strat = o.md_strategy(md)
         views = self._set_views(sets, by_set, current)
-        scales = rollout.plan_deployment(
+        scales = [] if held else rollout.plan_deployment(
             views, replicas=replicas, max_surge=strat["maxSurge"], max_unavailable=strat["maxUnavailable"],
             strategy=strat["type"],
         )
         for sc in scales:
-            self.store.patch("machinesets", sc.machine_set, {"spec": {"replicas": sc.replicas}})
+            self._defer(partial(self.store.patch, "machinesets", sc.machine_set, {"spec": {"replicas": sc.replicas}}))
             self.timeline.record("machineset.scaled", sc.machine_set, replicas=sc.replicas, reason=sc.reason)
-            for s in sets:
-                if s["metadata"]["name"] == sc.machine_set:
-                    s["spec"]["replicas"] = sc.replicas
+            sets = [{**s, "spec": {**s["spec"], "replicas": sc.replicas}} if s["metadata"]["name"] == sc.machine_set
+                    else s for s in sets]  # objects from the store's cache are shared: never changed in place
             changed = True
         for s in sets:
             changed |= self._reconcile_ms(s, d, by_set.get(s["metadata"]["name"], []))
@@ -596,11 +677,18 @@ class Controllers:
                 for m in machines
             ]
         plan = rollout.plan_machine_set(views, replicas=int(ms["spec"].get("replicas", 0)))
-        for _ in range(plan.create):
-            self._create_worker_machine(ms, d)
+        blocked = None
+        if plan.create and self.s.controllers.machineset_preflight:
+            blocked = rollout.machineset_preflight(
+                cp_stable=self._cp_stable, cp_version=self._cp_version,
+                machine_version=str(ms["spec"]["template"]["spec"].get("version", "")),
+            )
+        self._note_hold(ms["metadata"]["name"], "machineset.preflight-blocked", blocked)
+        for _ in range(0 if blocked else plan.create):
+            self._create_worker_machine(ms, d, defer=True)
         for name in plan.delete:
             self.timeline.record("controller.delete", name, reason=plan.reason)
-            self.store.delete("machines", name)
+            self._defer(partial(self.store.delete, "machines", name))
         live = [v for v in views if not v.deleting]
         ready = sum(1 for v in live if v.ready)
         status = o.ms_status(
@@ -609,7 +697,16 @@ class Controllers:
             selector=o.selector_string(ms["spec"]["selector"]["matchLabels"]),
         )
         self._write_status("machinesets", ms, status)
-        return bool(plan.create or plan.delete)
+        return bool((plan.create and not blocked) or plan.delete)
+
+    def _note_hold(self, name: str, kind: str, reason: str | None) -> None:
+        """Record when ``name`` starts being held (``reason``) and when it is released, once each."""
+        if reason is not None and name not in self._held:
+            self._held.add(name)
+            self.timeline.record(kind, name, reason=reason)
+        elif reason is None and name in self._held:
+            self._held.discard(name)
+            self.timeline.record(kind.rsplit(".", 1)[0] + ".released", name)
 
 
 def _ref_name(ref: Mapping[str, Any]) -> str:

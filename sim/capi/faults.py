@@ -4,7 +4,8 @@ Contract: pure, no I/O, no clock. :func:`matches` decides whether a fault target
 its name, role, MachineDeployment and *new-machine ordinal* (``None`` for machines that existed before
 the rollout). :func:`window` turns an armed fault plus the reboots its node received into the span of
 simulated time it is in force, ``(start, end)`` with ``end = inf`` while unhealed, or ``None`` when it is
-not (yet) in force. :func:`facts` folds a machine's faults into :class:`~sim.capi.phases.MachineFacts`.
+not (yet) in force. :func:`facts` folds a machine's faults into
+:class:`~sim.capi.phases.MachineFacts` (a ``flap`` becomes its NotReady windows, see :func:`flap_windows`).
 """
 
 from __future__ import annotations
@@ -92,10 +93,25 @@ def facts(
             unready.append(Window(start, end))
         elif a.fault.kind == "maintenance":
             unready.append(Window(start, end, maintenance=True))
+        elif a.fault.kind == "flap":
+            unready.extend(flap_windows(a.fault, start, end))
     return MachineFacts(
         created_at=created_at, factor=factor, hold_provisioning_until=hold, unready=tuple(unready),
         reboots=tuple(reboots), deleting_since=deleting_since,
     )
+
+
+def flap_windows(fault: Fault, start: float, end: float = INF) -> list[Window]:
+    """The NotReady halves of a flap that starts at ``start``: Ready for ``period / 2``, then NotReady for
+    ``period / 2``, repeated until ``start + duration`` (or ``end``, a reboot that heals it, if sooner)."""
+    stop = min(start + fault.duration, end)
+    half = fault.period / 2
+    out: list[Window] = []
+    t = start + half
+    while t < stop:
+        out.append(Window(t, min(t + half, stop)))
+        t += fault.period
+    return out
 
 
 def in_force(armed: Sequence[Armed], kind: str, reboots: Sequence[float], now: float, reboot_duration: float) -> bool:

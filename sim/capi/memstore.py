@@ -10,12 +10,13 @@ server do that.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import datetime as dt
 import itertools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -104,6 +105,11 @@ class MemoryStore:
             out: dict[str, Any] = copy.deepcopy(obj)
         self._changed()
         return out
+
+    def run_concurrently(self, calls: Sequence[Callable[[], Any]]) -> builtins.list[BaseException | None]:
+        from sim.capi.kube import run_in_order
+
+        return run_in_order(calls)
 
     def delete(self, plural: str, name: str) -> None:
         with self._lock:

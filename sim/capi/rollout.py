@@ -13,7 +13,9 @@ applies them. The arithmetic follows upstream:
   ``replicas - maxUnavailable`` machines stay available (unhealthy old machines go first).
   Percentages resolve against ``spec.replicas``: maxSurge rounds up, maxUnavailable rounds down.
 * MachineSet: create or delete machines until the live (not deleting) count equals ``spec.replicas``;
-  it deletes not-Ready machines first, then the oldest.
+  it deletes not-Ready machines first, then the oldest. With CAPI's MachineSet preflight checks
+  (:func:`machineset_preflight`) it creates none while the control plane is not stable
+  (:func:`control_plane_stable`) or a new Machine's Kubernetes minor would be newer than the control plane's.
 """
 
 from __future__ import annotations
@@ -186,3 +188,32 @@ def plan_machine_set(machines: Sequence[MachineView], *, replicas: int) -> SetPl
         victims = tuple(m.name for m in order[: len(live) - replicas])
         return SetPlan(0, victims, f"{len(live)} machines > {replicas} spec.replicas")
     return SetPlan(0, (), f"{replicas} machines")
+
+
+def _minor(version: str) -> tuple[int, int] | None:
+    parts = version.lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def control_plane_stable(*, spec_version: str, status_version: str | None, rolling: bool) -> bool:
+    """CAPI's ControlPlaneIsStable: the control plane is neither provisioning (no ``status.version``) nor
+    upgrading (``status.version``, the lowest machine version, differs from ``spec.version``) nor rolling."""
+    return bool(status_version) and status_version == spec_version and not rolling
+
+
+def machineset_preflight(*, cp_stable: bool, cp_version: str | None, machine_version: str) -> str | None:
+    """Why a MachineSet may not create a Machine now (CAPI's MachineSet preflight checks), or None.
+
+    ControlPlaneIsStable, then KubernetesVersionSkew (the Machine's minor may not be newer than the control
+    plane's). Messages follow upstream's ``PreflightCheckFailed`` wording.
+    """
+    if not cp_stable:
+        return "ControlPlaneIsStable: the control plane is provisioning or upgrading"
+    cp, m = _minor(cp_version or ""), _minor(machine_version)
+    if cp is not None and m is not None and m > cp:
+        return (f"KubernetesVersionSkew: the Machine's version {machine_version} is newer than the control "
+                f"plane's {cp_version}")
+    return None
