@@ -171,7 +171,7 @@ class FakeTalos:
         return FakeTalos.Reboot(self.stages.get(address, "running") != "maintenance")
 
     def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
-                       on_wait: Any = None) -> FakeTalos.Observation:
+                       on_wait: Any = None, removing: bool = False) -> FakeTalos.Observation:
         if address in self.dropped:
             return FakeTalos.Observation(False, f"reboot requested but not observed within {within:g}s: the boot id "
                                          "is still boot-0 and the API never went away")

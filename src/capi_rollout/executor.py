@@ -81,7 +81,7 @@ class TalosPort(Protocol):
     def reboot(self, address: str, mode: str, *, node_name: str | None = None) -> RebootLike: ...
 
     def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
-                       on_wait: Callable[[float], None] | None = None) -> ObservationLike: ...
+                       on_wait: Callable[[float], None] | None = None, removing: bool = False) -> ObservationLike: ...
 
 
 class RemediationAborted(RuntimeError):
@@ -100,7 +100,7 @@ class Executor:
         self.confirm_interval = confirm_interval
         self.say = say or (lambda line: None)
 
-    def _confirm(self, talos: TalosPort, address: str, boot_id: str | None) -> ObservationLike:
+    def _confirm(self, talos: TalosPort, address: str, boot_id: str | None, *, removing: bool) -> ObservationLike:
         """Wait (bounded by ``confirm_within``) for the accepted reboot to be seen; say so now and then."""
         every = max(self.confirm_interval, min(30.0, self.confirm_within / 4))
         said = [0.0]
@@ -112,7 +112,7 @@ class Executor:
                          f"{elapsed:.0f}s of {self.confirm_within:g}s")
 
         return talos.confirm_reboot(address, boot_id, within=self.confirm_within, interval=self.confirm_interval,
-                                    on_wait=on_wait)
+                                    on_wait=on_wait, removing=removing)
 
     def remediate(self, action: Action, *, owner: Mapping[str, Any] | None, reboot_mode: str,
                   now: datetime) -> PhaseRecord:
@@ -159,7 +159,7 @@ class Executor:
                              + (f": {result.detail}" if result.detail else ""))
                 if rebooted and self.confirm_within > 0:
                     log.info("remediation: %s", notes[-1])
-                    seen = self._confirm(self.talos, address, result.boot_id)
+                    seen = self._confirm(self.talos, address, result.boot_id, removing=deleted)
                     observed = seen.observed
                     notes.append(f"reboot observed: {seen.detail}" if observed else seen.detail)
             log.info("remediation: %s", notes[-1])

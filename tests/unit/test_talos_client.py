@@ -406,3 +406,27 @@ def test_a_node_that_never_comes_back_is_not_observed(fleet: FakeTalosFleet, cli
     result = client.reboot(node.address, "default")
     seen = client.confirm_reboot(node.address, result.boot_id, within=0.6, interval=0.05)
     assert not seen.observed and "went away and did not come back" in seen.detail
+
+
+def test_a_node_whose_machine_was_deleted_is_confirmed_once_its_api_goes_away(
+    fleet: FakeTalosFleet, client: SyncTalosClient
+) -> None:
+    """The Machine was deleted with the reboot: its infrastructure may never bring the node back, so waiting for
+    it to come back would hold the phase loop for the whole bound (stallTimeout)."""
+    fleet.on_reboot(lambda node, mode, role: RebootOutcome.NEVER)
+    node = fleet.add_node("w-1")
+    result = client.reboot(node.address, "default")
+    started = time.monotonic()
+    seen = client.confirm_reboot(node.address, result.boot_id, within=30.0, interval=0.05, removing=True)
+    assert seen.observed and seen.detail.startswith("the Talos API went away after its Machine was deleted")
+    assert time.monotonic() - started < 15.0, "it did not wait out the bound"
+
+
+def test_a_dropped_reboot_is_not_observed_even_when_the_machine_was_deleted(
+    fleet: FakeTalosFleet, client: SyncTalosClient
+) -> None:
+    fleet.on_reboot(lambda node, mode, role: RebootOutcome.DROPPED)
+    node = fleet.add_node("w-1")
+    result = client.reboot(node.address, "default")
+    seen = client.confirm_reboot(node.address, result.boot_id, within=0.3, interval=0.05, removing=True)
+    assert result.accepted and not seen.observed  # the API never went away: removing proves nothing

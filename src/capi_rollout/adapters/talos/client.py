@@ -32,8 +32,9 @@ Results are values, not exceptions (except :meth:`TalosClient.version`, which ra
   any role); None when the node lets us read neither.
 * :meth:`TalosClient.confirm_reboot` waits (bounded) until an accepted reboot is seen to happen: the boot ID
   changed, or — when the boot ID cannot be read — the API went away and came back (or came back in
-  maintenance mode). Talos accepts a Reboot before its reboot sequence takes the lock and drops it while the
-  node installs, upgrades or shuts down, so an actor id alone proves nothing.
+  maintenance mode); when the node's Machine was just deleted (``removing``), the API going away is enough, as
+  its infrastructure may never bring it back. Talos accepts a Reboot before its reboot sequence takes the lock
+  and drops it while the node installs, upgrades or shuts down, so an actor id alone proves nothing.
 
 Logs name addresses and outcomes only, never certificates or keys.
 """
@@ -588,9 +589,12 @@ class TalosClient:
         return RebootResult(address, False, state, f"not accepted: {detail}")
 
     async def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
-                             on_wait: Callable[[float], None] | None = None) -> RebootObservation:
+                             on_wait: Callable[[float], None] | None = None,
+                             removing: bool = False) -> RebootObservation:
         """Wait at most ``within`` seconds for an accepted reboot to be seen (module docstring); poll every
-        ``interval`` seconds and call ``on_wait(elapsed)`` after each look that saw nothing yet."""
+        ``interval`` seconds and call ``on_wait(elapsed)`` after each look that saw nothing yet. ``removing``:
+        the node's Machine was just deleted, so its infrastructure may never bring it back: the API going away
+        is then enough (a dropped reboot never takes the API away)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         went_away = False
@@ -602,6 +606,9 @@ class TalosClient:
                 probe = await self.probe(address)
                 if probe.state is ProbeState.UNREACHABLE:
                     went_away = True
+                    if removing:
+                        return RebootObservation(address, True, "the Talos API went away after its Machine was "
+                                                 "deleted (rebooting, or the node is being removed)")
                 elif probe.state is ProbeState.MAINTENANCE:
                     return RebootObservation(address, True, "the node came back in Talos maintenance mode")
             else:
@@ -692,10 +699,10 @@ class SyncTalosClient:
         return self._run(self._client.reboot(address, mode, node_name=node_name), calls=5)
 
     def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
-                       on_wait: Callable[[float], None] | None = None) -> RebootObservation:
+                       on_wait: Callable[[float], None] | None = None, removing: bool = False) -> RebootObservation:
         calls = 4 * (math.ceil(within / max(interval, 0.01)) + 2)
         return self._run(self._client.confirm_reboot(address, boot_id_before, within=within, interval=interval,
-                                                     on_wait=on_wait), calls=calls, extra=within)
+                                                     on_wait=on_wait, removing=removing), calls=calls, extra=within)
 
     def version(self, address: str) -> str:
         return self._run(self._client.version(address), calls=3)
