@@ -153,3 +153,28 @@ def test_the_runner_requests_are_counted_from_the_audit_log_by_client() -> None:
     assert config.runner_requests(lines) == {"step (python)": 2, "argoexec": 1}
     policy = yaml.safe_load(config.render_audit_policy())
     assert policy["rules"][0] == {"level": "Metadata", "users": [runner]} and policy["rules"][-1] == {"level": "None"}
+
+
+def test_the_argo_events_images_have_the_upstream_tags_and_the_binaries_where_argo_events_runs_them(
+        tmp_path: Path) -> None:
+    from e2e.node.images import events_images
+
+    binaries = {"argo-events": tmp_path / "argo-events", "nats-server": tmp_path / "nats-server"}
+    for name, binary in binaries.items():
+        binary.write_bytes(f"#!{name}\n".encode())
+    archives = events_images(tmp_path / "cache", binaries, argo_events_version="v1.9.11", nats_version="v2.10.29")
+
+    found = {}
+    for archive in archives:
+        with tarfile.open(archive.path) as tar:
+            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            image = json.loads(tar.extractfile(manifest[0]["Config"]).read())  # type: ignore[union-attr]
+            with tarfile.open(fileobj=tar.extractfile(manifest[0]["Layers"][0])) as layer:
+                files = {m.name for m in layer.getmembers() if m.isfile()}
+        found[manifest[0]["RepoTags"][0]] = (image["config"]["Entrypoint"], files)
+    # The controller starts EventSource/Sensor pods with ARGO_EVENTS_IMAGE; the JetStream StatefulSet runs
+    # the startCommand `/nats-server` of the controller configuration's natsImage `nats:2.10.29`.
+    assert found["quay.io/argoproj/argo-events:v1.9.11"][0] == ["/bin/argo-events"]
+    assert "bin/argo-events" in found["quay.io/argoproj/argo-events:v1.9.11"][1]
+    assert found["docker.io/library/nats:2.10.29"][0] == ["/nats-server"]
+    assert "nats-server" in found["docker.io/library/nats:2.10.29"][1]
