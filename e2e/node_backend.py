@@ -7,7 +7,9 @@ backend without kind: Argo Workflows is installed from the pinned module's manif
 node imported from binaries built from the same module), the simulator runs as a pod behind its per-node
 Services, steps run as pods under the runner ServiceAccount's projected token, and faults are played on pods
 through the API server. Argo Events (the trigger tests) is the kind install too, adapted to a node without a
-registry by :func:`node_argo_events` (pull policy, the JetStream side containers). The node holds one CAPI
+registry by :func:`node_argo_events` (pull policy, the JetStream side containers), after the cluster DNS its pods
+need to find the EventBus by name: CoreDNS from the Kubernetes module's own addon manifest (:func:`cluster_dns`).
+The node holds one CAPI
 line's CRDs (``E2E_NODE_CAPI_LINE``, default v1.14); ``make e2e`` runs a second node for the other line.
 Closing removes nothing: the launcher tears the whole node down.
 """
@@ -30,6 +32,28 @@ CAPI_LINE_ENV = "E2E_NODE_CAPI_LINE"
 # Neither is on the event path (the reloader re-reads a changed server config, the exporter serves Prometheus
 # metrics), so the node runs the sandbox image in their place: it takes any arguments and idles.
 IDLE_SIDE_IMAGE = "registry.k8s.io/pause:3.10.2"
+
+
+DNS_ADDON = "cluster/addons/dns/coredns/coredns.yaml.base"
+DNS_MEMORY_LIMIT = "170Mi"  # the addon's default (cluster/gce/config-default.sh DNS_MEMORY_LIMIT)
+
+
+def cluster_dns(base: str, *, dns_ip: str, domain: str) -> list[dict[str, Any]]:
+    """The Kubernetes module's CoreDNS addon (``coredns.yaml.base``) filled in as ``kube-up`` does (server IP,
+    domain, memory limit), with one change: its Corefile's ``forward . /etc/resolv.conf`` goes, since the node has
+    no DNS server outside (the pod would forward to itself and ``loop`` would stop CoreDNS). Names outside the
+    cluster domain get no answer from the node."""
+    text = (base.replace("__DNS__SERVER__", dns_ip).replace("__DNS__DOMAIN__", domain)
+            .replace("__DNS__MEMORY__LIMIT__", DNS_MEMORY_LIMIT))
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "coredns"]
+    corefile = config["data"]["Corefile"]
+    start = corefile.index("forward . /etc/resolv.conf")
+    end = corefile.index("}", start) + 1
+    config["data"]["Corefile"] = corefile[:start].rstrip(" ") + corefile[end:].lstrip("\n")
+    if "__" in yaml.safe_dump_all(docs):
+        raise ValueError(f"{DNS_ADDON}: a placeholder is left")
+    return docs
 
 
 def node_argo_events(docs: Iterable[Mapping[str, Any]], *, jetstream_version: str, nats_version: str,
@@ -98,6 +122,28 @@ class NodeBackend(KindBackend):
         if echo is not None:
             echo(self.engine)
         self.install_argo()
+
+    def install_argo_events(self, timeout: float = 300) -> None:
+        """The cluster DNS first (see the module docstring), then Argo Events as on kind."""
+        if not getattr(self, "_cluster_dns", False):
+            self.install_cluster_dns(timeout)
+        super().install_argo_events(timeout)
+
+    def install_cluster_dns(self, timeout: float = 300) -> None:
+        import zipfile
+
+        from e2e.kind_backend import module_zip
+        from e2e.node.setup import default_layout
+        from sim.envtest import assets
+
+        version = assets.versions()["KUBERNETES_VERSION"]
+        with zipfile.ZipFile(module_zip(self.cache, "k8s.io/kubernetes", version)) as z:
+            base = z.read(f"k8s.io/kubernetes@{version}/{DNS_ADDON}").decode()
+        layout = default_layout()
+        self.apply(cluster_dns(base, dns_ip=layout.dns_ip, domain=layout.cluster_domain))
+        self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={int(timeout)}s",
+                     timeout=timeout + 30)
+        self._cluster_dns = True
 
     def adapt_argo_events(self, docs: list[dict[str, Any]], jetstream_version: str) -> list[dict[str, Any]]:
         from sim.envtest import assets

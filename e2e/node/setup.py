@@ -5,8 +5,8 @@ Contract:
   without network namespaces/veth/bridge, a missing command such as ``runc`` or the CNI plugins, binaries not yet
   built by ``make node-tools``); empty means a node can run. It reads the machine and changes nothing.
 - :func:`node_bin_dir` is where ``tools/build.sh node`` puts the node's binaries for the pins,
-  :func:`events_bin_dir` where ``tools/events.sh`` puts Argo Events' (imported on every node; installed only by
-  the tests that need them, :meth:`e2e.node_backend.NodeBackend.install_argo_events`).
+  :func:`events_bin_dir` where ``tools/events.sh`` puts Argo Events' and CoreDNS (imported on every node;
+  installed only by the tests that need them, :meth:`e2e.node_backend.NodeBackend.install_argo_events`).
 - :func:`build_images` builds (or finds cached) every image archive; it runs outside the namespace, where PyPI is
   reachable for the step image's wheels.
 - :func:`run_inside` runs in the namespace: the node's ``resolv.conf`` over ``/etc/resolv.conf`` (in the private
@@ -53,10 +53,11 @@ def node_bin_dir(pins: dict[str, str], cache: Path) -> Path:
 
 def events_bin_dir(pins: dict[str, str], cache: Path) -> Path:
     """Where ``tools/events.sh`` puts argo-events and nats-server for the pins."""
-    return cache / "bin" / f"events-argo-events-{pins['ARGO_EVENTS_VERSION']}-nats-{pins['NATS_SERVER_VERSION']}"
+    return cache / "bin" / (f"events-argo-events-{pins['ARGO_EVENTS_VERSION']}-nats-{pins['NATS_SERVER_VERSION']}"
+                            f"-coredns-{pins['COREDNS_VERSION']}")
 
 
-EVENTS_BINARIES = ("argo-events", "nats-server")
+EVENTS_BINARIES = ("argo-events", "nats-server", "coredns")
 
 
 def binaries() -> NodeBinaries:
@@ -131,7 +132,8 @@ def build_images() -> list[Path]:
     events_dir = events_bin_dir(pins, assets.cache_dir())
     built += images_module.events_images(assets.cache_dir(), {b: events_dir / b for b in EVENTS_BINARIES},
                                          argo_events_version=pins["ARGO_EVENTS_VERSION"],
-                                         nats_version=pins["NATS_SERVER_VERSION"])
+                                         nats_version=pins["NATS_SERVER_VERSION"],
+                                         coredns_version=pins["COREDNS_VERSION"])
     return [archive.path for archive in built]
 
 

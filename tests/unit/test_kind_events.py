@@ -194,3 +194,39 @@ def test_the_node_refuses_a_jetstream_version_it_has_no_nats_server_for(install:
         node_argo_events(install, jetstream_version="2.10.29", nats_version="v2.9.16")
     with pytest.raises(ValueError, match=r"no JetStream 9\.9\.9 entry"):
         node_argo_events(install, jetstream_version="9.9.9", nats_version="v9.9.9")
+
+
+def test_the_node_dns_is_the_kubernetes_coredns_addon_filled_in_without_a_forwarder() -> None:
+    import zipfile
+
+    import yaml
+
+    from e2e.kind_backend import module_zip
+    from e2e.node_backend import DNS_ADDON, cluster_dns
+    from sim.envtest import assets
+
+    version = assets.versions()["KUBERNETES_VERSION"]
+    with zipfile.ZipFile(module_zip(assets.cache_dir(), "k8s.io/kubernetes", version)) as z:
+        base = z.read(f"k8s.io/kubernetes@{version}/{DNS_ADDON}").decode()
+    docs = cluster_dns(base, dns_ip="10.96.0.10", domain="cluster.local")
+
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("Deployment", "coredns"), ("Service", "kube-dns"), ("ConfigMap", "coredns"),
+            ("ClusterRole", "system:coredns"), ("ServiceAccount", "coredns")} <= kinds
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    assert service["spec"]["clusterIP"] == "10.96.0.10"
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"registry.k8s.io/coredns/coredns:{assets.versions()['COREDNS_VERSION']}"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    corefile = config["data"]["Corefile"]
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in corefile and "forward" not in corefile
+    # Every other plugin of the addon's Corefile stays, and each is compiled into tools/coredns.
+    main_go = (assets.REPO_ROOT / "tools" / "coredns" / "main.go").read_text()
+    plugins = {"health": "health", "ready": "ready", "kubernetes": "kubernetes", "prometheus": "metrics",
+               "cache": "cache", "loop": "loop", "reload": "reload", "loadbalance": "loadbalance", "errors": "errors"}
+    for directive, package in plugins.items():
+        assert any(line.split(" ")[0] == directive for line in (x.strip() for x in corefile.splitlines())), directive
+        assert f'"github.com/coredns/coredns/plugin/{package}"' in main_go, package
+    assert "__" not in yaml.safe_dump_all(docs)

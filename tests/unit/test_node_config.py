@@ -24,6 +24,14 @@ def test_the_kubernetes_service_ip_is_the_first_address_of_the_service_range(tmp
     assert Layout(state=tmp_path, service_cidr="10.50.0.0/24").service_ip == "10.50.0.1"
 
 
+def test_pods_ask_the_cluster_dns_service_at_the_tenth_address_of_the_service_range(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    kubelet = yaml.safe_load(config.render_kubelet(lay, ca=tmp_path / "ca", serving_cert=tmp_path / "c",
+                                                   serving_key=tmp_path / "k"))
+    assert lay.dns_ip == "10.96.0.10" and kubelet["clusterDNS"] == ["10.96.0.10"]
+    assert kubelet["clusterDomain"] == "cluster.local"
+
+
 def test_containerd_never_pulls_from_outside_and_tolerates_missing_cap_sys_resource(tmp_path: Path) -> None:
     text = config.render_containerd(layout(tmp_path))
     assert "restrict_oom_score_adj = true" in text
@@ -159,10 +167,11 @@ def test_the_argo_events_images_have_the_upstream_tags_and_the_binaries_where_ar
         tmp_path: Path) -> None:
     from e2e.node.images import events_images
 
-    binaries = {"argo-events": tmp_path / "argo-events", "nats-server": tmp_path / "nats-server"}
+    binaries = {name: tmp_path / name for name in ("argo-events", "nats-server", "coredns")}
     for name, binary in binaries.items():
         binary.write_bytes(f"#!{name}\n".encode())
-    archives = events_images(tmp_path / "cache", binaries, argo_events_version="v1.9.11", nats_version="v2.10.29")
+    archives = events_images(tmp_path / "cache", binaries, argo_events_version="v1.9.11", nats_version="v2.10.29",
+                              coredns_version="v1.14.6")
 
     found = {}
     for archive in archives:
@@ -178,3 +187,5 @@ def test_the_argo_events_images_have_the_upstream_tags_and_the_binaries_where_ar
     assert "bin/argo-events" in found["quay.io/argoproj/argo-events:v1.9.11"][1]
     assert found["docker.io/library/nats:2.10.29"][0] == ["/nats-server"]
     assert "nats-server" in found["docker.io/library/nats:2.10.29"][1]
+    assert found["registry.k8s.io/coredns/coredns:v1.14.6"] == (["/coredns"], {"coredns", "etc/passwd", "etc/group",
+                                                                              "tmp/.keep"})
