@@ -220,8 +220,8 @@ def events(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_results_di
     stage = cast(Stage, request.getfixturevalue("stage"))
     backend: Any = stage.backend
     started = time.monotonic()
+    backend.prepare_simulation("v1.14")  # the CAPI and Talos CRDs the EventSource watches exist first
     backend.install_argo_events()  # controller, EventBus `default`, then overlay/management/capi-rollout as is
-    backend.prepare_simulation("v1.14")
     backend.install([_scaled_template()])
     watch = WorkflowWatch(stage.api)
     events = Events(stage, watch, e2e_results_dir / "e2e")
