@@ -763,6 +763,8 @@ class KindBackend(ClusterBackend):
             raise FileNotFoundError(f"{crd_dir}: the Argo CRDs are missing: run `make tools`")
         self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argo"}}])
         self.apply(crds)
+        self.kubectl("wait", "--for=condition=Established", "--timeout=120s",
+                     *[f"crd/{c['metadata']['name']}" for c in crds], timeout=150)
         self.apply(docs)
         self.kubectl("-n", "argo", "rollout", "status", "deployment/workflow-controller", f"--timeout={int(timeout)}s",
                      timeout=timeout + 30)

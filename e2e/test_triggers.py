@@ -227,6 +227,7 @@ def events(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_results_di
     events = Events(stage, watch, e2e_results_dir / "e2e")
     try:
         _await(lambda: _sensor_ready(stage.api), 300, "the EventSource and Sensor pods are ready")
+        _warm_up(events)
         print(f"[trigger] Argo Events installed and ready in {time.monotonic() - started:.0f}s", flush=True)
         yield events
     finally:
@@ -234,6 +235,30 @@ def events(request: pytest.FixtureRequest, e2e_backend_name: str, e2e_results_di
         backend.install([TEMPLATE_PATH])
         events.results.mkdir(parents=True, exist_ok=True)
         (events.results / "trigger-latency.json").write_text(json.dumps(events.latencies, indent=2) + "\n")
+        _save_logs(stage.api, events.results / "argo-events")
+
+
+def _save_logs(api: Any, directory: Path) -> None:
+    """Every container log of the event machinery (argo-events, the cluster DNS) and the pods' states, so a
+    failed trigger is readable after the node is gone."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api)
+    directory.mkdir(parents=True, exist_ok=True)
+    states = []
+    for namespace in (ARGO_EVENTS, "kube-system"):
+        pods: list[Any] = core.list_namespaced_pod(namespace).items
+        for pod in pods:
+            states.append(f"{namespace}/{pod.metadata.name}: {pod.status.phase} "
+                          + " ".join(f"{c.name} ready={c.ready} restarts={c.restart_count}"
+                                     for c in pod.status.container_statuses or []))
+            for container in pod.spec.containers:
+                with contextlib.suppress(ApiException):
+                    text = core.read_namespaced_pod_log(pod.metadata.name, namespace, container=container.name,
+                                                        tail_lines=400)
+                    (directory / f"{pod.metadata.name}.{container.name}.log").write_text(text)
+    (directory / "pods.txt").write_text("\n".join(states) + "\n")
 
 
 def _sensor_ready(api: Any) -> bool:
@@ -332,6 +357,32 @@ def _sentinel(events: Events, version: str) -> None:
     bare.bump(events, TCP, version)
     bare.bump(events, MD, version)
     events.delete_workflows(events.workflows(bare.namespace, bare.cluster, 2, "the sentinel's two Workflows"))
+
+
+def _warm_up(events: Events, timeout: float = 180.0) -> None:
+    """Until both informers and the Sensor's subscriptions are live, a change is lost without a trace (a pod is
+    Running before its informer has listed): change one object of each kind until its Workflow appears."""
+    bare = _bare(events, "warm-up")
+    for kind, trigger in ((TCP, "taloscontrolplane"), (MD, "machinedeployment")):
+        def started(trigger: str = trigger) -> bool:
+            return any(s.trigger == trigger for s in events.watch.for_cluster(bare.namespace, bare.cluster))
+
+        deadline, patch = time.monotonic() + timeout, 0
+        while not started():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no Workflow for a {kind[2]} change within {timeout:g}s: see "
+                                   f"{events.results / 'argo-events'}")
+            patch += 1
+            bare.bump(events, kind, f"v1.34.{patch}")
+            _await_quietly(started, 5.0)
+    events.delete_workflows(events.watch.for_cluster(bare.namespace, bare.cluster))
+
+
+def _await_quietly(predicate: Any, timeout: float) -> bool:
+    try:
+        return bool(_await(predicate, timeout, ""))
+    except TimeoutError:
+        return False
 
 
 # --- the scenarios ------------------------------------------------------------------------------------------
