@@ -41,9 +41,11 @@ tools: setup
 	bash tools/talosctl.sh
 
 # The real node of `make e2e` / `make demo`: kubelet, scheduler, controller manager, kube-proxy, kubectl,
-# containerd, Argo's workflow-controller and argoexec, pause (pinned Go modules, cached) and its Debian packages.
+# containerd, Argo's workflow-controller and argoexec, pause (pinned Go modules, cached) and its Debian packages;
+# Argo Events (argo-events, nats-server) for the trigger tests.
 node-tools: setup node-check
 	bash tools/node.sh
+	bash tools/events.sh
 
 # One line naming what this machine lacks for a real node (not Linux, not root, no network namespaces), exit 1.
 node-check: setup

@@ -763,6 +763,8 @@ class KindBackend(ClusterBackend):
             raise FileNotFoundError(f"{crd_dir}: the Argo CRDs are missing: run `make tools`")
         self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argo"}}])
         self.apply(crds)
+        self.kubectl("wait", "--for=condition=Established", "--timeout=120s",
+                     *[f"crd/{c['metadata']['name']}" for c in crds], timeout=150)
         self.apply(docs)
         self.kubectl("-n", "argo", "rollout", "status", "deployment/workflow-controller", f"--timeout={int(timeout)}s",
                      timeout=timeout + 30)
@@ -779,6 +781,8 @@ class KindBackend(ClusterBackend):
         version = assets.versions()["ARGO_EVENTS_VERSION"]
         kustomize = assets.kustomize()
         docs = build_argo_events_install(download_module(self.cache, ARGO_EVENTS_MODULE, version), version, kustomize)
+        jetstream = newest_release(jetstream_versions(docs))
+        docs = self.adapt_argo_events(docs, jetstream)
         first = [d for d in docs if d.get("kind") in ("Namespace", "CustomResourceDefinition")]
         self.apply(first)
         self.kubectl("wait", "--for=condition=Established", "--timeout=120s",
@@ -786,11 +790,17 @@ class KindBackend(ClusterBackend):
         self.apply([d for d in docs if d not in first])
         self.kubectl("-n", ARGO_EVENTS_NAMESPACE, "rollout", "status", "deployment/controller-manager",
                      f"--timeout={int(timeout)}s", timeout=timeout + 30)
-        self.apply([eventbus_object(newest_release(jetstream_versions(docs)))])
+        self.apply([eventbus_object(jetstream)])
         self.kubectl("-n", ARGO_EVENTS_NAMESPACE, "wait", "--for=condition=Deployed", "eventbus/default",
+                     f"--timeout={int(timeout)}s", timeout=timeout + 30)
+        self.kubectl("-n", ARGO_EVENTS_NAMESPACE, "rollout", "status", "statefulset/eventbus-default-js",
                      f"--timeout={int(timeout)}s", timeout=timeout + 30)
         self.apply(kustomize_build(self.repo_root / EVENTS_OVERLAY, kustomize))
         self._argo_events_installed = True
+
+    def adapt_argo_events(self, docs: list[dict[str, Any]], jetstream_version: str) -> list[dict[str, Any]]:
+        """The Argo Events install as this backend runs it (kind: as built; its nodes pull images)."""
+        return docs
 
     def build_and_load(self, tag: str, dockerfile: str = "Dockerfile", context: str = ".") -> str:
         """``docker build`` an image from the repository and ``kind load`` it; returns the tag."""

@@ -6,20 +6,88 @@ backend without kind: Argo Workflows is installed from the pinned module's manif
 (:meth:`KindBackend.install_argo`: its own ServiceAccount and RBAC, images pinned to the same version, which the
 node imported from binaries built from the same module), the simulator runs as a pod behind its per-node
 Services, steps run as pods under the runner ServiceAccount's projected token, and faults are played on pods
-through the API server. The node holds one CAPI line's CRDs (``E2E_NODE_CAPI_LINE``, default v1.14); ``make e2e``
-runs a second node for the other line. Closing removes nothing: the launcher tears the whole node down.
+through the API server. Argo Events (the trigger tests) is the kind install too, adapted to a node without a
+registry by :func:`node_argo_events` (pull policy, the JetStream side containers), after the cluster DNS its pods
+need to find the EventBus by name: CoreDNS from the Kubernetes module's own addon manifest (:func:`cluster_dns`).
+The node holds one CAPI
+line's CRDs (``E2E_NODE_CAPI_LINE``, default v1.14); ``make e2e`` runs a second node for the other line.
+Closing removes nothing: the launcher tears the whole node down.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
+
+import yaml
 
 from e2e.kind_backend import ClusterBackend, KindBackend
 
 CAPI_LINE_ENV = "E2E_NODE_CAPI_LINE"
+# The JetStream StatefulSet's config reloader (github.com/nats-io/nack) and metrics exporter
+# (github.com/nats-io/prometheus-nats-exporter) cannot be built here: the Go module proxy refuses both modules.
+# Neither is on the event path (the reloader re-reads a changed server config, the exporter serves Prometheus
+# metrics), so the node runs the sandbox image in their place: it takes any arguments and idles.
+IDLE_SIDE_IMAGE = "registry.k8s.io/pause:3.10.2"
+
+
+DNS_ADDON = "cluster/addons/dns/coredns/coredns.yaml.base"
+DNS_MEMORY_LIMIT = "170Mi"  # the addon's default (cluster/gce/config-default.sh DNS_MEMORY_LIMIT)
+
+
+def cluster_dns(base: str, *, dns_ip: str, domain: str) -> list[dict[str, Any]]:
+    """The Kubernetes module's CoreDNS addon (``coredns.yaml.base``) filled in as ``kube-up`` does (server IP,
+    domain, memory limit), with one change: its Corefile's ``forward . /etc/resolv.conf`` goes, since the node has
+    no DNS server outside (the pod would forward to itself and ``loop`` would stop CoreDNS). Names outside the
+    cluster domain get no answer from the node."""
+    text = (base.replace("__DNS__SERVER__", dns_ip).replace("__DNS__DOMAIN__", domain)
+            .replace("__DNS__MEMORY__LIMIT__", DNS_MEMORY_LIMIT))
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "coredns"]
+    corefile = config["data"]["Corefile"]
+    start = corefile.index("forward . /etc/resolv.conf")
+    end = corefile.index("}", start) + 1
+    config["data"]["Corefile"] = corefile[:start].rstrip(" ") + corefile[end:].lstrip("\n")
+    if "__" in yaml.safe_dump_all(docs):
+        raise ValueError(f"{DNS_ADDON}: a placeholder is left")
+    return docs
+
+
+def node_argo_events(docs: Iterable[Mapping[str, Any]], *, jetstream_version: str, nats_version: str,
+                     side_image: str = IDLE_SIDE_IMAGE) -> list[dict[str, Any]]:
+    """The upstream Argo Events install for the node: images are never pulled (the controller-manager's
+    ``imagePullPolicy`` and its documented ``IMAGE_PULL_POLICY``, which the EventSource and Sensor pods get, are
+    ``IfNotPresent``: the node imported the images it built), and the controller configuration's entry for
+    ``jetstream_version`` names :data:`IDLE_SIDE_IMAGE` for the reloader and the metrics exporter. The EventBus
+    version must be the pinned nats-server's (``NATS_SERVER_VERSION``): the node has no other NATS image."""
+    if jetstream_version != nats_version.removeprefix("v"):
+        raise ValueError(f"the EventBus would run JetStream {jetstream_version} but the node builds nats-server "
+                         f"{nats_version}: set NATS_SERVER_VERSION in tools/versions.env to v{jetstream_version}")
+    out: list[dict[str, Any]] = []
+    found = 0
+    for original in docs:
+        doc = yaml.safe_load(yaml.safe_dump(dict(original)))  # a deep copy
+        kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        if kind == "Deployment" and name == "controller-manager":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                container["imagePullPolicy"] = "IfNotPresent"
+                container.setdefault("env", []).append({"name": "IMAGE_PULL_POLICY", "value": "IfNotPresent"})
+            found += 1
+        elif kind == "ConfigMap" and name == "argo-events-controller-config":
+            config = yaml.safe_load(doc["data"]["controller-config.yaml"])
+            for entry in config["eventBus"]["jetstream"]["versions"]:
+                if str(entry["version"]) == jetstream_version:
+                    entry["configReloaderImage"] = entry["metricsExporterImage"] = side_image
+                    found += 1
+            doc["data"]["controller-config.yaml"] = yaml.safe_dump(config, sort_keys=False)
+        out.append(doc)
+    if found != 2:
+        raise ValueError("the Argo Events install has no controller-manager Deployment or no JetStream "
+                         f"{jetstream_version} entry in argo-events-controller-config")
+    return out
 
 
 def node_capi_line(env: Mapping[str, str]) -> str:
@@ -54,6 +122,34 @@ class NodeBackend(KindBackend):
         if echo is not None:
             echo(self.engine)
         self.install_argo()
+
+    def install_argo_events(self, timeout: float = 300) -> None:
+        """The cluster DNS first (see the module docstring), then Argo Events as on kind."""
+        if not getattr(self, "_cluster_dns", False):
+            self.install_cluster_dns(timeout)
+        super().install_argo_events(timeout)
+
+    def install_cluster_dns(self, timeout: float = 300) -> None:
+        import zipfile
+
+        from e2e.kind_backend import module_zip
+        from e2e.node.setup import default_layout
+        from sim.envtest import assets
+
+        version = assets.versions()["KUBERNETES_VERSION"]
+        with zipfile.ZipFile(module_zip(self.cache, "k8s.io/kubernetes", version)) as z:
+            base = z.read(f"k8s.io/kubernetes@{version}/{DNS_ADDON}").decode()
+        layout = default_layout()
+        self.apply(cluster_dns(base, dns_ip=layout.dns_ip, domain=layout.cluster_domain))
+        self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={int(timeout)}s",
+                     timeout=timeout + 30)
+        self._cluster_dns = True
+
+    def adapt_argo_events(self, docs: list[dict[str, Any]], jetstream_version: str) -> list[dict[str, Any]]:
+        from sim.envtest import assets
+
+        return node_argo_events(docs, jetstream_version=jetstream_version,
+                                nats_version=assets.versions()["NATS_SERVER_VERSION"])
 
     def load_images(self) -> None:
         """Nothing to load: the node imported every image into containerd when it started."""

@@ -54,6 +54,12 @@ class Layout:
         return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     @property
+    def dns_ip(self) -> str:
+        """The cluster DNS Service's ClusterIP (the tenth address of the range, as kubeadm picks it): the kubelet's
+        ``clusterDNS``. CoreDNS behind it is installed only by what needs names (the Argo Events tests)."""
+        return str(ipaddress.ip_network(self.service_cidr).network_address + 10)
+
+    @property
     def containerd_socket(self) -> Path:
         return self.state / "containerd" / "containerd.sock"
 
@@ -146,6 +152,7 @@ def render_kubelet(layout: Layout, *, ca: Path, serving_cert: Path, serving_key:
         "tlsCertFile": str(serving_cert),
         "tlsPrivateKeyFile": str(serving_key),
         "clusterDomain": layout.cluster_domain,
+        "clusterDNS": [layout.dns_ip],
         "resolvConf": str(layout.resolv_conf),
         "podLogsDir": str(layout.path("pod-logs")),
         "failSwapOn": False,

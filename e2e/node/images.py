@@ -6,6 +6,13 @@ Contract:
   laid out as upstream's Dockerfile does on distroless/static (``/bin/<binary>``, user 8737 for the controller,
   ``/etc/nsswitch.conf`` and ``/etc/ssh/ssh_known_hosts`` from the module, ``/etc/passwd``/``group``, ``/tmp``);
   tagged with the upstream names (``quay.io/argoproj/<name>:<version>``) so the upstream manifests run unchanged.
+- ``argo-events`` (the Argo Events controller-manager, EventSource and Sensor image) and ``nats`` (the JetStream
+  EventBus server): the binaries ``tools/events.sh`` built from the pinned modules, laid out as upstream's images
+  have them (``/bin/argo-events``; ``/nats-server`` at the root, the ``startCommand`` Argo Events runs) under the
+  upstream tags (``quay.io/argoproj/argo-events:<version>``, ``nats:<version>``), and ``coredns`` (``/coredns`` at
+  the root as upstream's image has it, ``registry.k8s.io/coredns/coredns:<version>``; user root, where the
+  addon manifest gives it NET_BIND_SERVICE and drops every other capability: upstream's nonroot image relies on a
+  file capability, which these archives do not carry): :func:`events_images`.
 - The step image and the simulator image: the project's Dockerfile's inputs on Debian bookworm's own Python 3.11
   (a ``debootstrap --variant=minbase --include=python3`` root file system, a ``python`` link as in the official
   image), then ``pip install --no-index`` of wheels of this checkout with its pinned dependencies (``pip wheel``),
@@ -208,6 +215,19 @@ def _diff_id(path: Path) -> str:
     value = "sha256:" + digest.hexdigest()
     stamp.write_text(value)
     return value
+
+
+def events_images(cache: Path, binaries: Mapping[str, Path], *, argo_events_version: str, nats_version: str,
+                  coredns_version: str) -> list[ImageArchive]:
+    """The Argo Events and CoreDNS images (see the module contract); nats' tag has no ``v``."""
+    return [
+        binary_image(cache, tag=f"quay.io/argoproj/argo-events:{argo_events_version}", binary=binaries["argo-events"],
+                     entrypoint="argo-events"),
+        binary_image(cache, tag=f"docker.io/library/nats:{nats_version.removeprefix('v')}",
+                     binary=binaries["nats-server"], entrypoint="nats-server", at_root=True),
+        binary_image(cache, tag=f"registry.k8s.io/coredns/coredns:{coredns_version}", binary=binaries["coredns"],
+                     entrypoint="coredns", at_root=True),
+    ]
 
 
 def build_all(cache: Path, binaries: Mapping[str, Path], *, repo: Path, argo_module: Path, argo_version: str,

@@ -4,7 +4,9 @@ Contract:
 - :func:`missing` lists, one sentence each, what this machine lacks for a node (not Linux, not root, a kernel
   without network namespaces/veth/bridge, a missing command such as ``runc`` or the CNI plugins, binaries not yet
   built by ``make node-tools``); empty means a node can run. It reads the machine and changes nothing.
-- :func:`node_bin_dir` is where ``tools/build.sh node`` puts the node's binaries for the pins.
+- :func:`node_bin_dir` is where ``tools/build.sh node`` puts the node's binaries for the pins,
+  :func:`events_bin_dir` where ``tools/events.sh`` puts Argo Events' and CoreDNS (imported on every node;
+  installed only by the tests that need them, :meth:`e2e.node_backend.NodeBackend.install_argo_events`).
 - :func:`build_images` builds (or finds cached) every image archive; it runs outside the namespace, where PyPI is
   reachable for the step image's wheels.
 - :func:`run_inside` runs in the namespace: the node's ``resolv.conf`` over ``/etc/resolv.conf`` (in the private
@@ -49,6 +51,15 @@ def node_bin_dir(pins: dict[str, str], cache: Path) -> Path:
     return cache / "bin" / name
 
 
+def events_bin_dir(pins: dict[str, str], cache: Path) -> Path:
+    """Where ``tools/events.sh`` puts argo-events and nats-server for the pins."""
+    return cache / "bin" / (f"events-argo-events-{pins['ARGO_EVENTS_VERSION']}-nats-{pins['NATS_SERVER_VERSION']}"
+                            f"-coredns-{pins['COREDNS_VERSION']}")
+
+
+EVENTS_BINARIES = ("argo-events", "nats-server", "coredns")
+
+
 def binaries() -> NodeBinaries:
     pins = assets.versions()
     cache = assets.cache_dir()
@@ -77,7 +88,9 @@ def missing(*, built: bool = True) -> list[str]:
         problems.append("no cgroup file system at /sys/fs/cgroup")
     if not problems and shutil.which("ip") is not None:
         problems += _veth_problem()
-    absent_binaries = binaries().missing() if built else []
+    events_dir = events_bin_dir(assets.versions(), assets.cache_dir())
+    absent_binaries = [*binaries().missing(), *(str(events_dir / b) for b in EVENTS_BINARIES
+                                                 if not os.access(events_dir / b, os.X_OK))] if built else []
     if absent_binaries:
         problems.append(f"{len(absent_binaries)} node binaries are not built (e.g. {absent_binaries[0]}): run "
                         "`make node-tools`")
@@ -108,13 +121,19 @@ def build_images() -> list[Path]:
     from capi_rollout.workflow.image import IMAGE as STEP_IMAGE
     from sim.deploy import SIM_IMAGE
 
-    bin_dir = node_bin_dir(assets.versions(), assets.cache_dir())
+    pins = assets.versions()
+    bin_dir = node_bin_dir(pins, assets.cache_dir())
     built = images_module.build_all(
         assets.cache_dir(),
         {"pause": bin_dir / "pause", "argoexec": bin_dir / "argoexec",
          "workflow-controller": bin_dir / "workflow-controller"},
-        repo=assets.REPO_ROOT, argo_module=argo_module_dir(), argo_version=assets.versions()["ARGO_WORKFLOWS_VERSION"],
+        repo=assets.REPO_ROOT, argo_module=argo_module_dir(), argo_version=pins["ARGO_WORKFLOWS_VERSION"],
         step_image=STEP_IMAGE, sim_image=SIM_IMAGE, python=sys.executable)
+    events_dir = events_bin_dir(pins, assets.cache_dir())
+    built += images_module.events_images(assets.cache_dir(), {b: events_dir / b for b in EVENTS_BINARIES},
+                                         argo_events_version=pins["ARGO_EVENTS_VERSION"],
+                                         nats_version=pins["NATS_SERVER_VERSION"],
+                                         coredns_version=pins["COREDNS_VERSION"])
     return [archive.path for archive in built]
 
 

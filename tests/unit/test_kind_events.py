@@ -150,3 +150,83 @@ def test_the_events_overlay_builds_with_the_pinned_kustomize_into_argo_events() 
         assert by_kind[kind]["metadata"] == {**by_kind[kind]["metadata"], "name": "capi-rollout",
                                              "namespace": "argo-events"}
     assert by_kind["Sensor"]["spec"].get("eventBusName", "default") == "default"
+
+
+# --- the node's adaptation (e2e.node_backend.node_argo_events) ----------------------------------------------
+
+
+def _controller_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    import yaml
+
+    (cm,) = [d for d in docs
+             if d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "argo-events-controller-config"]
+    return dict(yaml.safe_load(cm["data"]["controller-config.yaml"]))
+
+
+def test_the_node_never_pulls_argo_events_images_and_idles_the_jetstream_side_containers(
+        install: list[dict[str, Any]]) -> None:
+    from e2e.node_backend import IDLE_SIDE_IMAGE, node_argo_events
+    from sim.envtest import assets
+
+    jetstream = newest_release(jetstream_versions(install))
+    adapted = node_argo_events(install, jetstream_version=jetstream,
+                               nats_version=assets.versions()["NATS_SERVER_VERSION"])
+
+    (deployment,) = [d for d in adapted if d.get("kind") == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["imagePullPolicy"] == "IfNotPresent"  # upstream: Always; the node has no registry
+    assert {"name": "IMAGE_PULL_POLICY", "value": "IfNotPresent"} in container["env"]  # EventSource/Sensor pods
+    entries = {str(v["version"]): v for v in _controller_config(adapted)["eventBus"]["jetstream"]["versions"]}
+    assert entries[jetstream]["natsImage"] == f"nats:{jetstream}"  # the image the node builds from nats-server
+    assert entries[jetstream]["configReloaderImage"] == entries[jetstream]["metricsExporterImage"] == IDLE_SIDE_IMAGE
+    upstream = {str(v["version"]): v for v in _controller_config(install)["eventBus"]["jetstream"]["versions"]}
+    assert {k: v for k, v in entries.items() if k != jetstream} == {k: v for k, v in upstream.items() if k != jetstream}
+    assert len(adapted) == len(install) and [d for d in adapted if d.get("kind") not in ("Deployment", "ConfigMap")] \
+        == [d for d in install if d.get("kind") not in ("Deployment", "ConfigMap")]
+    assert _controller_config(install)["eventBus"]["jetstream"]["versions"] != \
+        _controller_config(adapted)["eventBus"]["jetstream"]["versions"], "the input is not changed in place"
+
+
+def test_the_node_refuses_a_jetstream_version_it_has_no_nats_server_for(install: list[dict[str, Any]]) -> None:
+    from e2e.node_backend import node_argo_events
+
+    with pytest.raises(ValueError, match=r"NATS_SERVER_VERSION in tools/versions\.env to v2\.10\.29"):
+        node_argo_events(install, jetstream_version="2.10.29", nats_version="v2.9.16")
+    with pytest.raises(ValueError, match=r"no JetStream 9\.9\.9 entry"):
+        node_argo_events(install, jetstream_version="9.9.9", nats_version="v9.9.9")
+
+
+def test_the_node_dns_is_the_kubernetes_coredns_addon_filled_in_without_a_forwarder() -> None:
+    import zipfile
+
+    import yaml
+
+    from e2e.kind_backend import module_zip
+    from e2e.node_backend import DNS_ADDON, cluster_dns
+    from sim.envtest import assets
+
+    version = assets.versions()["KUBERNETES_VERSION"]
+    with zipfile.ZipFile(module_zip(assets.cache_dir(), "k8s.io/kubernetes", version)) as z:
+        base = z.read(f"k8s.io/kubernetes@{version}/{DNS_ADDON}").decode()
+    docs = cluster_dns(base, dns_ip="10.96.0.10", domain="cluster.local")
+
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("Deployment", "coredns"), ("Service", "kube-dns"), ("ConfigMap", "coredns"),
+            ("ClusterRole", "system:coredns"), ("ServiceAccount", "coredns")} <= kinds
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    assert service["spec"]["clusterIP"] == "10.96.0.10"
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"registry.k8s.io/coredns/coredns:{assets.versions()['COREDNS_VERSION']}"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    corefile = config["data"]["Corefile"]
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in corefile and "forward" not in corefile
+    # Every other plugin of the addon's Corefile stays, and each is compiled into tools/coredns.
+    main_go = (assets.REPO_ROOT / "tools" / "coredns" / "main.go").read_text()
+    plugins = {"health": "health", "ready": "ready", "kubernetes": "kubernetes", "prometheus": "metrics",
+               "cache": "cache", "loop": "loop", "reload": "reload", "loadbalance": "loadbalance", "errors": "errors"}
+    for directive, package in plugins.items():
+        assert any(line.split(" ")[0] == directive for line in (x.strip() for x in corefile.splitlines())), directive
+        assert f'"github.com/coredns/coredns/plugin/{package}"' in main_go, package
+    assert "__" not in yaml.safe_dump_all(docs)

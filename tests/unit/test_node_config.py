@@ -24,6 +24,14 @@ def test_the_kubernetes_service_ip_is_the_first_address_of_the_service_range(tmp
     assert Layout(state=tmp_path, service_cidr="10.50.0.0/24").service_ip == "10.50.0.1"
 
 
+def test_pods_ask_the_cluster_dns_service_at_the_tenth_address_of_the_service_range(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    kubelet = yaml.safe_load(config.render_kubelet(lay, ca=tmp_path / "ca", serving_cert=tmp_path / "c",
+                                                   serving_key=tmp_path / "k"))
+    assert lay.dns_ip == "10.96.0.10" and kubelet["clusterDNS"] == ["10.96.0.10"]
+    assert kubelet["clusterDomain"] == "cluster.local"
+
+
 def test_containerd_never_pulls_from_outside_and_tolerates_missing_cap_sys_resource(tmp_path: Path) -> None:
     text = config.render_containerd(layout(tmp_path))
     assert "restrict_oom_score_adj = true" in text
@@ -153,3 +161,31 @@ def test_the_runner_requests_are_counted_from_the_audit_log_by_client() -> None:
     assert config.runner_requests(lines) == {"step (python)": 2, "argoexec": 1}
     policy = yaml.safe_load(config.render_audit_policy())
     assert policy["rules"][0] == {"level": "Metadata", "users": [runner]} and policy["rules"][-1] == {"level": "None"}
+
+
+def test_the_argo_events_images_have_the_upstream_tags_and_the_binaries_where_argo_events_runs_them(
+        tmp_path: Path) -> None:
+    from e2e.node.images import events_images
+
+    binaries = {name: tmp_path / name for name in ("argo-events", "nats-server", "coredns")}
+    for name, binary in binaries.items():
+        binary.write_bytes(f"#!{name}\n".encode())
+    archives = events_images(tmp_path / "cache", binaries, argo_events_version="v1.9.11", nats_version="v2.10.29",
+                              coredns_version="v1.14.6")
+
+    found = {}
+    for archive in archives:
+        with tarfile.open(archive.path) as tar:
+            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            image = json.loads(tar.extractfile(manifest[0]["Config"]).read())  # type: ignore[union-attr]
+            with tarfile.open(fileobj=tar.extractfile(manifest[0]["Layers"][0])) as layer:
+                files = {m.name for m in layer.getmembers() if m.isfile()}
+        found[manifest[0]["RepoTags"][0]] = (image["config"]["Entrypoint"], files)
+    # The controller starts EventSource/Sensor pods with ARGO_EVENTS_IMAGE; the JetStream StatefulSet runs
+    # the startCommand `/nats-server` of the controller configuration's natsImage `nats:2.10.29`.
+    assert found["quay.io/argoproj/argo-events:v1.9.11"][0] == ["/bin/argo-events"]
+    assert "bin/argo-events" in found["quay.io/argoproj/argo-events:v1.9.11"][1]
+    assert found["docker.io/library/nats:2.10.29"][0] == ["/nats-server"]
+    assert "nats-server" in found["docker.io/library/nats:2.10.29"][1]
+    assert found["registry.k8s.io/coredns/coredns:v1.14.6"] == (["/coredns"], {"coredns", "etc/passwd", "etc/group",
+                                                                              "tmp/.keep"})
