@@ -73,6 +73,50 @@ def test_progress_restarts_the_stall_clock() -> None:
     assert "no progress for 0s of 10m0s, 30m0s of 45m0s elapsed" in action.progress
 
 
+def test_a_node_flapping_back_to_a_state_seen_before_is_not_progress() -> None:
+    """An old node flapping Ready/NotReady while a new Machine really stalls: each return to an earlier state of
+    the phase leaves the stall clock alone, so the stall is remediated on time (not after the flap ends)."""
+    stalled = b.machine("cp-new", cp=True, ready=False, address="10.0.0.9")
+
+    def state(old_ready: bool) -> ClusterState:
+        return cp_state([b.machine("cp-0", cp=True, ready=old_ready, address="10.0.0.1"),
+                         b.machine("cp-1", cp=True, address="10.0.0.2"), stalled],
+                        up_to_date=False, ready=2 if old_ready else 1)
+
+    rec = settled(state(True))
+    now = T0
+    for minute in range(1, 11):  # flaps every minute, for ten minutes
+        now = T0 + timedelta(minutes=minute)
+        action = decide(phase="control-plane", state=state(minute % 2 == 0), record=rec, nodes={}, now=now,
+                        params=PARAMS)
+        rec = action.record
+        if minute == 1:
+            assert rec.last_progress == now, "the first NotReady is a state never seen: progress"
+        else:
+            assert rec.last_progress == T0 + timedelta(minutes=1), f"minute {minute}: a flap is not progress"
+    assert action.kind == "wait"  # minute 10: 9 minutes since the last real progress
+    action = decide(phase="control-plane", state=state(True), record=rec, nodes={},
+                    now=T0 + timedelta(minutes=11), params=PARAMS)
+    assert action.kind == "remediate" and action.machine is not None and action.machine.name == "cp-new"
+    # A state never seen before is progress again.
+    moved = cp_state([b.machine("cp-0", cp=True, address="10.0.0.1"), b.machine("cp-1", cp=True, address="10.0.0.2"),
+                      b.machine("cp-new", cp=True, address="10.0.0.9")], up_to_date=False, ready=3)
+    action = decide(phase="control-plane", state=moved, record=rec, nodes={}, now=T0 + timedelta(minutes=11),
+                    params=PARAMS)
+    assert action.record.last_progress == T0 + timedelta(minutes=11)
+
+
+def test_the_states_seen_survive_the_ledger_and_are_bounded() -> None:
+    from capi_rollout.domain.ledger import MAX_SEEN, LedgerError
+
+    rec = replace(record(), seen=("a" * 16, "b" * 16))
+    assert PhaseRecord.from_dict(rec.to_dict()) == rec
+    with pytest.raises(LedgerError, match="seen: must be at most"):
+        PhaseRecord.from_dict({**rec.to_dict(), "seen": ["x"] * (MAX_SEEN + 1)})
+    with pytest.raises(LedgerError, match="seen: must be at most"):
+        PhaseRecord.from_dict({**rec.to_dict(), "seen": [1]})
+
+
 def test_a_stalled_provisioning_machine_is_deleted_without_reboot_when_it_has_no_address() -> None:
     state = cp_state([*healthy_cp(2), b.machine("cp-new", cp=True, node=False, phase="Provisioning")],
                      up_to_date=False, ready=2)

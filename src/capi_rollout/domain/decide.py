@@ -11,7 +11,8 @@ action; ``capi_rollout.executor`` does. The rules, in order:
    whose Talos API presents a certificate that cannot be trusted → ``fail`` at once (never remediated);
 3. the phase timeout has passed → ``fail`` naming the phase, the time spent, what is incomplete and why it
    waited;
-4. progress (the fingerprint changed) restarts the stall clock; not stalled yet → ``wait``;
+4. progress (the fingerprint changed to a state this phase has not been in) restarts the stall clock; a return
+   to a state seen before (a node flapping Ready/NotReady) does not; not stalled yet → ``wait``;
 5. stalled: remediation budget spent → ``fail`` ("remediation budget exhausted"); no candidate → ``wait``
    (the timeout will decide) saying why nothing can be remediated; a control-plane candidate whose removal
    risks etcd quorum → ``fail``; otherwise → ``remediate`` the most urgent candidate (delete unless already
@@ -36,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from capi_rollout.domain.ledger import PHASE_TITLES, PhaseRecord
+from capi_rollout.domain.ledger import MAX_SEEN, PHASE_TITLES, PhaseRecord
 from capi_rollout.domain.model import Machine
 from capi_rollout.domain.ordering import ahead_warning, workers_ahead
 from capi_rollout.domain.progress import PhaseStatus, phase_status
@@ -133,7 +134,11 @@ def _decide(
     stuck_after = timedelta(seconds=params.stall_timeout)
 
     if status.fingerprint != record.fingerprint:
-        record = replace(record, fingerprint=status.fingerprint, last_progress=now)
+        if status.fingerprint in record.seen:  # back to a state this phase was in: a flap, not progress
+            record = replace(record, fingerprint=status.fingerprint)
+        else:
+            seen = (*record.seen, status.fingerprint)[-MAX_SEEN:]
+            record = replace(record, fingerprint=status.fingerprint, last_progress=now, seen=seen)
     stalled_for = (now - record.last_progress).total_seconds()
     elapsed = (now - record.started).total_seconds()
     progress = (

@@ -106,6 +106,15 @@ class Remediation:
         )
 
 
+MAX_SEEN = 256  # states a phase remembers: a flap between them is not progress
+
+
+def _strings(values: list[Any], where: str) -> tuple[str, ...]:
+    if len(values) > MAX_SEEN or not all(isinstance(v, str) and len(v) <= 64 for v in values):
+        raise LedgerError(f"{where}: must be at most {MAX_SEEN} strings of at most 64 characters")
+    return tuple(values)
+
+
 @dataclass(frozen=True)
 class PhaseRecord:
     """One phase's state. ``result`` is None while it runs, then ``succeeded`` or ``failed``."""
@@ -120,6 +129,7 @@ class PhaseRecord:
     remediations: tuple[Remediation, ...] = ()
     waiting: str = ""  # why the phase waits when that is not plain progress (skip annotation, guard, budget, …)
     replaced: str = ""  # "N/M": Machines replaced / to replace at the last evaluation (domain.replacement)
+    seen: tuple[str, ...] = ()  # fingerprints of the states this phase has been in (most recent last, bounded)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +143,7 @@ class PhaseRecord:
             "remediations": [r.to_dict() for r in self.remediations],
             "waiting": self.waiting,
             "replaced": self.replaced,
+            "seen": list(self.seen),
         }
 
     @classmethod
@@ -159,6 +170,7 @@ class PhaseRecord:
                                for i, r in enumerate(remediations)),
             waiting=_field(d, "waiting", str, where, optional=True) or "",
             replaced=_field(d, "replaced", str, where, optional=True) or "",
+            seen=_strings(_field(d, "seen", list, where, optional=True) or [], f"{where}.seen"),
         )
 
     @property

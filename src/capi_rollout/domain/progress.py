@@ -10,7 +10,8 @@ Contract: pure. :func:`phase_status` returns a :class:`PhaseStatus` for ``contro
   every MachineDeployment is (trivially so when the cluster has none).
 
 The fingerprint changes whenever a counter, a condition, the set of Machines or any Machine's phase,
-nodeRef, readiness or deletion changes: that is what "progress" means for the stall clock.
+nodeRef, readiness or deletion changes; a change to a fingerprint the phase has not had before is what
+"progress" means for the stall clock (:mod:`capi_rollout.domain.decide`: a flap back to an earlier state is not).
 """
 
 from __future__ import annotations
