@@ -271,7 +271,12 @@ def test_ctrl_c_is_one_line_exit_2_and_no_traceback(tmp_path: Path) -> None:
     while time.monotonic() < deadline and not _reads_stdin(proc.pid):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:  # stdin stays open until it exited: a snapshot that ends would let it finish without the interrupt
+        proc.wait(timeout=60)
+    finally:
+        proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 2, err
     assert err.splitlines() == ["capi-rollout plan: interrupted (Ctrl-C); nothing was written"], err
     assert out == "" and list(tmp_path.iterdir()) == []
