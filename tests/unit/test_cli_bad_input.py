@@ -262,8 +262,11 @@ def test_debug_shows_the_traceback_of_an_input_error(tmp_path: Path) -> None:
 
 def test_ctrl_c_is_one_line_exit_2_and_no_traceback(tmp_path: Path) -> None:
     """A real SIGINT to a real process reading a snapshot from a pipe that never ends."""
+    # A shell's background job (`cmd &`, nohup) ignores SIGINT, and children inherit that: give the child the
+    # default disposition a terminal user has, or Python would not install its handler at all.
     proc = subprocess.Popen([sys.executable, "-m", "capi_rollout", *PLAN, "-f", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdin is not None
     proc.stdin.write("kind: Cluster\n")
     proc.stdin.flush()
