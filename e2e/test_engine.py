@@ -112,3 +112,31 @@ def test_15_the_workflow_controller_killed_mid_phase_keeps_the_running_step_and_
     acted = [n.started for step in ("preflight", "control-plane", "workers") for n in second.attempts(step)
              if n.started is not None]
     assert all(t >= out.run.finished - 1.0 for t in acted), "the second run acted while the first was rolling"
+
+
+@pytest.mark.parametrize(("strategy", "summary_runs"), [("Stop", True), ("Terminate", False)])
+def test_16_argo_stop_writes_the_summary_and_argo_terminate_skips_it(
+        request: pytest.FixtureRequest, stage: Stage, strategy: str, summary_runs: bool) -> None:
+    from kubernetes import client
+
+    backend = _cluster_stage(stage)
+    s = scaled("cp-stall-provisioning-never")
+    params = parameters(s, maxRemediations="0", controlPlaneTimeout="150s")
+
+    def shut_down(sim: SimHandle, run: WorkflowRun) -> None:
+        _until("the control-plane step to run", _step_running(backend, run, "control-plane"))
+        # What `argo stop` / `argo terminate` do: set the workflow's shutdown strategy.
+        client.CustomObjectsApi(backend.api).patch_namespaced_custom_object(
+            *ARGO, backend.namespace, "workflows", run.name, {"spec": {"shutdown": strategy}})
+
+    out = stage.run(request.node.name, s, params, during=shut_down, timeout=300.0)
+
+    assert out.run.phase == "Failed", out.run.text()
+    assert out.run.attempts("control-plane")[-1].phase != "Succeeded"
+    assert len(out.run.attempts("control-plane")) == 1, "a shut-down step is never retried"
+    if summary_runs:
+        assert out.summary is not None, out.run.text()
+        assert out.summary["result"] == "Failed" and out.summary["remediations"] == 0
+    else:
+        assert out.summary is None, "terminate skips the exit handler: no summary"
+        assert not out.run.attempts("summary"), out.run.text()
