@@ -293,16 +293,20 @@ class Kube:
     def read_ledger(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The whole RolloutLedger (metadata with labels and ownerReferences, spec), or None when it does not
         exist."""
+        return self._get_or_none(f"{_ledgers(namespace)}/{name}", f"get {LEDGER_KIND} {namespace}/{name}")
+
+    def _get_or_none(self, path: str, what: str) -> dict[str, Any] | None:
+        """GET one object with retries; None when it does not exist (404)."""
         def call() -> dict[str, Any] | None:
             try:
-                obj = self.request("GET", f"{_ledgers(namespace)}/{name}")
+                obj = self.request("GET", path)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
             return dict(obj) if isinstance(obj, dict) else {}
 
-        return self.backoff.run(f"get {LEDGER_KIND} {namespace}/{name}", call)
+        return self.backoff.run(what, call)
 
     def list_events(self, namespace: str) -> list[dict[str, Any]]:
         """The core/v1 Events of ``namespace`` (what the API server still keeps: ``--event-ttl``, 1 h by default)."""
@@ -357,19 +361,10 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError):
             return self.backoff.run(what, call)
 
-
     def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Argo Workflow ``namespace/name`` (read by name, never listed), or None when it does not exist."""
-        def call() -> dict[str, Any] | None:
-            try:
-                obj = self.request("GET", f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/{name}")
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            return dict(obj) if isinstance(obj, dict) else {}
-
-        return self.backoff.run(f"get Workflow {namespace}/{name}", call)
+        return self._get_or_none(f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/{name}",
+                                 f"get Workflow {namespace}/{name}")
 
 
 def _ledgers(namespace: str) -> str:
