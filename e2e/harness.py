@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
-from capi_rollout.params import parse_duration
+from capi_rollout.domain.params import parse_duration
 from capi_rollout.picture.build import build as build_picture
 from capi_rollout.picture.build import from_timeline
 from capi_rollout.picture.svg import render as render_svg

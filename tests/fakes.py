@@ -32,7 +32,7 @@ from typing import Any
 
 from capi_rollout.adapters.informer import Snapshot
 from capi_rollout.adapters.kube import KubeError
-from capi_rollout.params import DEFAULTS
+from capi_rollout.domain.params import DEFAULTS
 from capi_rollout.workflow import steps
 from tests import builders as b
 

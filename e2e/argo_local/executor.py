@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capi_rollout.params import parse_duration
+from capi_rollout.domain.params import parse_duration
 from capi_rollout.workflow import argo_expr
 from e2e.argo_local.model import (
     ERROR,

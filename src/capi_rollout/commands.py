@@ -31,10 +31,10 @@ from capi_rollout.domain.decide import decide
 from capi_rollout.domain.forecast import forecast
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, parse_time
+from capi_rollout.domain.params import DEFAULTS, ParamError, Params, parse_params
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.resolve import ResolveError, resolve_targets, talosconfig_secret_name
 from capi_rollout.domain.state import ClusterState
-from capi_rollout.params import DEFAULTS, ParamError, Params, parse_params
 from capi_rollout.userfiles import InputError, object_problem, read_text, yaml_documents
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

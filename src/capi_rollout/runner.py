@@ -54,6 +54,7 @@ from capi_rollout.domain.claim import Holder, decide_claim
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
+from capi_rollout.domain.params import ParamError, Params, format_duration, parse_params
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.replacement import replacement_progress
 from capi_rollout.domain.resolve import (
@@ -67,7 +68,6 @@ from capi_rollout.domain.resolve import (
 from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
 from capi_rollout.executor import Executor, RemediationAborted, TalosPort
 from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
-from capi_rollout.params import ParamError, Params, format_duration, parse_params
 from capi_rollout.progress_file import ProgressFile
 from capi_rollout.summary import build_summary, render_table
 

@@ -10,8 +10,8 @@ from kubernetes import client
 
 from capi_rollout.adapters.informer import ClusterCache, Snapshot, cluster_cache
 from capi_rollout.adapters.kube import Kube
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner
 from sim import objects as o
 from sim.envtest.server import LocalAPIServer

@@ -20,8 +20,8 @@ import pytest
 
 from capi_rollout.adapters.kube import Kube
 from capi_rollout.cli import main
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import KubeLedgerStore
-from capi_rollout.params import parse_params
 from capi_rollout.progress_file import ENV
 from capi_rollout.runner import Runner, run_all
 from e2e.harness import LEDGER_CRD_PATH, parameters, scaled

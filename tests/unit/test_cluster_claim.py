@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from capi_rollout.domain.claim import Holder, decide_claim
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner, StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube
 

@@ -8,8 +8,8 @@ import pytest
 
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PhaseRecord, Remediation
+from capi_rollout.domain.params import parse_params
 from capi_rollout.domain.state import ClusterState, NodeStatus
-from capi_rollout.params import parse_params
 from tests import builders as b
 
 T0 = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)

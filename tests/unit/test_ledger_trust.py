@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord, Remediation
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import LABELS, KubeLedgerStore
-from capi_rollout.params import parse_params
 from capi_rollout.runner import LedgerUnusable, Runner, _run
 from tests import builders as b
 from tests.fakes import Clock, FakeKube, FakeTalos, FakeWatch

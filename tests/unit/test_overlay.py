@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from capi_rollout.params import DEFAULTS
+from capi_rollout.domain.params import DEFAULTS
 from capi_rollout.workflow import template
 from tests.lua_filter import script_fires
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from capi_rollout.domain.params import parse_params
 from capi_rollout.domain.state import ClusterState
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner
 from tests.fakes import Clock, FakeCache, FakeControlPlaneController, FakeKube, FakeTalos
 from tests.unit.test_runner_sequences import T0, check_golden

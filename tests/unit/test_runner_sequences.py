@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.ledger import Ledger
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import KubeLedgerStore, MemoryLedgerStore
-from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner, StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube, FakeTalos, FakeWatch
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import capi_rollout
-from capi_rollout.params import DEFAULTS, DESCRIPTIONS
+from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS
 from capi_rollout.workflow import entry, render, semantic, steps, template
 from capi_rollout.workflow.image import IMAGE, IMAGE_REPOSITORY
 

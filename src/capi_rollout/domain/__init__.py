@@ -6,6 +6,7 @@ mutated in place. Both CAPI shapes are read: ``cluster.x-k8s.io/v1beta2`` (CAPI 
 
 Modules:
 
+* ``params``      — the workflow parameters: defaults, descriptions, validation (one source for CLI, template, README).
 * ``model``       — typed views of Cluster, TalosControlPlane, MachineDeployment, Machine, MachineHealthCheck.
 * ``strategy``    — rollout-strategy and paused rules shared by preflight and ``capi-rollout lint``.
 * ``resolve``     — which objects belong to one cluster (exactly one TCP, one talosconfig Secret, ...).

@@ -40,11 +40,11 @@ from typing import Literal
 from capi_rollout.domain.ledger import MAX_SEEN, PHASE_TITLES, PhaseRecord
 from capi_rollout.domain.model import Machine
 from capi_rollout.domain.ordering import ahead_warning, workers_ahead
+from capi_rollout.domain.params import Params, format_duration
 from capi_rollout.domain.progress import PhaseStatus, phase_status
 from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
 from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
 from capi_rollout.domain.waiting import hold_reasons
-from capi_rollout.params import Params, format_duration
 
 Kind = Literal["complete", "wait", "remediate", "fail"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from capi_rollout.domain.model import Machine
-from capi_rollout.params import format_duration
+from capi_rollout.domain.params import format_duration
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -3,7 +3,7 @@
 Contract:
 
 * ``template`` builds the ``capi-rollout`` WorkflowTemplate from Python (Hera); nothing else in the project
-  writes Argo template YAML. Arguments come from :mod:`capi_rollout.params` (one source of truth).
+  writes Argo template YAML. Arguments come from :mod:`capi_rollout.domain.params` (one source of truth).
 * ``entry`` is the process every step pod runs (``python -m capi_rollout.workflow.entry <step> <inputs file>``,
   no Hera at run time); ``steps`` is what it calls, thin (inputs and environment in,
   :func:`capi_rollout.runner.run_step` called, output files and an exit code out).

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from capi_rollout.params import DEFAULTS, ParamError, parse_params
+from capi_rollout.domain.params import DEFAULTS, ParamError, parse_params
 from capi_rollout.workflow.deadlines import phase_deadline_seconds
 
 # Environment variables the WorkflowTemplate sets from Argo's workflow variables.

@@ -3,7 +3,7 @@
 Contract: :func:`build` returns the Hera object and :func:`manifest` its plain-dict form; no I/O, no cluster.
 The shape, kept to plain, well-known Argo constructs:
 
-* ``spec.arguments`` — one parameter per entry of :data:`capi_rollout.params.DEFAULTS`, with its description
+* ``spec.arguments`` — one parameter per entry of :data:`capi_rollout.domain.params.DEFAULTS`, with its description
   (``clusterName`` has no default, so a submit without it is rejected).
 * ``rollout`` (entrypoint, ``steps``): resolve → preflight → control-plane → workers, each a ``script``
   template whose pod runs ``python -m capi_rollout.workflow.entry <step>`` on the staged ``{{inputs.parameters}}``
@@ -56,7 +56,7 @@ from hera.workflows.models import (
 )
 from hera.workflows.models import Mutex as MutexModel
 
-from capi_rollout.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
+from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
 from capi_rollout.workflow import steps
 from capi_rollout.workflow.deadlines import (
     PREFLIGHT_DEADLINE_SECONDS,
