@@ -12,7 +12,7 @@ from capi_rollout.adapters.informer import ClusterCache, Snapshot, cluster_cache
 from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.runner import Runner
+from capi_rollout.rollout_loop import RolloutLoop
 from sim import objects as o
 from sim.envtest.server import LocalAPIServer
 from tests.integration.test_kube_adapter import seed
@@ -113,7 +113,7 @@ def test_the_runner_sees_a_machine_it_deleted_as_deleting_in_the_very_next_evalu
     kube = Kube(apiserver.api_client())
     params = parse_params({"clusterName": "zeta", "clusterNamespace": kube_namespace, "pollInterval": "1s",
                            "stallTimeout": "4s"})
-    runner = Runner(params=params, kube=kube, store=MemoryLedgerStore())
+    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore())
     runner.resolve()
     uid = live["metadata"]["uid"]
     with cluster_cache(kube, kube_namespace, "zeta") as cache:

@@ -186,7 +186,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
     from capi_rollout.domain.decide import Action
     from capi_rollout.domain.ledger import PhaseRecord
     from capi_rollout.domain.model import Machine
-    from capi_rollout.executor import Executor, RemediationAborted
+    from capi_rollout.remediator import RemediationAborted, Remediator
     from tests.fakes import FakeTalos
 
     live = seed(apiserver, "v1.14", kube_namespace, "race")
@@ -210,7 +210,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
         def save(rec: PhaseRecord) -> None:
             store.save(Ledger(cluster="race", namespace=kube_namespace).with_phase(rec))
 
-        executor = Executor(kube=Kube(apiserver.api_client()), talos=talos, dry_run=False, save=save)
+        executor = Remediator(kube=Kube(apiserver.api_client()), talos=talos, dry_run=False, save=save)
         barrier.wait(timeout=10)
         try:
             executor.remediate(action, owner=None, reboot_mode="powercycle", now=t0)

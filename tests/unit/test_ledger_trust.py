@@ -12,7 +12,7 @@ import pytest
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord, Remediation
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import LABELS, KubeLedgerStore
-from capi_rollout.runner import LedgerUnusable, Runner, _run
+from capi_rollout.rollout_loop import LedgerUnusable, RolloutLoop, _run
 from tests import builders as b
 from tests.fakes import Clock, FakeKube, FakeTalos, FakeWatch
 
@@ -113,10 +113,10 @@ def test_the_store_refuses_a_ledger_it_did_not_write(kube: FakeKube, problem: st
     assert str(err.value).startswith("RolloutLedger argo/capi-rollout-wf-1: ")
 
 
-def runner(kube: FakeKube, *, cluster: str = "homelab") -> Runner:
+def runner(kube: FakeKube, *, cluster: str = "homelab") -> RolloutLoop:
     clock = Clock(T0)
     params = parse_params({"clusterName": cluster, "pollInterval": "30s", "stallTimeout": "10m"})
-    return Runner(params=params, kube=kube, store=store(kube), talos_factory=lambda _: FakeTalos(), clock=clock,  # type: ignore[arg-type]
+    return RolloutLoop(params=params, kube=kube, store=store(kube), talos_factory=lambda _: FakeTalos(), clock=clock,  # type: ignore[arg-type]
                   out=kube.log.append, watch=FakeWatch(clock, []), sleep=lambda _: None)
 
 

@@ -18,7 +18,7 @@ import pytest
 from capi_rollout.domain.ledger import Ledger
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import KubeLedgerStore, MemoryLedgerStore
-from capi_rollout.runner import Runner, StepFailed
+from capi_rollout.rollout_loop import RolloutLoop, StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube, FakeTalos, FakeWatch
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -27,7 +27,8 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def make(faulty: dict[int, str] | None = None, *, seed: int = 7, max_remediations: str = "2",
          store: Any = None, kube: FakeKube | None = None, controller: Any = None, clock: Clock | None = None,
-         crash_after_waits: int | None = None, dry_run: str = "false") -> tuple[Runner, FakeKube, FakeTalos, FakeWatch]:
+         crash_after_waits: int | None = None,
+         dry_run: str = "false") -> tuple[RolloutLoop, FakeKube, FakeTalos, FakeWatch]:
     clock = clock or Clock(T0)
     kube = kube or FakeKube()
     controller = controller or FakeControlPlaneController(kube, clock, faulty=faulty, seed=seed)
@@ -36,7 +37,7 @@ def make(faulty: dict[int, str] | None = None, *, seed: int = 7, max_remediation
     lines: list[str] = kube.log
     params = parse_params({"clusterName": "homelab", "pollInterval": "30s", "stallTimeout": "10m",
                            "controlPlaneTimeout": "45m", "maxRemediations": max_remediations, "dryRun": dry_run})
-    runner = Runner(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=lambda _: talos,
+    runner = RolloutLoop(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=lambda _: talos,
                     clock=clock, out=lines.append, watch=watch, sleep=lambda _: None)
     return runner, kube, talos, watch
 
@@ -204,7 +205,7 @@ def test_resolve_names_every_missing_piece() -> None:
 
 
 def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
-    from capi_rollout.runner import _run
+    from capi_rollout.rollout_loop import _run
 
     runner, kube, _, _ = make()
     kube.secrets = []
@@ -245,7 +246,7 @@ def test_a_phase_rereads_the_secret_and_refuses_it_once_relabelled_for_another_c
 
 
 def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() -> None:
-    from capi_rollout.runner import run_all
+    from capi_rollout.rollout_loop import run_all
 
     runner, kube, talos, _ = make({0: "not-ready"})
     kube.mds = []  # no workers: the workers phase completes at once, after the control plane
@@ -260,7 +261,7 @@ def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() ->
 
 
 def test_run_all_stops_at_the_first_failed_step_and_still_summarises() -> None:
-    from capi_rollout.runner import run_all
+    from capi_rollout.rollout_loop import run_all
 
     runner, kube, talos, _ = make()
     talos.stages["10.0.0.10"] = "maintenance"

@@ -118,11 +118,11 @@ def test_phase_deadlines_sit_a_little_above_the_timeout() -> None:
 def test_the_real_run_step_accepts_exactly_what_the_steps_pass() -> None:
     import inspect
 
-    from capi_rollout import runner
+    from capi_rollout import rollout_loop
 
-    assert steps._load_run_step() is runner.run_step
-    assert set(runner.STEPS) == set(steps.STEP_OUTPUTS)
-    inspect.signature(runner.run_step).bind(
+    assert steps._load_run_step() is rollout_loop.run_step
+    assert set(rollout_loop.STEPS) == set(steps.STEP_OUTPUTS)
+    inspect.signature(rollout_loop.run_step).bind(
         "resolve",
         PARAMS,
         run_id="wf",

@@ -3,7 +3,7 @@
 Contract: pure. :func:`decide` takes the observed :class:`ClusterState`, the phase's :class:`PhaseRecord`
 from the ledger, what Talos said about the unhealthy Machines' addresses, ``now`` and the parameters, and
 returns an :class:`Action` plus the updated record (new fingerprint / stall clock). It never performs the
-action; ``capi_rollout.executor`` does. The rules, in order:
+action; ``capi_rollout.remediator`` does. The rules, in order:
 
 1. complete → ``complete``;
 2. an unhealthy Machine whose node reports Talos maintenance → ``fail`` at once (manual intervention; the

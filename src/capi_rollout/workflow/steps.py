@@ -2,7 +2,7 @@
 
 Contract: a thin shell. :func:`run` receives one step's name and the template's input parameters as strings
 (the entry reads them from the staged ``{{inputs.parameters}}``), reads the run's context from the environment
-the template sets (:data:`ENV_RUN_ID` ...), calls :func:`capi_rollout.runner.run_step` (imported only then: the
+the template sets (:data:`ENV_RUN_ID` ...), calls :func:`capi_rollout.rollout_loop.run_step` (imported only then: the
 Kubernetes and Talos adapters are the step's own cost), writes every output parameter the template declares to
 ``<outputs_dir>/parameters/<name>`` (an empty file when the step produced no value, so Argo never reports a
 missing file) and returns the exit code, printing the reason on stderr when the step failed. It imports no Hera
@@ -43,7 +43,7 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
 
 
 class StepResultLike(Protocol):
-    """What :func:`capi_rollout.runner.run_step` returns (``StepResult``)."""
+    """What :func:`capi_rollout.rollout_loop.run_step` returns (``StepResult``)."""
 
     @property
     def ok(self) -> bool: ...
@@ -92,7 +92,7 @@ def context_from_env(env: Mapping[str, str]) -> RunContext:
 
 
 def _load_run_step() -> RunStep:
-    from capi_rollout.runner import run_step
+    from capi_rollout.rollout_loop import run_step
 
     loaded: RunStep = run_step
     return loaded

@@ -1,6 +1,6 @@
 """The one place that acts: delete a Machine, reboot its node, record it.
 
-Contract: :meth:`Executor.remediate` carries out a ``remediate`` :class:`~capi_rollout.domain.decide.Action`:
+Contract: :meth:`Remediator.remediate` carries out a ``remediate`` :class:`~capi_rollout.domain.decide.Action`:
 
 1. the remediation is written to the ledger first (outcome ``started``), conditional on the ledger's
    resourceVersion, so a crash or a retried step can never perform more than ``maxRemediations``, and of two
@@ -88,7 +88,7 @@ class RemediationAborted(RuntimeError):
     """The intent could not be recorded (the ledger changed since it was read): nothing was deleted or rebooted."""
 
 
-class Executor:
+class Remediator:
     def __init__(self, *, kube: Kube, talos: TalosPort | None, dry_run: bool,
                  save: Callable[[PhaseRecord], None], confirm_within: float = 0.0, confirm_interval: float = 1.0,
                  say: Callable[[str], None] | None = None) -> None:

@@ -7,7 +7,7 @@ parameters, an unresolvable cluster, a preflight violation, a phase timeout or a
 back as ``ok=False`` with a message saying what to do.
 
 A phase loop observes the cluster, asks Talos about unhealthy Machines, lets
-:func:`capi_rollout.domain.decide.decide` choose, hands remediations to the executor and waits for the next
+:func:`capi_rollout.domain.decide.decide` choose, hands remediations to the remediator and waits for the next
 change (at most ``pollInterval``). Every state change goes to the ledger first, so a step that is killed and
 retried resumes with the same clocks and remediation count. A phase already finished in the ledger is not run
 again.
@@ -24,7 +24,7 @@ MachineDeployments and Machines by LIST + WATCH; the first evaluation waits for 
 min(1s, ``pollInterval``/4)), and each evaluation reads that cache's snapshot while it is synced, falling back to
 four direct reads (get Cluster, list TCPs, MDs, Machines) while it is not (not yet synced, or a watch down).
 
-Read-after-write: after the executor deletes a Machine, the loop waits (at most min(5s, ``pollInterval``))
+Read-after-write: after the remediator deletes a Machine, the loop waits (at most min(5s, ``pollInterval``))
 until the cache shows that Machine (by UID) deleting or gone; if it does not, the next evaluation is a direct
 LIST-based one, so no decision is ever made on a stale copy of our own delete. And the runner acts only on a
 direct read: a remediation or a failure decided from the cache is re-decided at once from a LIST-based
@@ -66,9 +66,9 @@ from capi_rollout.domain.resolve import (
     talosconfig_secret_name,
 )
 from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
-from capi_rollout.executor import Executor, RemediationAborted, TalosPort
 from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
 from capi_rollout.progress_file import ProgressFile
+from capi_rollout.remediator import RemediationAborted, Remediator, TalosPort
 from capi_rollout.summary import build_summary, render_table
 
 log = logging.getLogger("capi_rollout")
@@ -102,7 +102,7 @@ def default_talos_factory(talosconfig: str) -> TalosPort:
     return SyncTalosClient(parse_talosconfig(talosconfig))
 
 
-class Runner:
+class RolloutLoop:
     """One cluster's rollout, step by step, against a ledger."""
 
     def __init__(self, *, params: Params, kube: Kube, store: LedgerStore,
@@ -314,7 +314,7 @@ class Runner:
         else:
             self.say(f"{title}: resuming (started {record.started.isoformat()}, "
                      f"{len(record.remediations)} remediations so far)")
-        executor = Executor(kube=self.kube, talos=None, dry_run=self.params.dry_run, save=self._save_phase,
+        remediator = Remediator(kube=self.kube, talos=None, dry_run=self.params.dry_run, save=self._save_phase,
                             confirm_within=self.params.stall_timeout, say=self.say,
                             confirm_interval=max(0.05, min(5.0, self.params.poll_interval,
                                                            self.params.stall_timeout / 20)))
@@ -362,12 +362,12 @@ class Runner:
                     raise StepFailed(action.reason)
                 if action.kind == "remediate":
                     self.say(("DRY RUN — " if self.params.dry_run else "") + action.reason)
-                    executor.talos = None if self.params.dry_run else self.talos()
+                    remediator.talos = None if self.params.dry_run else self.talos()
                     owner = tcp if phase == "control-plane" else next(
                         (md for md in mds if action.machine and md["metadata"]["name"] == action.machine.deployment),
                         None)
                     try:
-                        record = executor.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode,
+                        record = remediator.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode,
                                                     now=now)
                     except RemediationAborted as exc:  # another attempt acted first: decide again on its ledger
                         self.say(f"{title}: {exc}")
@@ -437,7 +437,7 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
             me = Holder(run_id, owner["uid"], _utcnow().isoformat().replace("+00:00", "Z"))
             claim = ClusterClaim(kube, namespace=ledger_namespace, cluster_namespace=params.cluster_namespace,
                                  cluster=params.cluster_name, me=me, owner=owner)
-        runner = Runner(params=params, kube=kube, store=store, talos_factory=talos_factory, claim=claim)
+        runner = RolloutLoop(params=params, kube=kube, store=store, talos_factory=talos_factory, claim=claim)
         try:
             return _run(runner, step, workflow_status=workflow_status, workflow_failures=workflow_failures)
         finally:
@@ -446,7 +446,7 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
         return StepResult(False, f"{step}: Kubernetes API error: {exc}")
 
 
-def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
+def _run(runner: RolloutLoop, step: str, *, workflow_status: str | None = None,
          workflow_failures: str | None = None) -> StepResult:
     try:
         if step == "resolve":
@@ -478,11 +478,11 @@ def _run(runner: Runner, step: str, *, workflow_status: str | None = None,
         return StepResult(False, str(exc), outputs)
 
 
-def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None, runner: Runner | None = None,
+def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None, runner: RolloutLoop | None = None,
             talos_factory: Callable[[str], TalosPort] = default_talos_factory,
             out: Callable[[str], None] | None = None) -> StepResult:
     """The whole rollout in one process (``capi-rollout run``): every step, then the summary."""
-    runner = runner or Runner(params=params, kube=kube, store=store or MemoryLedgerStore(),
+    runner = runner or RolloutLoop(params=params, kube=kube, store=store or MemoryLedgerStore(),
                               talos_factory=talos_factory, out=out)
     failure: str | None = None
     try:
@@ -499,4 +499,4 @@ def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None, run
                        "remediations": str(summary["remediations"])})
 
 
-__all__ = ["STEPS", "Runner", "StepFailed", "StepResult", "format_duration", "run_all", "run_step"]
+__all__ = ["STEPS", "RolloutLoop", "StepFailed", "StepResult", "format_duration", "run_all", "run_step"]
