@@ -23,65 +23,17 @@ through the adapters handed in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.decide import Action
 from capi_rollout.domain.ledger import PhaseRecord, Remediation
 from capi_rollout.ledger_store import LedgerConflict
+from capi_rollout.ports import KubePort, ObservationLike, TalosPort
 
 log = logging.getLogger("capi_rollout")
-
-
-class ProbeLike(Protocol):
-    @property
-    def address(self) -> str: ...
-    @property
-    def state(self) -> Any: ...
-    @property
-    def detail(self) -> str: ...
-
-
-class RebootLike(Protocol):
-    @property
-    def accepted(self) -> bool: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def boot_id(self) -> str | None: ...
-
-
-class ObservationLike(Protocol):
-    @property
-    def observed(self) -> bool: ...
-    @property
-    def detail(self) -> str: ...
-
-
-class ValidityLike(Protocol):
-    @property
-    def not_before(self) -> datetime: ...
-    @property
-    def not_after(self) -> datetime: ...
-
-
-class TalosPort(Protocol):
-    """What the runner needs from Talos (``SyncTalosClient`` satisfies it)."""
-
-    @property
-    def client_validity(self) -> ValidityLike | None: ...
-
-    def probe_many(self, addresses: Sequence[str]) -> Mapping[str, ProbeLike]: ...
-
-    def versions(self, addresses: Sequence[str]) -> Mapping[str, str]: ...
-
-    def reboot(self, address: str, mode: str, *, node_name: str | None = None) -> RebootLike: ...
-
-    def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
-                       on_wait: Callable[[float], None] | None = None, removing: bool = False) -> ObservationLike: ...
 
 
 class RemediationAborted(RuntimeError):
@@ -89,7 +41,7 @@ class RemediationAborted(RuntimeError):
 
 
 class Remediator:
-    def __init__(self, *, kube: Kube, talos: TalosPort | None, dry_run: bool,
+    def __init__(self, *, kube: KubePort, talos: TalosPort | None, dry_run: bool,
                  save: Callable[[PhaseRecord], None], confirm_within: float = 0.0, confirm_interval: float = 1.0,
                  say: Callable[[str], None] | None = None) -> None:
         self.kube = kube

@@ -67,8 +67,9 @@ from capi_rollout.domain.resolve import (
 )
 from capi_rollout.domain.state import ClusterState, MachineViews, NodeStatus
 from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
+from capi_rollout.ports import ClusterWatch, KubePort, TalosPort
 from capi_rollout.progress_file import ProgressFile
-from capi_rollout.remediator import RemediationAborted, Remediator, TalosPort
+from capi_rollout.remediator import RemediationAborted, Remediator
 from capi_rollout.summary import build_summary, render_table
 
 log = logging.getLogger("capi_rollout")
@@ -102,13 +103,22 @@ def default_talos_factory(talosconfig: str) -> TalosPort:
     return SyncTalosClient(parse_talosconfig(talosconfig))
 
 
+def default_watch(kube: KubePort, namespace: str, cluster: str) -> AbstractContextManager[Waker]:
+    """The loop's default ``watch``: the informers' :func:`~capi_rollout.adapters.informer.cluster_cache`, which
+    needs the real Kubernetes adapter (a fake Kubernetes comes with its own ``watch``)."""
+    if not isinstance(kube, Kube):
+        raise TypeError(f"the informer cache needs capi_rollout.adapters.kube.Kube, not {type(kube).__name__}: "
+                        "pass a watch")
+    return cluster_cache(kube, namespace, cluster)
+
+
 class RolloutLoop:
     """One cluster's rollout, step by step, against a ledger."""
 
-    def __init__(self, *, params: Params, kube: Kube, store: LedgerStore,
+    def __init__(self, *, params: Params, kube: KubePort, store: LedgerStore,
                  talos_factory: Callable[[str], TalosPort] = default_talos_factory,
                  clock: Callable[[], datetime] = _utcnow, out: Callable[[str], None] | None = None,
-                 watch: Callable[[Kube, str, str], AbstractContextManager[Waker]] = cluster_cache,
+                 watch: ClusterWatch = default_watch,
                  sleep: Callable[[float], None] = time.sleep, claim: ClusterClaim | None = None) -> None:
         self.params = params
         self.claim = claim
@@ -430,7 +440,7 @@ def run_step(step: str, raw_params: Mapping[str, str], *, run_id: str, ledger_na
                           {"result": "Failed", "summary": json.dumps({"result": "Failed", "reasons": [str(exc)]})}
                           if step == "summary" else {})
     try:
-        kube = Kube(api)
+        kube: KubePort = Kube(api)
         store: LedgerStore = KubeLedgerStore(kube, namespace=ledger_namespace, run_id=run_id, owner=owner)
         claim = None
         if owner and owner.get("uid"):  # in a Workflow: one rollout per cluster
@@ -478,7 +488,7 @@ def _run(runner: RolloutLoop, step: str, *, workflow_status: str | None = None,
         return StepResult(False, str(exc), outputs)
 
 
-def run_all(params: Params, *, kube: Kube, store: LedgerStore | None = None, runner: RolloutLoop | None = None,
+def run_all(params: Params, *, kube: KubePort, store: LedgerStore | None = None, runner: RolloutLoop | None = None,
             talos_factory: Callable[[str], TalosPort] = default_talos_factory,
             out: Callable[[str], None] | None = None) -> StepResult:
     """The whole rollout in one process (``capi-rollout run``): every step, then the summary."""
