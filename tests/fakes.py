@@ -13,7 +13,7 @@
   ``freeze_after_waits=n`` stops it from changing at all after n waits while it still says it is synced (a
   watch connection that died silently).
 * :class:`FakeTalos` answers probes and records reboots.
-* :class:`FakeRunStep` stands in for ``capi_rollout.rollout_loop.run_step`` behind the step shell
+* :class:`FakeRunStep` stands in for ``capi_rollout.run.run_step`` behind the step shell
   (``capi_rollout.workflow.steps`` / ``entry``), with the environment (:data:`STEP_ENV`) and parameters
   (:data:`STEP_PARAMS`) a pod gets.
 

@@ -297,7 +297,7 @@ def write_output_file(path: str, text: str) -> None:
 def run_main(args: argparse.Namespace) -> int:
     from capi_rollout.adapters.kube import KubeError
     from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
-    from capi_rollout.rollout_loop import configure_logging, run_all
+    from capi_rollout.run import configure_logging, run_all
 
     try:
         params = parse_params(raw_params(args))

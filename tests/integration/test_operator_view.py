@@ -23,7 +23,8 @@ from capi_rollout.cli import main
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import KubeLedgerStore
 from capi_rollout.progress_file import ENV
-from capi_rollout.rollout_loop import RolloutLoop, run_all
+from capi_rollout.rollout_loop import RolloutLoop
+from capi_rollout.run import run_all
 from e2e.harness import LEDGER_CRD_PATH, parameters, scaled
 from sim.envtest import LocalAPIServer
 from sim.simulator import Simulator
@@ -141,7 +142,7 @@ def test_plan_mid_rollout_names_the_next_remediation_and_its_time(
 
     def play() -> None:
         with contextlib.suppress(_Stopped):
-            run_all(params, kube=kube, runner=runner)
+            run_all(params, kube=kube, loop=runner)
 
     reader = KubeLedgerStore(kube, namespace=kube_namespace, run_id="capi-rollout-x7k2p")
 

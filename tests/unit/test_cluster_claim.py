@@ -12,7 +12,8 @@ import pytest
 from capi_rollout.domain.claim import Holder, decide_claim
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.rollout_loop import RolloutLoop, StepFailed
+from capi_rollout.rollout_loop import RolloutLoop
+from capi_rollout.step_table import StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube
 
 ME = Holder("capi-rollout-b", "uid-b", "2026-03-01T12:00:00Z")

@@ -285,7 +285,7 @@ def test_only_unhealthy_machines_addresses_are_probed() -> None:
 
 
 def test_machine_views_are_reused_only_while_the_resource_version_is_unchanged() -> None:
-    from capi_rollout.domain.state import MachineViews
+    from capi_rollout.observation import MachineViews
 
     objs = [b.machine("cp-0", cp=True), b.machine("cp-1", cp=True, ready=False)]
     for i, o in enumerate(objs):

@@ -12,7 +12,9 @@ import pytest
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord, Remediation
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import LABELS, KubeLedgerStore
-from capi_rollout.rollout_loop import LedgerUnusable, RolloutLoop, _run
+from capi_rollout.recorder import LedgerUnusable
+from capi_rollout.rollout_loop import RolloutLoop
+from capi_rollout.run import run_on
 from tests import builders as b
 from tests.fakes import Clock, FakeKube, FakeTalos, FakeWatch
 
@@ -124,7 +126,7 @@ def runner(kube: FakeKube, *, cluster: str = "homelab") -> RolloutLoop:
 def test_a_garbage_ledger_fails_each_step_clearly_and_writes_nothing(step: str) -> None:
     kube = kube_with({"ledger": '{"cluster": "homelab", "namespace": "default", "phases": [1]}'})
     before = dict(kube.ledgers)
-    result = _run(runner(kube), step)
+    result = run_on(runner(kube), step)
     assert not result.ok
     assert result.message.startswith("cannot use the run's ledger: RolloutLedger argo/capi-rollout-wf-1: ")
     assert "field 'phases' must be dict" in result.message
@@ -133,13 +135,13 @@ def test_a_garbage_ledger_fails_each_step_clearly_and_writes_nothing(step: str) 
 
 def test_a_ledger_of_another_cluster_fails_the_step() -> None:
     kube = kube_with({"ledger": good().to_json()})
-    result = _run(runner(kube, cluster="other"), "control-plane")
+    result = run_on(runner(kube, cluster="other"), "control-plane")
     assert not result.ok and "records cluster default/homelab, not default/other" in result.message
 
 
 def test_the_summary_still_reports_a_garbage_ledger() -> None:
     kube = kube_with({"ledger": "garbage"})
-    result = _run(runner(kube), "summary")
+    result = run_on(runner(kube), "summary")
     assert result.ok and result.outputs["result"] == "Failed"
     summary = json.loads(result.outputs["summary"])
     assert summary["reasons"] == ["cannot use the run's ledger: RolloutLedger argo/capi-rollout-wf-1: "

@@ -14,5 +14,6 @@ Modules:
 * ``progress``    — completion rules, the progress fingerprint and the progress line.
 * ``remediation`` — the priority comparator, the etcd quorum guard.
 * ``decide``      — one decision per poll for a phase: complete, wait, remediate or fail.
+* ``deadlines``   — the Argo backstop deadlines of the steps (a phase's: a little above its timeout).
 * ``ledger``      — the record of a run (phase clocks, remediations) that survives retries.
 """

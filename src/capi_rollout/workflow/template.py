@@ -56,13 +56,14 @@ from hera.workflows.models import (
 )
 from hera.workflows.models import Mutex as MutexModel
 
-from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
-from capi_rollout.workflow import steps
-from capi_rollout.workflow.deadlines import (
+from capi_rollout.domain.deadlines import (
     PREFLIGHT_DEADLINE_SECONDS,
     RESOLVE_DEADLINE_SECONDS,
     SUMMARY_DEADLINE_SECONDS,
 )
+from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
+from capi_rollout.step_table import STEPS
+from capi_rollout.workflow import steps
 from capi_rollout.workflow.image import IMAGE
 
 NAME = "capi-rollout"
@@ -104,7 +105,7 @@ def _param_arguments() -> dict[str, str]:
 def _outputs(step: str) -> list[Parameter]:
     return [
         Parameter(name=name, value_from=ValueFrom(path=f"{OUTPUTS_DIRECTORY}/parameters/{name}"))
-        for name in steps.STEP_OUTPUTS[step]
+        for name in STEPS[step].outputs
     ]
 
 
@@ -253,7 +254,7 @@ def _script(
 
 def entry_args(step: str) -> list[str]:
     """The script's ``args`` before the staged source path Argo appends (see :mod:`capi_rollout.workflow.entry`)."""
-    if step not in steps.STEP_OUTPUTS:
+    if step not in STEPS:
         raise ValueError(f"unknown step {step!r}")
     return ["-m", ENTRY_MODULE, step]
 
