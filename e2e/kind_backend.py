@@ -296,7 +296,7 @@ def kill_due(run: WorkflowRun, fault: KillStep, *, now: float) -> str | None:
 
 PROBE_SCRIPT = """\
 import json, pathlib, sys
-from capi_rollout.adapters.talos.client import SyncTalosClient
+from capi_rollout.adapters.talos.sync import SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
 path = sys.argv[1] if len(sys.argv) > 1 else "/etc/talos/talosconfig"
 config = parse_talosconfig(pathlib.Path(path).read_text())

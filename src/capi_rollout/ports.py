@@ -2,7 +2,7 @@
 
 Contract: Protocols only, no behaviour. The product's code above the adapters is typed against these, never
 against a concrete client: :class:`~capi_rollout.adapters.kube.Kube` is a :class:`KubePort` and
-:class:`~capi_rollout.adapters.talos.client.SyncTalosClient` a :class:`TalosPort`, structurally (the wiring in
+:class:`~capi_rollout.adapters.talos.sync.SyncTalosClient` a :class:`TalosPort`, structurally (the wiring in
 :mod:`capi_rollout.run` assigns each to its port, so mypy proves it), and the in-memory fakes of the tests stand
 in at the same seam. Objects cross the Kubernetes port as plain dicts (what the API server answers); the
 Talos port answers with small result objects whose shape is declared here (``ProbeLike`` ...).

@@ -77,8 +77,8 @@ def _utcnow() -> datetime:
 
 
 def default_talos_factory(talosconfig: str) -> TalosPort:
-    from capi_rollout.adapters.talos.client import SyncTalosClient
     from capi_rollout.adapters.talos.config import parse_talosconfig
+    from capi_rollout.adapters.talos.sync import SyncTalosClient
 
     return SyncTalosClient(parse_talosconfig(talosconfig))
 

@@ -32,7 +32,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from capi_rollout.adapters.talos.client import ProbeState, SyncTalosClient
+from capi_rollout.adapters.talos import ProbeState, SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
 from capi_rollout.adapters.talos.tls import mtls_client_context
 from sim.deploy import NAME, POD_LABELS, labels_arg, manifests

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from capi_rollout.adapters.talos.client import ProbeState, SyncTalosClient
+from capi_rollout.adapters.talos import ProbeState, SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
 from sim.capi.memstore import MemoryStore
 from sim.envtest import LocalAPIServer

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from capi_rollout.adapters.talos.client import ProbeState, SyncTalosClient
+from capi_rollout.adapters.talos import ProbeState, SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
 from capi_rollout.adapters.talos.tls import mtls_client_context
 from sim import __main__ as sim_cli

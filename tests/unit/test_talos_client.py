@@ -19,7 +19,7 @@ from capi_rollout.adapters.talos import (
     TalosConfig,
     parse_talosconfig,
 )
-from capi_rollout.adapters.talos.client import NodeProbe, RebootResult, TalosCallError
+from capi_rollout.adapters.talos.outcomes import NodeProbe, RebootResult, TalosCallError
 from sim.pki import ClusterPKI
 from sim.talos import FakeTalosFleet, RebootOutcome, loopback_block
 from sim.timeline import Timeline

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from capi_rollout.adapters.talos import ProbeState, SyncTalosClient, parse_talosconfig
-from capi_rollout.adapters.talos.client import TalosCallError
+from capi_rollout.adapters.talos.outcomes import TalosCallError
 from sim.pki import CertKey, ClusterPKI
 from sim.talos import FakeTalosFleet, FakeTalosNode
 from sim.timeline import Timeline

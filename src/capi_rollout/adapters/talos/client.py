@@ -1,9 +1,10 @@
-"""Talos API client: probe a node's stage, reboot it, read its version — over grpclib with Ed25519 mTLS.
+"""Talos API client (async): probe a node's stage, reboot it, read its version — over grpclib with Ed25519 mTLS.
 
 Contract: every call dials the node itself (``address[:port]``, default port 50000, no ``node`` metadata so
 no apid proxying), on a fresh connection closed afterwards, and is bounded by ``timeout`` seconds.
 Results are values, not exceptions (except :meth:`TalosClient.version`, which raises
-:class:`TalosCallError`):
+:class:`~capi_rollout.adapters.talos.outcomes.TalosCallError`; the values and the failure rules are in
+:mod:`.outcomes`, the blocking form in :mod:`.sync`):
 
 * :meth:`TalosClient.probe` reads ``MachineStatus`` (``cosi.resource.State/Get``, namespace ``runtime``, type
   ``MachineStatuses.runtime.talos.dev``, id ``machine``) with the talosconfig's mTLS identity. When the
@@ -44,160 +45,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 import logging
-import math
 import ssl
-import threading
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
 
-import yaml
-from google.protobuf.message import DecodeError
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from grpclib.exceptions import GRPCError
 
 from capi_rollout.adapters.talos import messages
 from capi_rollout.adapters.talos.config import TalosConfig
-from capi_rollout.adapters.talos.status import MachineStatus, machine_status
+from capi_rollout.adapters.talos.outcomes import (
+    CALL_ERRORS,
+    DEFAULT_PORT,
+    HANDSHAKE_ERRORS,
+    NodeIdentity,
+    NodeProbe,
+    ProbeState,
+    RebootObservation,
+    RebootResult,
+    TalosCallError,
+    describe,
+    names_match,
+    parse_version,
+    probe_from_status,
+    split_address,
+)
+from capi_rollout.adapters.talos.status import MachineStatus, boot_id_from_spec, machine_status
 from capi_rollout.adapters.talos.tls import insecure_client_context, mtls_client_context
 from capi_rollout.adapters.talos.trust import Judgement, Validity, client_ext_key_usage, client_validity, judge
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 50000
 FORCE_MIN_VERSION = (1, 12)
-
-T = TypeVar("T")
-
-# Everything a call over the network can raise that means "no usable answer" (ssl.SSLError is an OSError).
-_CALL_ERRORS: tuple[type[BaseException], ...] = (
-    GRPCError, OSError, TimeoutError, StreamTerminatedError, ProtocolError, ConnectionError,
-)
-
-
-_HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (*_CALL_ERRORS, ValueError)
-
-
-class ProbeState(StrEnum):
-    RUNNING = "running"  # stage running and ready
-    MAINTENANCE = "maintenance"  # Talos maintenance mode (no machine config)
-    BOOTING = "booting"  # any other non-maintenance stage, or running but not ready
-    UNREACHABLE = "unreachable"  # refused, reset, timed out, or no answer we could read
-    DENIED = "denied"  # the node refused our identity (role, certificate)
-    UNTRUSTED = "untrusted"  # the node's certificate is not one we may trust, and it is not maintenance mode
-
-
-@dataclass(frozen=True)
-class NodeProbe:
-    address: str
-    state: ProbeState
-    stage: str | None
-    ready: bool | None
-    detail: str
-
-
-@dataclass(frozen=True)
-class RebootResult:
-    address: str
-    accepted: bool
-    state: ProbeState
-    detail: str
-    boot_id: str | None = None  # the boot ID read right before the request (None: not readable)
-
-
-@dataclass(frozen=True)
-class RebootObservation:
-    """Whether an accepted reboot was seen to happen within the bound, and how (or why not)."""
-
-    address: str
-    observed: bool
-    detail: str
-
-
-class TalosCallError(RuntimeError):
-    """A call that must return a value (``version``) got no usable answer."""
-
-    def __init__(self, address: str, state: ProbeState, detail: str) -> None:
-        super().__init__(f"{address}: {detail}")
-        self.address = address
-        self.state = state
-        self.detail = detail
-
-
-def split_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``"10.0.0.5"`` → (host, default), ``"10.0.0.5:50001"``, ``"[fd00::5]:50001"``, ``"fd00::5"``."""
-    text = address.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":") and rest[1:].isdigit():
-            return host, int(rest[1:])
-        if rest:
-            raise ValueError(f"not an address[:port]: {address!r}")
-        return host, default_port
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        if not port.isdigit():
-            raise ValueError(f"not an address[:port]: {address!r}")
-        return host, int(port)
-    if text.count(":") > 1:
-        ipaddress.IPv6Address(text)  # a bare IPv6 literal, or ValueError
-    if not text:
-        raise ValueError("empty address")
-    return text, default_port
-
-
-def parse_version(tag: str) -> tuple[int, int] | None:
-    """``"v1.12.0"`` / ``"v1.13.0-alpha.1"`` → (1, 12); None when unreadable."""
-    parts = tag.lstrip("v").split("-", 1)[0].split(".")
-    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
-        return None
-    return int(parts[0]), int(parts[1])
-
-
-def _describe(exc: BaseException, timeout: float) -> tuple[ProbeState, str]:
-    """Classify a transport/gRPC failure as a state and a human sentence (never includes key material)."""
-    if isinstance(exc, GRPCError):
-        name = exc.status.name
-        message = f"{name}: {exc.message}" if exc.message else name
-        if exc.status in (Status.PERMISSION_DENIED, Status.UNAUTHENTICATED):
-            return ProbeState.DENIED, f"the node refused the request ({message})"
-        if exc.status is Status.NOT_FOUND:
-            return ProbeState.BOOTING, f"MachineStatus not there yet ({message})"
-        return ProbeState.UNREACHABLE, f"the node answered {message}"
-    if isinstance(exc, TimeoutError):
-        return ProbeState.UNREACHABLE, f"no answer within {timeout:g}s"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return ProbeState.UNREACHABLE, f"x509: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.SSLError):
-        return ProbeState.DENIED, f"TLS handshake refused ({exc.reason or exc.strerror or 'no reason'})"
-    if isinstance(exc, ConnectionRefusedError):
-        return ProbeState.UNREACHABLE, "connection refused"
-    if isinstance(exc, StreamTerminatedError | ConnectionError | ProtocolError):
-        return ProbeState.UNREACHABLE, f"connection lost ({exc})" if str(exc) else "connection lost"
-    if isinstance(exc, OSError):
-        return ProbeState.UNREACHABLE, exc.strerror or str(exc) or type(exc).__name__
-    return ProbeState.UNREACHABLE, str(exc) or type(exc).__name__
-
-
-def _from_status(address: str, status: MachineStatus | None, prefix: str = "") -> NodeProbe:
-    if status is None:
-        return NodeProbe(address, ProbeState.BOOTING, None, None, prefix + "MachineStatus has no readable stage")
-    unmet = f" (unmet: {'; '.join(status.unmet)})" if status.unmet else ""
-    ready_text = "ready" if status.ready else "not ready"
-    detail = f"{prefix}stage {status.stage}, {ready_text}{unmet}"
-    if status.stage == "maintenance":
-        state = ProbeState.MAINTENANCE
-    elif status.stage == "running" and status.ready:
-        state = ProbeState.RUNNING
-    else:
-        state = ProbeState.BOOTING
-    return NodeProbe(address, state, status.stage, status.ready, detail)
-
-
 
 
 def _utcnow() -> dt.datetime:
@@ -206,25 +88,6 @@ def _utcnow() -> dt.datetime:
 
 def _ts(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _names_match(node_name: str, names: Iterable[str]) -> bool:
-    """Does one of ``names`` name ``node_name`` (case-insensitively; a short name matches its FQDN)?"""
-    wanted = node_name.strip().lower().rstrip(".")
-    for name in names:
-        have = name.strip().lower().rstrip(".")
-        if have and (have == wanted or have.split(".", 1)[0] == wanted or wanted.split(".", 1)[0] == have):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class NodeIdentity:
-    """Who answered at an address: the Version reply's hostname, its Talos version and the verified SAN names."""
-
-    hostname: str
-    tag: str
-    names: tuple[str, ...]
 
 
 class TalosClient:
@@ -278,10 +141,10 @@ class TalosClient:
         return note
 
     def _describe_mtls(self, exc: BaseException) -> tuple[ProbeState, str]:
-        """:func:`_describe` for a call with our client certificate. Talos refuses a certificate it does not accept
-        during the handshake; with TLS 1.3 the client's side has completed by then, so the refusal arrives as the
-        connection ending. With a certificate Talos is known to refuse, that is DENIED, not an unreachable node."""
-        state, detail = _describe(exc, self._timeout)
+        """:func:`.outcomes.describe` for a call with our client certificate. Talos refuses a certificate it does not
+        accept during the handshake; with TLS 1.3 the client's side has completed by then, so the refusal arrives as
+        the connection ending. With a certificate Talos is known to refuse, that is DENIED, not an unreachable node."""
+        state, detail = describe(exc, self._timeout)
         dropped = not isinstance(exc, TimeoutError | ConnectionRefusedError | GRPCError)
         if state is ProbeState.UNREACHABLE and dropped and self._usage_refused:
             return ProbeState.DENIED, f"the node ended the connection after the TLS handshake ({detail})"
@@ -306,7 +169,7 @@ class TalosClient:
         try:
             async with asyncio.timeout(self._timeout):
                 _, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
-        except _HANDSHAKE_ERRORS:
+        except HANDSHAKE_ERRORS:
             return None
         ssl_object: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
         writer.close()
@@ -342,12 +205,12 @@ class TalosClient:
                              f"{verdict.detail}; not trusted: not read without credentials, never rebooted")
         try:
             status = await self._read_status(address, self._insecure)
-        except _CALL_ERRORS as exc:
-            state, detail = _describe(exc, self._timeout)
+        except CALL_ERRORS as exc:
+            state, detail = describe(exc, self._timeout)
             state = ProbeState.UNREACHABLE if state is ProbeState.BOOTING else state
             return NodeProbe(address, state, None, None,
                              f"{verdict.detail}, and the insecure read failed: {detail}")
-        probe = _from_status(address, status, prefix=f"{verdict.detail}; insecure read says ")
+        probe = probe_from_status(address, status, prefix=f"{verdict.detail}; insecure read says ")
         if probe.state is ProbeState.MAINTENANCE:
             return probe
         # A self-signed certificate on a node that is not in maintenance mode: never trusted, never RUNNING.
@@ -360,13 +223,13 @@ class TalosClient:
             status = await self._read_status(address, self._mtls)
         except ssl.SSLCertVerificationError as exc:
             result = await self._probe_insecure(address, exc)
-        except _CALL_ERRORS as exc:
+        except CALL_ERRORS as exc:
             state, detail = self._describe_mtls(exc)
             if state in (ProbeState.DENIED, ProbeState.UNREACHABLE):
                 detail += self._client_note()
             result = NodeProbe(address, state, None, None, detail)
         else:
-            result = _from_status(address, status)
+            result = probe_from_status(address, status)
         log.debug("talos probe %s: %s (%s)", address, result.state.value, result.detail)
         return result
 
@@ -394,12 +257,12 @@ class TalosClient:
             try:
                 reply = await self._unary(address, self._insecure, messages.VERSION_PATH, messages.Empty(),
                                           messages.VersionResponse)
-            except _CALL_ERRORS as exc2:
+            except CALL_ERRORS as exc2:
                 # Talos ≤ 1.12's maintenance server serves Version to os:admin only (Unimplemented otherwise)
-                _, detail = _describe(exc2, self._timeout)
+                _, detail = describe(exc2, self._timeout)
                 raise TalosCallError(address, ProbeState.MAINTENANCE, f"node in maintenance mode; Version without "
                                      f"credentials: {detail}; {probe.detail}") from None
-        except _CALL_ERRORS as exc:
+        except CALL_ERRORS as exc:
             state, detail = self._describe_mtls(exc)
             raise TalosCallError(address, state, detail + self._client_note()) from None
         if reply is None or not reply.messages:
@@ -459,10 +322,10 @@ class TalosClient:
                 return text
         except GRPCError as exc:
             if exc.status not in (Status.PERMISSION_DENIED, Status.UNIMPLEMENTED, Status.NOT_FOUND):
-                state, detail = _describe(exc, self._timeout)
+                state, detail = describe(exc, self._timeout)
                 raise TalosCallError(address, state, detail) from None
-        except _CALL_ERRORS as exc:
-            state, detail = _describe(exc, self._timeout)
+        except CALL_ERRORS as exc:
+            state, detail = describe(exc, self._timeout)
             raise TalosCallError(address, state, detail) from None
         request = messages.GetRequest(namespace=messages.MACHINE_STATUS_NAMESPACE, type=messages.BOOT_ID_TYPE,
                                       id=messages.BOOT_ID_ID)
@@ -471,13 +334,13 @@ class TalosClient:
         except GRPCError as exc:
             if exc.status in (Status.PERMISSION_DENIED, Status.UNIMPLEMENTED, Status.NOT_FOUND):
                 return None
-            state, detail = _describe(exc, self._timeout)
+            state, detail = describe(exc, self._timeout)
             raise TalosCallError(address, state, detail) from None
-        except _CALL_ERRORS as exc:
-            state, detail = _describe(exc, self._timeout)
+        except CALL_ERRORS as exc:
+            state, detail = describe(exc, self._timeout)
             raise TalosCallError(address, state, detail) from None
         spec = reply.resource.spec if reply is not None else None
-        return _boot_id_from_spec(spec) if spec is not None else None
+        return boot_id_from_spec(spec) if spec is not None else None
 
     async def _identity_refusal(self, address: str, node_name: str) -> tuple[RebootResult | None, str | None]:
         """(a refusal, the version tag): refuse unless the node answering at ``address`` is ``node_name``."""
@@ -489,9 +352,9 @@ class TalosClient:
                                     f"not sent: node in maintenance mode; {exc.detail}"), None
             return RebootResult(address, False, exc.state, f"not sent: could not confirm that {address} is node "
                                 f"{node_name}: {exc.detail}"), None
-        if who.hostname and _names_match(node_name, [who.hostname]):
+        if who.hostname and names_match(node_name, [who.hostname]):
             return None, who.tag
-        if not who.hostname and _names_match(node_name, who.names):
+        if not who.hostname and names_match(node_name, who.names):
             return None, who.tag
         said = f"hostname {who.hostname!r}" if who.hostname else "no hostname"
         names = ", ".join(who.names) or "none"
@@ -562,7 +425,7 @@ class TalosClient:
             what = "sent, but" if sent else "not sent:"
             return RebootResult(address, False, ProbeState.UNREACHABLE,
                                 f"{what} no answer within {self._timeout:g}s; the node may or may not be rebooting")
-        except _CALL_ERRORS as exc:
+        except CALL_ERRORS as exc:
             state, detail = self._describe_mtls(exc)
             if sent and state is ProbeState.UNREACHABLE:
                 return RebootResult(address, True, ProbeState.BOOTING, f"{detail} right after the request was sent; "
@@ -579,7 +442,7 @@ class TalosClient:
         if exc.status is Status.UNAVAILABLE and sent:
             return RebootResult(address, True, ProbeState.BOOTING, f"UNAVAILABLE right after the request was sent "
                                 f"({exc.message}); Talos reboots in the background, so the reboot is taken as accepted")
-        state, detail = _describe(exc, self._timeout)
+        state, detail = describe(exc, self._timeout)
         if exc.status in (Status.UNIMPLEMENTED, Status.PERMISSION_DENIED):
             # How maintenance mode answers Reboot: Unimplemented (Talos ≤ 1.12), PermissionDenied (≥ 1.13).
             probe = await self.probe(address)
@@ -637,86 +500,3 @@ class TalosClient:
 
     async def close(self) -> None:
         """Nothing stays open between calls; present for symmetry with :class:`SyncTalosClient`."""
-
-
-def _boot_id_from_spec(spec: Any) -> str | None:
-    """The boot ID of a ``BootIDs.runtime.talos.dev`` resource spec (YAML ``bootID`` first, then protobuf)."""
-    if spec.yaml_spec:
-        try:
-            doc = yaml.safe_load(spec.yaml_spec)
-        except yaml.YAMLError:
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("bootID"), str) and doc["bootID"]:
-            return str(doc["bootID"])
-    if spec.proto_spec:
-        with contextlib.suppress(DecodeError):
-            value = str(messages.BootIDSpec.FromString(spec.proto_spec).boot_id)
-            return value or None
-    return None
-
-
-class SyncTalosClient:
-    """The same API, synchronous: one private event loop in a background thread runs a :class:`TalosClient`."""
-
-    def __init__(self, config: TalosConfig, *, port: int = DEFAULT_PORT, timeout: float = 10.0) -> None:
-        self._timeout = timeout
-        self._client = TalosClient(config, port=port, timeout=timeout)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="talos-client", daemon=True)
-        self._thread.start()
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"Sync{self._client!r}"
-
-    def __enter__(self) -> SyncTalosClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _run(self, coro: Coroutine[Any, Any, T], calls: int = 1, extra: float = 0.0) -> T:
-        if self._closed:
-            coro.close()
-            raise RuntimeError("SyncTalosClient is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        # Each call inside is bounded by the timeout; this outer bound only guards against a wedged loop.
-        return future.result(timeout=self._timeout * (3 * calls) + 5.0 + extra)
-
-    @property
-    def client_validity(self) -> Validity | None:
-        return self._client.client_validity
-
-    def probe(self, address: str) -> NodeProbe:
-        return self._run(self._client.probe(address))
-
-    def probe_many(self, addresses: Iterable[str], *, concurrency: int = 32) -> dict[str, NodeProbe]:
-        unique = list(dict.fromkeys(addresses))
-        waves = max(1, math.ceil(len(unique) / max(1, concurrency)))
-        return self._run(self._client.probe_many(unique, concurrency=concurrency), calls=waves)
-
-    def reboot(self, address: str, mode: str, *, node_name: str | None = None) -> RebootResult:
-        return self._run(self._client.reboot(address, mode, node_name=node_name), calls=5)
-
-    def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
-                       on_wait: Callable[[float], None] | None = None, removing: bool = False) -> RebootObservation:
-        calls = 4 * (math.ceil(within / max(interval, 0.01)) + 2)
-        return self._run(self._client.confirm_reboot(address, boot_id_before, within=within, interval=interval,
-                                                     on_wait=on_wait, removing=removing), calls=calls, extra=within)
-
-    def version(self, address: str) -> str:
-        return self._run(self._client.version(address), calls=3)
-
-    def versions(self, addresses: Iterable[str], *, concurrency: int = 32) -> dict[str, str]:
-        unique = list(dict.fromkeys(addresses))
-        waves = max(1, math.ceil(len(unique) / max(1, concurrency)))
-        return self._run(self._client.versions(unique, concurrency=concurrency), calls=3 * waves)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=5.0)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5.0)
-        self._loop.close()
