@@ -217,9 +217,13 @@ def _decide(
     m = chosen.machine
     address = m.address
     delete = not m.deleting
-    reboot = address is not None
+    # A reboot goes only to a node that can be told apart: the answering node must report the Machine's identity.
+    reboot = address is not None and m.identity is not None
     steps = ((f"delete Machine {m.name}", delete), (f"reboot {address} ({params.reboot_mode})", reboot))
     verbs = " and ".join(v for v, on in steps if on)
+    if address is not None and not reboot:
+        verbs += (f" (no reboot of {address}: the Machine has no nodeRef and no Hostname address to check the "
+                  "answering node against)")
     return Action(
         "remediate",
         f"{title}: no progress for {format_duration(stalled_for)}; remediation {used + 1} of "
