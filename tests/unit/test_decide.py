@@ -242,6 +242,12 @@ def test_a_stall_without_unhealthy_machines_waits_for_the_timeout() -> None:
     action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
                     now=T0 + timedelta(minutes=20), params=PARAMS)
     assert action.kind == "wait" and "no unhealthy Machine to remediate" in action.reason
+    # the wait is not plain progress: it says why in the progress line, the counters and the ledger (summary)
+    assert "waiting: no progress since 2026-" in action.progress and "MachineSet preflight" in action.progress
+    assert action.record.waiting.startswith("no progress since ") and "waiting: no progress" in action.counters
+    later = decide(phase="control-plane", state=state, record=action.record, nodes={},
+                   now=T0 + timedelta(minutes=21), params=PARAMS)
+    assert later.record.waiting == action.record.waiting  # stable words: stored once, not on every poll
 
 
 def test_skip_remediation_machines_are_never_chosen() -> None:

@@ -43,7 +43,7 @@ from capi_rollout.domain.ordering import ahead_warning, workers_ahead
 from capi_rollout.domain.progress import PhaseStatus, phase_status
 from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
 from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
-from capi_rollout.domain.waiting import hold_reasons
+from capi_rollout.domain.waiting import hold_reasons, idle_stall
 from capi_rollout.params import Params, format_duration
 
 Kind = Literal["complete", "wait", "remediate", "fail"]
@@ -190,6 +190,10 @@ def _decide(
     found = candidates(state.phase_machines(phase), now=now, stuck_after=stuck_after)
     used = len(record.remediations)
     if not found:
+        if not holds:  # nothing to name in the hold reasons: say why the wait is not plain progress anyway
+            idle = idle_stall(record.last_progress)
+            record = replace(record, waiting=idle)
+            progress += f"; waiting: {idle}"
         return Action(
             "wait",
             f"{title}: no progress for {format_duration(stalled_for)} but "
