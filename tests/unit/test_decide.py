@@ -242,6 +242,12 @@ def test_a_stall_without_unhealthy_machines_waits_for_the_timeout() -> None:
     action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
                     now=T0 + timedelta(minutes=20), params=PARAMS)
     assert action.kind == "wait" and "no unhealthy Machine to remediate" in action.reason
+    # the wait is not plain progress: it says why in the progress line, the counters and the ledger (summary)
+    assert "waiting: no progress since 2026-" in action.progress and "MachineSet preflight" in action.progress
+    assert action.record.waiting.startswith("no progress since ") and "waiting: no progress" in action.counters
+    later = decide(phase="control-plane", state=state, record=action.record, nodes={},
+                   now=T0 + timedelta(minutes=21), params=PARAMS)
+    assert later.record.waiting == action.record.waiting  # stable words: stored once, not on every poll
 
 
 def test_skip_remediation_machines_are_never_chosen() -> None:
@@ -383,3 +389,69 @@ def test_a_completed_phase_forgets_why_it_waited() -> None:
     action = decide(phase="control-plane", state=cp_state(healthy_cp()), record=rec, nodes={}, now=T0,
                     params=PARAMS)
     assert action.kind == "complete" and action.record.waiting == ""
+
+
+def _no_noderef_with_address(hostname: str | None) -> dict[str, Any]:
+    obj = b.machine("cp-new", cp=True, node=False, phase="Provisioned")
+    addresses = [{"type": "InternalIP", "address": "10.0.0.9"}]
+    if hostname:
+        addresses.append({"type": "Hostname", "address": hostname})
+    obj["status"]["addresses"] = addresses
+    return obj
+
+
+def test_a_machine_without_a_noderef_or_hostname_is_deleted_but_never_rebooted_blind() -> None:
+    """Nothing could prove that the node answering at its address is this Machine's, so no reboot is sent."""
+    state = cp_state([*healthy_cp(2), _no_noderef_with_address(None)], up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
+                    now=T0 + timedelta(minutes=10), params=PARAMS)
+    assert action.kind == "remediate" and (action.delete, action.reboot) == (True, False)
+    assert "no reboot of 10.0.0.9: the Machine has no nodeRef and no Hostname address" in action.reason
+
+
+def test_a_machine_without_a_noderef_is_rebooted_only_as_its_hostname_address() -> None:
+    state = cp_state([*healthy_cp(2), _no_noderef_with_address("cp-new-host")], up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
+                    now=T0 + timedelta(minutes=10), params=PARAMS)
+    assert action.kind == "remediate" and (action.delete, action.reboot) == (True, True)
+    assert action.machine is not None and action.machine.identity == "cp-new-host"
+
+
+def _not_ready_since(obj: dict[str, Any], when: datetime) -> dict[str, Any]:
+    obj["status"]["conditions"][0]["lastTransitionTime"] = when.isoformat().replace("+00:00", "Z")
+    return obj
+
+
+def test_of_two_not_ready_machines_the_one_not_ready_longest_is_remediated_not_the_oldest() -> None:
+    """A node flapping NotReady for a moment must not take the turn of the Machine that stalled the rollout."""
+    now = T0 + timedelta(minutes=10)
+    machines = [b.machine("cp-0", cp=True), b.machine("cp-1", cp=True),
+                b.machine("cp-2", cp=True, address="10.0.0.2"),
+                _not_ready_since(b.machine("cp-old", cp=True, ready=False, created="2025-01-01T00:00:00Z"),
+                                 now - timedelta(seconds=20)),
+                _not_ready_since(b.machine("cp-new", cp=True, ready=False, created="2026-01-01T00:30:00Z"),
+                                 T0 - timedelta(minutes=5))]
+    state = cp_state(machines, up_to_date=False, ready=3, replicas=5)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={}, now=now, params=PARAMS)
+    assert action.kind == "remediate" and action.machine is not None and action.machine.name == "cp-new"
+
+
+def test_the_quorum_guard_waits_out_a_member_that_just_went_not_ready_and_fails_once_it_lasts() -> None:
+    now = T0 + timedelta(minutes=10)
+    stuck = _not_ready_since(b.machine("cp-new", cp=True, ready=False), T0 - timedelta(minutes=5))
+
+    def state_with(flap_since: datetime) -> ClusterState:
+        flapping = _not_ready_since(b.machine("cp-1", cp=True, ready=False), flap_since)
+        return cp_state([b.machine("cp-0", cp=True), flapping, stuck], up_to_date=False, ready=1)
+
+    flapping = state_with(now - timedelta(seconds=30))
+    action = decide(phase="control-plane", state=flapping, record=settled(flapping), nodes={}, now=now,
+                    params=PARAMS)
+    assert action.kind == "wait"
+    assert "the etcd quorum guard refuses for now, because cp-1 (not Ready since " in action.reason
+    assert "below the quorum of 2" in action.reason and "quorum guard would refuse" in action.progress
+
+    lasting = state_with(now - timedelta(minutes=10))  # NotReady for a whole stallTimeout: not a flap
+    action = decide(phase="control-plane", state=lasting, record=settled(lasting), nodes={}, now=now,
+                    params=PARAMS)
+    assert action.kind == "fail" and "below the quorum of 2" in action.reason

@@ -15,7 +15,8 @@ action; ``capi_rollout.remediator`` does. The rules, in order:
    to a state seen before (a node flapping Ready/NotReady) does not; not stalled yet → ``wait``;
 5. stalled: remediation budget spent → ``fail`` ("remediation budget exhausted"); no candidate → ``wait``
    (the timeout will decide) saying why nothing can be remediated; a control-plane candidate whose removal
-   risks etcd quorum → ``fail``; otherwise → ``remediate`` the most urgent candidate (delete unless already
+   risks etcd quorum → ``wait`` while another member stopped being Ready less than ``stallTimeout`` ago (a
+   flap settles), else ``fail``; otherwise → ``remediate`` the most urgent candidate (delete unless already
    deleting; reboot when its address is known).
 
 Every wait that is not plain progress says why (:func:`capi_rollout.domain.waiting.hold_reasons`: a
@@ -42,9 +43,9 @@ from capi_rollout.domain.model import Machine
 from capi_rollout.domain.ordering import ahead_warning, workers_ahead
 from capi_rollout.domain.params import Params, format_duration
 from capi_rollout.domain.progress import PhaseStatus, phase_status
-from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
+from capi_rollout.domain.remediation import candidates, classify, quorum_refusal, recently_unhealthy
 from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
-from capi_rollout.domain.waiting import hold_reasons
+from capi_rollout.domain.waiting import hold_reasons, idle_stall
 
 Kind = Literal["complete", "wait", "remediate", "fail"]
 
@@ -190,6 +191,10 @@ def _decide(
     found = candidates(state.phase_machines(phase), now=now, stuck_after=stuck_after)
     used = len(record.remediations)
     if not found:
+        if not holds:  # nothing to name in the hold reasons: say why the wait is not plain progress anyway
+            idle = idle_stall(record.last_progress)
+            record = replace(record, waiting=idle)
+            progress += f"; waiting: {idle}"
         return Action(
             "wait",
             f"{title}: no progress for {format_duration(stalled_for)} but "
@@ -212,14 +217,30 @@ def _decide(
     chosen = found[0]
     if phase == "control-plane":
         refusal = quorum_refusal(state.control_plane_machines, chosen.machine)
+        recent = recently_unhealthy(state.control_plane_machines, chosen.machine, now=now, within=stuck_after) \
+            if refusal else []
+        if refusal and recent:  # a member just went NotReady (a flap?): wait it out, the timeout still decides
+            return Action(
+                "wait",
+                f"{title}: no progress for {format_duration(stalled_for)}; the etcd quorum guard refuses for now, "
+                f"because {', '.join(recent)} stopped being Ready less than {format_duration(params.stall_timeout)} "
+                f"ago: waiting for it to settle; {refusal}",
+                progress,
+                record,
+                machine=chosen.machine,
+            )
         if refusal:
             return Action("fail", f"{title}: {refusal}", progress, record, machine=chosen.machine)
     m = chosen.machine
     address = m.address
     delete = not m.deleting
-    reboot = address is not None
+    # A reboot goes only to a node that can be told apart: the answering node must report the Machine's identity.
+    reboot = address is not None and m.identity is not None
     steps = ((f"delete Machine {m.name}", delete), (f"reboot {address} ({params.reboot_mode})", reboot))
     verbs = " and ".join(v for v, on in steps if on)
+    if address is not None and not reboot:
+        verbs += (f" (no reboot of {address}: the Machine has no nodeRef and no Hostname address to check the "
+                  "answering node against)")
     return Action(
         "remediate",
         f"{title}: no progress for {format_duration(stalled_for)}; remediation {used + 1} of "
