@@ -148,4 +148,4 @@ def default_watch(kube: KubePort, namespace: str, cluster: str) -> AbstractConte
     if not isinstance(kube, Kube):
         raise TypeError(f"the informer cache needs capi_rollout.adapters.kube.Kube, not {type(kube).__name__}: "
                         "pass a watch")
-    return cluster_cache(kube, namespace, cluster)
+    return cluster_cache(kube, namespace, cluster, label=CLUSTER_NAME_LABEL)

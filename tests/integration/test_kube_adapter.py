@@ -15,6 +15,7 @@ from kubernetes import client
 from capi_rollout.adapters.informer import cluster_cache
 from capi_rollout.adapters.kube import Backoff, Kube, KubeError
 from capi_rollout.domain.ledger import Ledger
+from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.ledger_store import KubeLedgerStore
 from sim import objects as o
 from sim.envtest import assets, rest
@@ -119,7 +120,7 @@ def test_waiting_is_woken_by_a_watch_event_within_a_second(apiserver: LocalAPISe
     live = seed(apiserver, "v1.14", kube_namespace, "eps")
     kube = Kube(apiserver.api_client())
     api = client.CustomObjectsApi(apiserver.admin)
-    with cluster_cache(kube, kube_namespace, "eps") as watcher:
+    with cluster_cache(kube, kube_namespace, "eps", label=CLUSTER_NAME_LABEL) as watcher:
         while watcher.wait(0.5):  # drain the initial ADDED events until the watch is quiet
             pass
 
