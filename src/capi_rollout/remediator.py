@@ -9,7 +9,7 @@ Contract: :meth:`Remediator.remediate` carries out a ``remediate`` :class:`~capi
 2. the Machine is deleted (UID precondition) unless it is already deleting;
 3. its node is rebooted through the Talos API with ``rebootMode`` when its address is known — only when the node
    answering at that address names itself as the Machine's node — and an accepted reboot is then confirmed:
-   the boot ID changes (or the API goes away and comes back) within ``confirm_within`` seconds (the runner
+   the boot ID changes (or the API goes away and comes back) within ``confirm_within`` seconds (the loop
    passes ``stallTimeout``), else the outcome says "reboot requested but not observed"; either way the
    remediation counts against the budget;
 4. the outcome is written to the ledger, and an Event is recorded on the Machine's owner
