@@ -23,15 +23,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from capi_rollout.adapters.informer import ObjectCache, Waker, cluster_cache
-from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL, Machine
 from capi_rollout.domain.resolve import Targets
 from capi_rollout.domain.state import ClusterState, MachineReader
-from capi_rollout.ports import KubePort
 from capi_rollout.step_table import StepFailed
+
+if TYPE_CHECKING:  # the adapters load only for the loop's reads: ``plan -f`` needs the rule, not the client
+    from capi_rollout.adapters.informer import ObjectCache, Waker
+    from capi_rollout.ports import KubePort
 
 log = logging.getLogger("capi_rollout")
 
@@ -145,6 +146,9 @@ class Observer:
 def default_watch(kube: KubePort, namespace: str, cluster: str) -> AbstractContextManager[Waker]:
     """The loop's default ``watch``: the informers' :func:`~capi_rollout.adapters.informer.cluster_cache`, which
     needs the real Kubernetes adapter (a fake Kubernetes comes with its own ``watch``)."""
+    from capi_rollout.adapters.informer import cluster_cache
+    from capi_rollout.adapters.kube import Kube
+
     if not isinstance(kube, Kube):
         raise TypeError(f"the informer cache needs capi_rollout.adapters.kube.Kube, not {type(kube).__name__}: "
                         "pass a watch")
