@@ -62,7 +62,7 @@ from capi_rollout.domain.deadlines import (
     SUMMARY_DEADLINE_SECONDS,
 )
 from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
-from capi_rollout.step_table import STEPS
+from capi_rollout.step_table import ROLLOUT, STEPS
 from capi_rollout.workflow import steps
 from capi_rollout.workflow.image import IMAGE
 
@@ -266,23 +266,24 @@ def _step(name: str, template: Script, extra_arguments: dict[str, str] | None = 
 def build() -> WorkflowTemplate:
     """The Hera WorkflowTemplate; see the module docstring for its shape."""
     deadline_input = [Parameter(name="deadlineSeconds", description="activeDeadlineSeconds of this phase pod.")]
-    resolve = _script("resolve", deadline=RESOLVE_DEADLINE_SECONDS)
-    preflight = _script("preflight", deadline=PREFLIGHT_DEADLINE_SECONDS)
-    control_plane = _script(
-        "control-plane",
-        deadline="{{inputs.parameters.deadlineSeconds}}",
-        extra_inputs=deadline_input,
-        metrics=_phase_metrics("control-plane"),
-    )
-    workers = _script(
-        "workers",
-        deadline="{{inputs.parameters.deadlineSeconds}}",
-        extra_inputs=deadline_input,
-        metrics=_phase_metrics("workers"),
-    )
-    summary = _script(
-        "summary", deadline=SUMMARY_DEADLINE_SECONDS, exit_handler=True, metrics=_result_metrics()
-    )
+    phase_deadline = "{{inputs.parameters.deadlineSeconds}}"
+    scripts = {
+        "resolve": _script("resolve", deadline=RESOLVE_DEADLINE_SECONDS),
+        "preflight": _script("preflight", deadline=PREFLIGHT_DEADLINE_SECONDS),
+        "control-plane": _script("control-plane", deadline=phase_deadline, extra_inputs=deadline_input,
+                                 metrics=_phase_metrics("control-plane")),
+        "workers": _script("workers", deadline=phase_deadline, extra_inputs=deadline_input,
+                           metrics=_phase_metrics("workers")),
+        "summary": _script("summary", deadline=SUMMARY_DEADLINE_SECONDS, exit_handler=True,
+                           metrics=_result_metrics()),
+    }
+    if set(scripts) != set(STEPS):  # one template per step of the step table
+        raise ValueError(f"templates {sorted(scripts)} do not match the steps {sorted(STEPS)}")
+    # each phase's pod deadline comes from resolve's outputs
+    phase_arguments = {
+        "control-plane": {"deadlineSeconds": "{{steps.resolve.outputs.parameters.controlPlaneDeadlineSeconds}}"},
+        "workers": {"deadlineSeconds": "{{steps.resolve.outputs.parameters.workersDeadlineSeconds}}"},
+    }
 
     with WorkflowTemplate(
         name=NAME,
@@ -304,20 +305,12 @@ def build() -> WorkflowTemplate:
         volumes=[Volume(name=TMP_VOLUME, empty_dir=EmptyDirVolumeSource(size_limit=Quantity("64Mi")))],
     ) as wt:
         with Steps(name=ENTRYPOINT):
-            _step("resolve", resolve)
-            _step("preflight", preflight)
-            _step(
-                "control-plane",
-                control_plane,
-                {"deadlineSeconds": "{{steps.resolve.outputs.parameters.controlPlaneDeadlineSeconds}}"},
-            )
-            _step(
-                "workers",
-                workers,
-                {"deadlineSeconds": "{{steps.resolve.outputs.parameters.workersDeadlineSeconds}}"},
-            )
+            for name in ROLLOUT:
+                _step(name, scripts[name], phase_arguments.get(name))
         with Steps(name=EXIT_HANDLER):
-            _step("summary", summary)
+            for name in STEPS:
+                if name not in ROLLOUT:
+                    _step(name, scripts[name])
     return wt
 
 
