@@ -1,6 +1,6 @@
 """In-memory fakes at the project's own adapter boundary, for fast sequence tests of the runner.
 
-* :class:`FakeKube` implements the :class:`~capi_rollout.adapters.kube.Kube` methods the runner calls over
+* :class:`FakeKube` implements the :class:`~capi_rollout.ports.KubePort` methods the rollout loop calls over
   dicts; any other attribute access fails loudly ("must not be called").
 * :class:`FakeControlPlaneController` / :class:`FakeDeploymentController` replace Machines like CACPPT and the
   MachineDeployment controller do with maxSurge 0 (one at a time), on a fake clock, with seeded jitter and
