@@ -56,7 +56,7 @@ from e2e.argo_local import KillStep, WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.backends import Backend, LocalBackend
 from e2e.simhandles import InProcessSim, ProcessSim, SimHandle
-from sim.envtest import LocalAPIServer, rest
+from envtest import LocalAPIServer, rest
 from sim.scenario import Scenario, Timings, load
 from sim.timeline import Event, Timeline
 

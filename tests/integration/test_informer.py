@@ -13,8 +13,8 @@ from capi_rollout.adapters.kube import Kube
 from capi_rollout.ledger_store import MemoryLedgerStore
 from capi_rollout.params import parse_params
 from capi_rollout.runner import Runner
+from envtest.server import LocalAPIServer
 from sim import objects as o
-from sim.envtest.server import LocalAPIServer
 from tests.integration.test_kube_adapter import seed
 
 pytestmark = pytest.mark.apiserver

@@ -25,7 +25,7 @@ from capi_rollout.params import parse_params
 from capi_rollout.progress_file import ENV
 from capi_rollout.runner import Runner, run_all
 from e2e.harness import LEDGER_CRD_PATH, parameters, scaled
-from sim.envtest import LocalAPIServer
+from envtest import LocalAPIServer
 from sim.simulator import Simulator
 
 WAIT = 30.0

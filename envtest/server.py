@@ -7,7 +7,7 @@ Contract:
   the service-account issuer and keys are configured, so TokenRequest mints real tokens.
 - ``start()`` generates the PKI, starts etcd and kube-apiserver, waits for ``/readyz`` and installs the selected
   CRD set (server-side apply, then waits for Established and for discovery). Every wait has a deadline. The first
-  server for a given CRD set saves etcd's data as a template (``sim.envtest.template``); later ones start from a
+  server for a given CRD set saves etcd's data as a template (``envtest.template``); later ones start from a
   copy of it and only wait until the CRDs are served (seconds instead of ~40 s for the large Argo CRDs).
 - ``stop()`` (also ``__exit__``, and ``atexit`` as a last resort) ends both process groups and removes the
   work directory it created. It is idempotent.
@@ -34,9 +34,9 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from sim.envtest import assets as assets_module
-from sim.envtest import kubeconfig, pki, rest, template
-from sim.envtest.processes import (
+from envtest import assets as assets_module
+from envtest import kubeconfig, pki, rest, template
+from envtest.processes import (
     LOOPBACK,
     POLL_INTERVAL_SECONDS,
     ChildProcess,
