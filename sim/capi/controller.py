@@ -33,19 +33,14 @@ from sim.scenario import DeploymentSpec, Fault, Scenario
 from sim.timeline import Timeline
 
 
-class NodeHandle(Protocol):
-    @property
-    def address(self) -> str: ...
-    def set_stage(self, stage: str, ready: bool) -> None: ...
-    def set_unreachable(self, unreachable: bool) -> None: ...
-
-
 class NodeFleet(Protocol):
     """The part of :class:`sim.talos.FakeTalosFleet` the controllers use."""
 
     def add_node(self, name: str, address: str | None = None, *, talos_version: str = ..., stage: str = ...,
                  ready: bool = ...) -> Any: ...
     def remove_node(self, name: str) -> None: ...
+    def set_maintenance(self, name: str) -> None: ...
+    def set_unreachable(self, name: str, unreachable: bool) -> None: ...
 
 
 class SimClock:
@@ -495,7 +490,7 @@ class Controllers:
             m.node = self.fleet.add_node(m.name, talos_version=m.talos_version, stage=stage, ready=p.ready)
         unreachable = flt.in_force(m.armed, "talos-unreachable", m.reboots, now, reboot_dur)
         if unreachable != m.unreachable:
-            m.node.set_unreachable(unreachable)
+            self.fleet.set_unreachable(m.name, unreachable)
             m.unreachable = unreachable
         if p.talos_stage == "rebooting" or unreachable:
             return None
@@ -503,7 +498,7 @@ class Controllers:
             return now + self.clock.scale * 0.05
         if p.talos_stage == "maintenance":
             if not m.node.maintenance:
-                m.node.enter_maintenance()
+                self.fleet.set_maintenance(m.name)
         elif (m.node.stage, m.node.ready) != (p.talos_stage, p.ready):
             m.node.set_stage(p.talos_stage, p.ready)
         return None

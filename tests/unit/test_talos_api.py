@@ -110,7 +110,7 @@ def test_maintenance_version_is_unimplemented_up_to_1_12_and_served_from_1_13(
     fleet: FakeTalosFleet, talos: str, served: bool
 ) -> None:
     node = fleet.add_node("n-0", talos_version=talos)
-    node.enter_maintenance()
+    fleet.set_maintenance(node.name)
     if served:
         [reply] = version(node, insecure_client_context()).messages
         assert reply.version.tag == talos
