@@ -514,7 +514,7 @@ class Controllers:
         generation = int(tcp["metadata"].get("generation", 1))
         replicas = int(tcp["spec"].get("replicas", 1))
         strategy = tcp["spec"].get("rolloutStrategy") or {}
-        max_surge = rollout.resolve_int_or_percent(
+        max_surge = rollout.scaled_int_or_percent(
             (strategy.get("rollingUpdate") or {}).get("maxSurge", 1), replicas, round_up=True
         )
         views = []
@@ -551,7 +551,7 @@ class Controllers:
             replicas=len(views), ready_replicas=ready, unavailable=max(0, replicas - ready),
             up_to_date=not outdated and not changed, generation=generation,
             version=self._cp_version,
-            selector=o.selector_string({o.CLUSTER_NAME_LABEL: self.s.cluster, o.CONTROL_PLANE_LABEL: ""}),
+            selector=o.selector_string({o.CAPI_CLUSTER_LABEL: self.s.cluster, o.CONTROL_PLANE_LABEL: ""}),
             now=iso,
         )
         self._write_status("taloscontrolplanes", tcp, status)
