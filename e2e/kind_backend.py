@@ -62,7 +62,8 @@ from e2e.backends import RUNNER_SERVICE_ACCOUNT, Manifest, load_manifests
 from e2e.simhandles import RemoteSim
 from sim.deploy import NAME as SIM_NAME
 from sim.deploy import SIM_IMAGE, manifests
-from sim.scenario import Scenario, load
+from sim.scenario import Scenario
+from sim.scenario_format import load
 from sim.talos.exposure import SERVICE_LABEL
 
 ARGO_GROUP, ARGO_VERSION = "argoproj.io", "v1alpha1"

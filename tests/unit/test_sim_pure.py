@@ -8,7 +8,8 @@ import pytest
 
 from sim.capi import faults, rollout
 from sim.capi.phases import MachineFacts, Window, progress
-from sim.scenario import Fault, ScenarioError, Target, Timings, bundled, from_dict, load
+from sim.scenario import Fault, ScenarioError, Target, Timings
+from sim.scenario_format import bundled, from_dict, load
 
 T = Timings(pending=1, provisioning=10, boot=20, node_ready=5, deletion=3, reboot=4)
 

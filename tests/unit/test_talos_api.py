@@ -261,7 +261,7 @@ def test_a_scenarios_reboot_stage_timings_reach_its_fleet_in_wall_seconds() -> N
     import yaml
 
     from sim.capi.memstore import MemoryStore
-    from sim.scenario import from_dict
+    from sim.scenario_format import from_dict
     from sim.simulator import Simulator
 
     scenario = from_dict(yaml.safe_load(
