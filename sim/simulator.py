@@ -28,7 +28,8 @@ from typing import Any
 from kubernetes import client
 
 from sim import objects as o
-from sim.capi.controller import Controllers, SimClock, SimMachine
+from sim.capi.cluster import SimClock, SimMachine
+from sim.capi.controller import Controllers
 from sim.capi.kube import KubeStore, Store
 from sim.scenario import Scenario
 from sim.talos.exposure import Exposer
