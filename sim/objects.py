@@ -24,7 +24,7 @@ BOOTSTRAP_VERSION = "v1alpha3"
 INFRA_GROUP = "infrastructure.sim.capi-rollout.dev"
 INFRA_VERSION = "v1alpha1"
 
-# CAPI's cluster-name label, the simulator's own copy (not capi_rollout.domain.model.CAPI_CLUSTER_LABEL): the sim
+# CAPI's cluster-name label, the simulator's own copy (not capi_rollout.domain.model.CLUSTER_NAME_LABEL): the sim
 # shares no CAPI constant with the product, so a wrong label on one side fails the other's tests.
 CAPI_CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
 CONTROL_PLANE_LABEL = "cluster.x-k8s.io/control-plane"
