@@ -10,7 +10,7 @@ Contract: every backend implements :class:`Backend` --
 
 Backends:
 
-* ``local`` (:class:`LocalBackend`): the real local API server (``sim.envtest.LocalAPIServer``) and the strict
+* ``local`` (:class:`LocalBackend`): the real local API server (``envtest.LocalAPIServer``) and the strict
   local executor (:mod:`e2e.argo_local`); each step runs as a subprocess under a TokenRequest token of the
   runner ServiceAccount. Fault injection (``faults``) SIGKILLs the step's process group; the cluster backends
   force-delete its pod instead (both are a lost pod to Argo).
@@ -103,7 +103,7 @@ def workflow_templates(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str,
 
 
 class LocalAPIServerLike(Protocol):
-    """What :class:`LocalBackend` needs of ``sim.envtest.LocalAPIServer``."""
+    """What :class:`LocalBackend` needs of ``envtest.LocalAPIServer``."""
 
     def apply_manifests(self, paths_or_docs: Iterable[Any], *, namespace: str | None = None,
                         dry_run: bool = False) -> list[dict[str, Any]]: ...

@@ -56,8 +56,9 @@ from e2e.argo_local import KillStep, WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.backends import Backend, LocalBackend
 from e2e.simhandles import InProcessSim, ProcessSim, SimHandle
-from sim.envtest import LocalAPIServer, rest
-from sim.scenario import Scenario, Timings, load
+from envtest import LocalAPIServer, rest
+from sim.scenario import Scenario, Timings
+from sim.scenario_format import load
 from sim.timeline import Event, Timeline
 
 if TYPE_CHECKING:

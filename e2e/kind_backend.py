@@ -62,7 +62,8 @@ from e2e.backends import RUNNER_SERVICE_ACCOUNT, Manifest, load_manifests
 from e2e.simhandles import RemoteSim
 from sim.deploy import NAME as SIM_NAME
 from sim.deploy import SIM_IMAGE, manifests
-from sim.scenario import Scenario, load
+from sim.scenario import Scenario
+from sim.scenario_format import load
 from sim.talos.exposure import SERVICE_LABEL
 
 ARGO_GROUP, ARGO_VERSION = "argoproj.io", "v1alpha1"
@@ -498,7 +499,7 @@ class ClusterBackend:
     def apply(self, docs: Iterable[Mapping[str, Any]]) -> None:
         """Server-side apply, in order, as ``kubectl apply --server-side --force-conflicts`` would (field manager
         ``capi-rollout-e2e``; a namespaced document without namespace goes to this backend's)."""
-        from sim.envtest import rest
+        from envtest import rest
 
         if self._mapper is None:
             self._mapper = rest.ResourceMapper(self.api)
@@ -510,7 +511,7 @@ class ClusterBackend:
         """Delete one object (background propagation); absent is fine."""
         from kubernetes.client.exceptions import ApiException
 
-        from sim.envtest import rest
+        from envtest import rest
 
         api_version, kind, namespace, name = ref
         if self._mapper is None:
@@ -733,7 +734,7 @@ class KindBackend(ClusterBackend):
                  echo: Callable[[str], None] | None = None) -> None:
         from pytest_kind import KindCluster
 
-        from sim.envtest import assets
+        from envtest import assets
 
         self.repo_root = repo_root or Path(__file__).resolve().parents[1]
         self.cache = cache or assets.cache_dir()
@@ -752,7 +753,7 @@ class KindBackend(ClusterBackend):
 
     def install_argo(self, timeout: float = 300) -> None:
         """Install Argo Workflows from the pinned module zip and wait for the controller to be available."""
-        from sim.envtest import assets
+        from envtest import assets
 
         docs = build_argo_install(module_zip(self.cache, ARGO_MODULE, self.argo_version), self.argo_version,
                                   assets.kustomize())
@@ -774,7 +775,7 @@ class KindBackend(ClusterBackend):
         controller (server-side, CRDs established first), the EventBus ``default`` (JetStream, the newest plain
         version the controller's ConfigMap lists), then ``overlay/management/capi-rollout`` built with the
         pinned kustomize. Waits for the controller and for the EventBus to be deployed."""
-        from sim.envtest import assets
+        from envtest import assets
 
         if getattr(self, "_argo_events_installed", False):
             return
@@ -835,7 +836,7 @@ class KindBackend(ClusterBackend):
 
     def install_capi_crds(self, capi_line: str) -> None:
         """The CAPI line's CRDs and the Talos providers' ones, as ``make tools`` pinned them (server-side)."""
-        from sim.envtest import assets
+        from envtest import assets
 
         done: set[str] = getattr(self, "_crd_lines", set())
         if capi_line in done:

@@ -53,7 +53,7 @@ def _step_running(backend: Any, run: WorkflowRun, step: str) -> Callable[[], boo
 
 
 def _controller_pods(backend: Any) -> list[dict[str, Any]]:
-    from sim.envtest import rest
+    from envtest import rest
 
     pods = rest.request_json(backend.api, "GET", "/api/v1/namespaces/argo/pods",
                              query=[("labelSelector", "app=workflow-controller")])
@@ -68,7 +68,7 @@ def test_15_the_workflow_controller_killed_mid_phase_keeps_the_running_step_and_
     seen: dict[str, Any] = {}
 
     def kill_the_controller(sim: SimHandle, run: WorkflowRun) -> None:
-        from sim.envtest import rest
+        from envtest import rest
 
         _until("the control-plane step to run", _step_running(backend, run, "control-plane"))
         second = backend.submit(params)  # same cluster: must wait on the mutex, across the restart too

@@ -14,8 +14,8 @@ from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import MemoryLedgerStore
 from capi_rollout.rollout_loop import RolloutLoop
+from envtest.server import LocalAPIServer
 from sim import objects as o
-from sim.envtest.server import LocalAPIServer
 from tests.integration.test_kube_adapter import seed
 
 pytestmark = pytest.mark.apiserver
@@ -106,7 +106,7 @@ def test_the_runner_sees_a_machine_it_deleted_as_deleting_in_the_very_next_evalu
         apiserver: LocalAPIServer, kube_namespace: str) -> None:
     live = seed(apiserver, "v1.14", kube_namespace, "zeta")
     client.CoreV1Api(apiserver.admin).create_namespaced_secret(kube_namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="zeta-talosconfig", labels={o.CLUSTER_NAME_LABEL: "zeta"}),
+        metadata=client.V1ObjectMeta(name="zeta-talosconfig", labels={o.CAPI_CLUSTER_LABEL: "zeta"}),
         data={"talosconfig": "Y29udGV4dDogemV0YQo="}))
     api = client.CustomObjectsApi(apiserver.admin)
     api.patch_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "zeta-cp-a",

@@ -17,9 +17,9 @@ from capi_rollout.adapters.kube import Backoff, Kube, KubeError
 from capi_rollout.domain.ledger import Ledger
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.ledger_store import KubeLedgerStore
+from envtest import assets, rest
+from envtest.server import LocalAPIServer
 from sim import objects as o
-from sim.envtest import assets, rest
-from sim.envtest.server import LocalAPIServer
 
 pytestmark = pytest.mark.apiserver
 

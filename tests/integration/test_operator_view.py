@@ -26,7 +26,7 @@ from capi_rollout.progress_file import ENV
 from capi_rollout.rollout_loop import RolloutLoop
 from capi_rollout.run import run_all
 from e2e.harness import LEDGER_CRD_PATH, parameters, scaled
-from sim.envtest import LocalAPIServer
+from envtest import LocalAPIServer
 from sim.simulator import Simulator
 
 WAIT = 30.0

@@ -15,7 +15,7 @@ from e2e.harness import RUNNER, Stage, Venue, per_cluster_binding, simulator_for
 from e2e.kind_backend import image_overrides, kill_due, serves_capi_line, simulator_documents
 from e2e.simhandles import settled
 from sim.deploy import SIM_IMAGE
-from sim.scenario import load
+from sim.scenario_format import load
 from sim.timeline import Event, Timeline
 
 # --- the timeline across a process boundary ----------------------------------------------------------------

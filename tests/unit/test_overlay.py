@@ -25,7 +25,7 @@ CAPI_GROUPS = {"cluster.x-k8s.io", "controlplane.cluster.x-k8s.io", "bootstrap.c
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
     """`kustomize build` with the binary `make tools` builds, else `kubectl kustomize` (both offline)."""
     try:
-        from sim.envtest.assets import kustomize
+        from envtest.assets import kustomize
 
         command = [str(kustomize()), "build"]
     except Exception:

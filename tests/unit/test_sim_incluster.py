@@ -27,7 +27,8 @@ from sim.deploy import POD_LABELS, READY_FILE, labels_arg, manifests, render, si
 from sim.deploy.__main__ import RENDERED, rendered_default
 from sim.pki import ClusterPKI
 from sim.safety import MARKER_LABEL
-from sim.scenario import DeploymentSpec, Scenario, Timings, bundled, from_dict, load, to_dict
+from sim.scenario import DeploymentSpec, Scenario, Timings
+from sim.scenario_format import bundled, from_dict, load, to_dict
 from sim.simulator import Simulator
 from sim.talos import Exposure, FakeTalosFleet, loopback_block
 from sim.talos.exposure import (

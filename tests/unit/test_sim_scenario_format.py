@@ -17,7 +17,8 @@ from sim.__main__ import main as sim_main
 from sim.__main__ import workflow_arguments
 from sim.capi import faults, rollout
 from sim.capi.memstore import MemoryStore
-from sim.scenario import Fault, ScenarioError, Target, bundled, from_dict, load, to_dict
+from sim.scenario import Fault, ScenarioError, Target
+from sim.scenario_format import bundled, from_dict, load, to_dict
 from sim.simulator import Simulator
 
 
