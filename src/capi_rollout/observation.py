@@ -9,7 +9,7 @@ Contract:
   or that TalosControlPlane is gone. ``plan`` feeds it a snapshot's objects (or the same live reads), so it sees
   what the loop would.
 * :class:`Observer` reads those objects for the loop: from an
-  :class:`~capi_rollout.adapters.informer.ObjectCache` while it is synced, else with four direct reads (get
+  :class:`~capi_rollout.ports.ObjectCache` while it is synced, else with four direct reads (get
   Cluster, list TalosControlPlanes, MachineDeployments and Machines by the cluster-name label); ``last_read``
   says where the last observation came from ("cache" or "lists").
 * :class:`MachineViews` is the observer's cache of Machine views across polls (by ``resourceVersion``): mutable,
@@ -31,8 +31,7 @@ from capi_rollout.domain.state import ClusterState, MachineReader
 from capi_rollout.step_table import StepFailed
 
 if TYPE_CHECKING:  # the adapters load only for the loop's reads: ``plan -f`` needs the rule, not the client
-    from capi_rollout.adapters.informer import ObjectCache, Waker
-    from capi_rollout.ports import KubePort
+    from capi_rollout.ports import KubePort, ObjectCache, Waker
 
 log = logging.getLogger("capi_rollout")
 
@@ -152,4 +151,5 @@ def default_watch(kube: KubePort, namespace: str, cluster: str) -> AbstractConte
     if not isinstance(kube, Kube):
         raise TypeError(f"the informer cache needs capi_rollout.adapters.kube.Kube, not {type(kube).__name__}: "
                         "pass a watch")
-    return cluster_cache(kube, namespace, cluster, label=CLUSTER_NAME_LABEL)
+    cache: AbstractContextManager[ObjectCache] = cluster_cache(kube, namespace, cluster, label=CLUSTER_NAME_LABEL)
+    return cache  # the informers' cache is an ObjectCache (checked here), so a Waker

@@ -5,7 +5,9 @@ against a concrete client: :class:`~capi_rollout.adapters.kube.Kube` is a :class
 :class:`~capi_rollout.adapters.talos.sync.SyncTalosClient` a :class:`TalosPort`, structurally (the wiring in
 :mod:`capi_rollout.run` assigns each to its port, so mypy proves it), and the in-memory fakes of the tests stand
 in at the same seam. Objects cross the Kubernetes port as plain dicts (what the API server answers); the
-Talos port answers with small result objects whose shape is declared here (``ProbeLike`` ...).
+Talos port answers with small result objects whose shape is declared here (``ProbeLike`` ...). The loop's change
+watcher (:data:`ClusterWatch`) yields a :class:`Waker`, or an :class:`ObjectCache` it also reads from (the
+informers' :class:`~capi_rollout.adapters.informer.ClusterCache` is one).
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
-
-from capi_rollout.adapters.informer import Waker
+from typing import Any, Protocol, runtime_checkable
 
 
 class KubePort(Protocol):
@@ -51,8 +51,46 @@ class KubePort(Protocol):
     def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
+@runtime_checkable
+class Waker(Protocol):
+    """Anything the rollout loop can wait on for "something changed"."""
+
+    def wait(self, timeout: float) -> bool: ...
+
+
+class CacheSnapshot(Protocol):
+    """One cluster's objects as a cache holds them now (each list sorted by name)."""
+
+    @property
+    def cluster(self) -> Mapping[str, Any] | None: ...
+    @property
+    def control_planes(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def deployments(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def machines(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def shows_deleting(self, uid: str) -> bool: ...
+
+
+@runtime_checkable
+class ObjectCache(Waker, Protocol):
+    """What the loop reads from when its ``watch`` yields a cache rather than a bare waker: ``synced`` while every
+    watch is open, ``snapshot()``, and ``wait_until`` (bounded) for a predicate over the snapshot."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+    def snapshot(self) -> CacheSnapshot: ...
+
+    def wait_until(self, predicate: Callable[[CacheSnapshot], bool], timeout: float) -> bool: ...
+
+
 # The loop's change watcher for one cluster (namespace, cluster name): a context manager yielding a Waker, or an
-# ObjectCache (capi_rollout.adapters.informer) that the loop then also reads from.
+# ObjectCache that the loop then also reads from.
 ClusterWatch = Callable[[KubePort, str, str], AbstractContextManager[Waker]]
 
 
@@ -104,4 +142,5 @@ class TalosPort(Protocol):
                        on_wait: Callable[[float], None] | None = None, removing: bool = False) -> ObservationLike: ...
 
 
-__all__ = ["ClusterWatch", "KubePort", "ObservationLike", "ProbeLike", "RebootLike", "TalosPort", "ValidityLike"]
+__all__ = ["CacheSnapshot", "ClusterWatch", "KubePort", "ObjectCache", "ObservationLike", "ProbeLike", "RebootLike",
+           "TalosPort", "ValidityLike", "Waker"]

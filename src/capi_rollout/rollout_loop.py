@@ -42,7 +42,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from capi_rollout.adapters.informer import ObjectCache
 from capi_rollout.claim_store import ClaimUnusable, ClusterClaim
 from capi_rollout.domain.claim import decide_claim
 from capi_rollout.domain.decide import addresses_to_probe, decide
@@ -62,7 +61,7 @@ from capi_rollout.domain.resolve import (
 from capi_rollout.domain.state import ClusterState, NodeStatus
 from capi_rollout.ledger_store import LedgerStore
 from capi_rollout.observation import Observer, default_watch
-from capi_rollout.ports import ClusterWatch, KubePort, TalosPort
+from capi_rollout.ports import ClusterWatch, KubePort, ObjectCache, TalosPort
 from capi_rollout.progress_file import ProgressFile
 from capi_rollout.recorder import LedgerRecorder, LedgerUnusable
 from capi_rollout.remediator import RemediationAborted, Remediator

@@ -14,7 +14,7 @@ Contract:
 * :class:`ClusterCache` runs four informers for one cluster: its Cluster (field selector
   ``metadata.name=<cluster>``), and its TalosControlPlanes, MachineDeployments and Machines (label selector
   ``<label>=<cluster>``: the caller passes the cluster-name label, the product's one constant). It offers what
-  the rollout loop needs:
+  the rollout loop needs (the port :class:`~capi_rollout.ports.ObjectCache`):
 
   - :meth:`ClusterCache.wait` — ``wait(timeout) -> bool``: True as soon as an object changed (or a relist
     replaced them), False on timeout; the runner's "something changed" wake-up.
@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -50,13 +50,6 @@ from capi_rollout.adapters.kube import CAPI_GROUP, TCP_GROUP, TCP_VERSION, Kube,
 from capi_rollout.adapters.reflection import GONE, Obj, Reflection, apply_event, from_list
 
 log = logging.getLogger("capi_rollout")
-
-@runtime_checkable
-class Waker(Protocol):
-    """Anything the runner's loop can wait on for "something changed"."""
-
-    def wait(self, timeout: float) -> bool: ...
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -78,21 +71,6 @@ class Snapshot:
             if md.get("uid") == uid:
                 return bool(md.get("deletionTimestamp"))
         return True
-
-
-@runtime_checkable
-class ObjectCache(Waker, Protocol):
-    """What the runner reads from when its ``watch`` seam yields a cache rather than a bare waker."""
-
-    @property
-    def synced(self) -> bool: ...
-
-    @property
-    def failure(self) -> str | None: ...
-
-    def snapshot(self) -> Snapshot: ...
-
-    def wait_until(self, predicate: Callable[[Snapshot], bool], timeout: float) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -325,4 +303,4 @@ def cluster_cache(kube: Kube, namespace: str, cluster: str, *, label: str) -> It
         yield cache
 
 
-__all__ = ["ClusterCache", "Informer", "ObjectCache", "Resource", "Snapshot", "Waker", "cluster_cache"]
+__all__ = ["ClusterCache", "Informer", "Resource", "Snapshot", "cluster_cache"]
