@@ -59,7 +59,7 @@ from capi_rollout.domain.resolve import (
     talosconfig_secret_name,
 )
 from capi_rollout.domain.state import ClusterState, NodeStatus
-from capi_rollout.ledger_store import LedgerStore
+from capi_rollout.ledger_store import LedgerConflict, LedgerStore
 from capi_rollout.observation import Observer, default_watch
 from capi_rollout.ports import ClusterWatch, KubePort, ObjectCache, TalosPort
 from capi_rollout.progress_file import ProgressFile
@@ -285,25 +285,36 @@ class RolloutLoop:
                 if action.kind in ("remediate", "fail") and self.last_read == "cache":
                     fresh = True  # act only on a direct read: a silently stale watch must never cause a delete
                     continue
-                if action.record != record:
+                try:
+                    if action.record != record:
+                        self.recorder.save_phase(action.record)
                     record = action.record
-                    self.recorder.save_phase(record)
-                new = [w for w in action.warnings if not any(x.startswith(w) for x in self.ledger.warnings)]
-                if new:  # kept for the summary, said once
-                    self.recorder.add_warnings(new)
-                    for w in new:
-                        self.say(f"warning: {w}")
+                    new = [w for w in action.warnings if not any(x.startswith(w) for x in self.ledger.warnings)]
+                    if new:  # kept for the summary, said once
+                        self.recorder.add_warnings(new)
+                        for w in new:
+                            self.say(f"warning: {w}")
+                    if action.kind in ("complete", "fail"):
+                        done = "succeeded" if action.kind == "complete" else "failed"
+                        self.recorder.save_phase(replace(record, finished=now, result=done, message=action.reason))
+                except LedgerConflict as exc:  # an older attempt still runs and wrote first: go on from its ledger
+                    self.say(f"{title}: the ledger changed under this attempt ({exc}): another attempt of this step "
+                             "still runs; re-reading it and deciding again")
+                    self.recorder.forget()
+                    record = self.ledger.phase(phase) or record
+                    if record.result == "succeeded":
+                        return record
+                    if record.result == "failed":
+                        raise StepFailed(record.message) from exc
+                    fresh = True
+                    continue
                 if action.counters != last_counters or (now - last_said).total_seconds() >= self.params.poll_interval:
                     self.say(action.progress)  # on every change, and at least once per pollInterval
                     last_counters, last_said = action.counters, now
                 if action.kind == "complete":
-                    record = replace(record, finished=now, result="succeeded", message=action.reason)
-                    self.recorder.save_phase(record)
                     self.say(action.reason)
-                    return record
+                    return replace(record, finished=now, result="succeeded", message=action.reason)
                 if action.kind == "fail":
-                    record = replace(record, finished=now, result="failed", message=action.reason)
-                    self.recorder.save_phase(record)
                     raise StepFailed(action.reason)
                 if action.kind == "remediate":
                     self.say(("DRY RUN — " if self.params.dry_run else "") + action.reason)

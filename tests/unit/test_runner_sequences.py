@@ -341,3 +341,38 @@ def test_a_stall_on_a_skip_remediation_machine_says_why_in_the_progress_line_and
     table = kube.log[-1]  # the summary's table, as printed
     assert summary["phases"]["control-plane"]["waiting"].startswith(why.removeprefix("waiting: "))
     assert f"\n  {why}" in table and "why: control plane phase timed out" in table
+
+
+class RivalProgress(KubeLedgerStore):
+    """An older attempt of the step still runs and writes its progress first, once, mid-phase: this attempt's
+    next progress write then conflicts (HTTP 409)."""
+
+    def __init__(self, kube: FakeKube, *, after: int) -> None:
+        super().__init__(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        self.saves, self.after, self.raced = 0, after, False
+
+    def save(self, ledger: Ledger) -> None:
+        record = ledger.phase("control-plane")
+        if record is not None:
+            self.saves += 1
+        if not self.raced and self.saves == self.after:
+            self.raced = True
+            stored = self.rival.load()
+            assert stored is not None
+            self.rival.save(stored)  # the rival's progress write: the resourceVersion moves on
+        super().save(ledger)
+
+
+def test_a_progress_write_that_loses_to_an_older_attempt_rereads_the_ledger_and_goes_on() -> None:
+    """A conflict on a plain progress write is not an API error (which exits 1 and is never retried): the
+    attempt re-reads the ledger and decides again."""
+    kube = FakeKube()
+    store = RivalProgress(kube, after=3)
+    runner, kube, _, _ = make(kube=kube, store=store)
+    runner.resolve()
+    record = runner.phase("control-plane")
+    assert store.raced and record.result == "succeeded"
+    assert any("the ledger changed under this attempt" in line for line in kube.log)
+    stored = KubeLedgerStore(kube, namespace="argo", run_id="wf-race").load()  # type: ignore[arg-type]
+    assert stored is not None and stored.phase("control-plane") == record

@@ -107,7 +107,7 @@ def boot_id_from_spec(spec: Any) -> str | None:
     """The boot ID of a ``BootIDs.runtime.talos.dev`` resource spec (YAML ``bootID`` first, then protobuf)."""
     if spec.yaml_spec:
         try:
-            doc = yaml.safe_load(spec.yaml_spec)
+            doc = load_yaml(spec.yaml_spec)  # bounded, as every YAML a node sends
         except yaml.YAMLError:
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("bootID"), str) and doc["bootID"]:
