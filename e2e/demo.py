@@ -51,7 +51,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _stage(results: Path, capi_line: str) -> Iterator[tuple[Stage, bool]]:
     """(the stage, whether it runs on the real node); the local API server and executor otherwise."""
     if os.environ.get("E2E_CLUSTER") == "node":
-        from e2e.node_backend import NodeBackend
+        from e2e.backends.node import NodeBackend
 
         backend = NodeBackend(results, echo=_step_line)
         try:

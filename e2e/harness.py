@@ -6,7 +6,7 @@ installed, a backend that runs the template there, and a way to start simulators
 * :meth:`Stage.local`: the real local API server and the strict local executor; the simulator in the test process
   (``simulator="in-process"``) or as a child process (``"process"``, ``python -m sim run --output json``: the code
   path of the simulator pod);
-* :meth:`Stage.on_cluster`: a kind or drill cluster (``e2e.kind_backend``) whose Argo runs the template; the
+* :meth:`Stage.on_cluster`: a kind or drill cluster (``e2e.backends``) whose Argo runs the template; the
   simulator runs there as a pod (``ClusterBackend.deploy_simulator``).
 
 Scenarios touch the simulator only through :class:`e2e.simhandles.SimHandle`, so every one of them plays the same
@@ -54,14 +54,15 @@ from capi_rollout.picture.build import from_timeline
 from capi_rollout.picture.svg import render as render_svg
 from e2e.argo_local import KillStep, WorkflowRun
 from e2e.argo_local.model import POD
-from e2e.backends import Backend, LocalBackend
+from e2e.backends.base import Backend
+from e2e.backends.local import LocalBackend
 from e2e.simhandles import InProcessSim, ProcessSim, SimHandle
 from sim.envtest import LocalAPIServer, rest
 from sim.scenario import Scenario, Timings, load
 from sim.timeline import Event, Timeline
 
 if TYPE_CHECKING:
-    from e2e.kind_backend import ClusterBackend
+    from e2e.backends.existing import ClusterBackend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = REPO_ROOT / "overlay" / "management" / "argo-workflows"

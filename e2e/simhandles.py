@@ -16,7 +16,7 @@ Places:
 * :class:`InProcessSim`: ``sim.simulator.Simulator`` in the test process (the local backend's default);
 * :class:`ProcessSim`: ``python -m sim run --output json`` as a child process against the same API server, the
   code path a simulator pod runs, reporting its timeline as JSON lines on stdout and triggered by ``SIGUSR1``;
-* ``e2e.kind_backend.SimDeployment``: the simulator pod in a kind or drill cluster (logs, ``kubectl exec``).
+* ``e2e.backends.sim_pod.SimDeployment``: the simulator pod in a kind or drill cluster (logs, ``kubectl exec``).
 
 The last two share :class:`RemoteSim`: everything the test knows of them comes from their output and the API
 server, never from their memory, so a scenario that passes with :class:`ProcessSim` runs unchanged in a pod.

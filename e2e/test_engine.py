@@ -22,7 +22,7 @@ ARGO = ("argoproj.io", "v1alpha1")
 
 
 def _cluster_stage(stage: Stage) -> Any:
-    from e2e.kind_backend import ClusterBackend
+    from e2e.backends.existing import ClusterBackend
 
     if not isinstance(stage.backend, ClusterBackend):
         pytest.skip("needs a real Argo controller (E2E_CLUSTER=node, kind or existing); the local emulator has none")

@@ -30,7 +30,7 @@ import pytest
 
 from e2e.argo_local import WorkflowRun
 from e2e.argo_local.model import POD
-from e2e.backends import Backend
+from e2e.backends.base import Backend
 from e2e.harness import LEDGER_CRD_PATH, RBAC_PATH, SCALED_PARAMETERS, TEMPLATE_PATH, Stage, scaled
 from sim.scenario import Scenario
 
@@ -284,7 +284,7 @@ def _await(predicate: Any, timeout: float, what: str) -> Any:
 
 
 def _documents(path: Any) -> list[dict[str, Any]]:
-    from e2e.backends import load_manifests
+    from e2e.backends.base import load_manifests
 
     return load_manifests([path])
 
