@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from e2e.argo_local import ExecutorOptions, KillStep, WorkflowRun, check_supported, new_run, start
+from e2e.argo_local import InterpreterOptions, KillStep, WorkflowRun, check_supported, new_run, start
 from e2e.backends.base import RUNNER_SERVICE_ACCOUNT, Manifest, load_manifests, workflow_templates
 
 
@@ -98,7 +98,7 @@ class LocalBackend:
         run = new_run(namespace=self.namespace, parameters=parameters,
                       generate_name=f"{wft['metadata']['name']}-")
         kubeconfig = self.apiserver.serviceaccount_kubeconfig(self.namespace, self.service_account)
-        options = ExecutorOptions(
+        options = InterpreterOptions(
             results_dir=self.results_dir,
             kubeconfig=kubeconfig,
             service_account=self.service_account,
