@@ -3,9 +3,10 @@
 # dependency), a non-root user. Build it (tag = package version, see src/capi_rollout/workflow/image.py):
 #   docker build -t "$(.venv/bin/python -m capi_rollout.workflow.image)" .
 #   kind load docker-image "$(.venv/bin/python -m capi_rollout.workflow.image)" --name <cluster>
-# TODO(supply chain): pin the base image by digest (python:3.11-slim-bookworm@sha256:...). No registry is
-# reachable where this was written, so no digest could be looked up; never invent one. Look it up with
-# `docker buildx imagetools inspect python:3.11-slim-bookworm` and set it here (and in the other Dockerfile).
+# Base image: a tag here, because no registry was reachable where this was written and a digest is never
+# invented. A release (.github/workflows/release.yml, job `base`) resolves the tag to its index digest and builds
+# FROM python:3.11-slim-bookworm@sha256:..., recorded in the image's org.opencontainers.image.base.digest label.
+# Pin it for a local build: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -137,6 +137,7 @@ class FakeKube:
 class FakeTalos:
     stages: dict[str, str] = field(default_factory=dict)
     reboots: list[tuple[str, str]] = field(default_factory=list)
+    reboot_identities: list[str | None] = field(default_factory=list)  # the node name each reboot required
     client_validity: Any = None  # None: unknown (no check); else .not_before/.not_after
     tags: dict[str, str] = field(default_factory=dict)  # address -> Talos version tag (default v1.12.0)
     dropped: set[str] = field(default_factory=set)  # addresses whose accepted reboot never happens
@@ -168,6 +169,7 @@ class FakeTalos:
 
     def reboot(self, address: str, mode: str, *, node_name: str | None = None) -> FakeTalos.Reboot:
         self.reboots.append((address, mode))
+        self.reboot_identities.append(node_name)
         return FakeTalos.Reboot(self.stages.get(address, "running") != "maintenance")
 
     def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,

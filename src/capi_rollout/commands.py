@@ -35,7 +35,7 @@ from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.resolve import ResolveError, resolve_targets, talosconfig_secret_name
 from capi_rollout.domain.state import ClusterState
 from capi_rollout.params import DEFAULTS, ParamError, Params, parse_params
-from capi_rollout.userfiles import InputError, object_problem, read_text, yaml_documents
+from capi_rollout.userfiles import InputError, manifest_objects, object_problem, read_text, yaml_documents
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -51,20 +51,10 @@ def load_documents(path: str) -> list[dict[str, Any]]:
     or holds a document that is not a Kubernetes object of the expected shape."""
     source = "snapshot " + ("on stdin" if path == "-" else path)
     docs: list[dict[str, Any]] = []
-    for i, doc in enumerate(yaml_documents(read_text(path, what="snapshot"), source), start=1):
-        if doc is None:
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("kind"), str) and doc["kind"].endswith("List"):
-            items = doc.get("items")
-            if not isinstance(items, list):
-                raise InputError(f"{source}: document {i} is a {doc['kind'][:60]} without an items list")
-            found = [(f"document {i} item {j}", item) for j, item in enumerate(items, start=1)]
-        else:
-            found = [(f"document {i}", doc)]
-        for where, obj in found:
-            if problem := object_problem(obj):
-                raise InputError(f"{source}: {where} {problem}")
-            docs.append(obj)
+    for where, obj in manifest_objects(read_text(path, what="snapshot"), source):
+        if problem := object_problem(obj):
+            raise InputError(f"{source}: {where} {problem}")
+        docs.append(obj)
     if not docs:
         raise InputError(f"{source}: no Kubernetes objects in it")
     return docs

@@ -153,7 +153,7 @@ class Executor:
             if self.talos is None:
                 notes.append(f"could not reboot {address}: no Talos client")
             else:
-                result = self.talos.reboot(address, reboot_mode, node_name=machine.node_name)
+                result = self.talos.reboot(address, reboot_mode, node_name=machine.identity)
                 rebooted = result.accepted
                 notes.append(f"reboot {address} ({reboot_mode}) " + ("accepted" if rebooted else "failed")
                              + (f": {result.detail}" if result.detail else ""))

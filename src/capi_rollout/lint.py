@@ -9,30 +9,26 @@ rollout. Findings print as ``<source>: <violation>``.
 Exit codes: 0 no findings, 1 findings, 2 a path could not be read (missing, a directory or file that cannot be read,
 binary or not UTF-8, bad or bombed YAML — read by :mod:`capi_rollout.userfiles` — a CAPI object of the wrong
 shape, kustomize failed or absent) or held no TalosControlPlane or MachineDeployment at all (nothing checked).
-The kustomize binary: ``$KUSTOMIZE`` if set, else ``kustomize`` on PATH, else ``kubectl kustomize``.
+The kustomize binary is found by :mod:`capi_rollout.kustomize`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capi_rollout import kustomize
 from capi_rollout.domain.strategy import (
     check_control_plane_strategy,
     check_machine_deployment_strategy,
     paused_reason,
 )
-from capi_rollout.userfiles import InputError, object_problem, read_text, yaml_documents
+from capi_rollout.userfiles import InputError, manifest_objects, object_problem, read_text
 
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _CAPI_GROUPS = ("cluster.x-k8s.io/", "controlplane.cluster.x-k8s.io/")
-KUSTOMIZE_TIMEOUT_SECONDS = 120
 
 
 class LintInputError(Exception):
@@ -48,42 +44,16 @@ class Finding:
         return f"{self.source}: {self.message}"
 
 
-def kustomize_command(env: Mapping[str, str] | None = None) -> list[str] | None:
-    """How to run ``kustomize build``: ``$KUSTOMIZE``, ``kustomize`` on PATH or ``kubectl kustomize``; None if none."""
-    environ = os.environ if env is None else env
-    if explicit := environ.get("KUSTOMIZE"):
-        return [explicit, "build"]
-    if found := shutil.which("kustomize"):
-        return [found, "build"]
-    if kubectl := shutil.which("kubectl"):
-        return [kubectl, "kustomize"]
-    return None
-
-
 def _documents(text: str, source: str) -> Iterator[dict[str, Any]]:
     try:
-        docs = yaml_documents(text, source)
+        found = manifest_objects(text, source)
     except InputError as exc:
         raise LintInputError(str(exc)) from exc
-    for i, doc in enumerate(docs, start=1):
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            raise LintInputError(f"{source}: document {i} is not a mapping")
-        if doc.get("kind") == "List":
-            items = doc.get("items")
-            if not isinstance(items, list):
-                raise LintInputError(f"{source}: document {i} is a List without an items list")
-            found = [(f"document {i} item {j}", item) for j, item in enumerate(items, start=1)]
-        else:
-            found = [(f"document {i}", doc)]
-        for where, obj in found:
-            # Only CAPI objects are checked: only they must have the shape the rules read.
-            capi = not isinstance(obj, dict) or str(obj.get("apiVersion", "")).startswith(_CAPI_GROUPS)
-            if capi and (problem := object_problem(obj)):
-                raise LintInputError(f"{source}: {where} {problem}")
-            if isinstance(obj, dict):
-                yield obj
+    for where, obj in found:
+        # Only CAPI objects are checked: only they must have the shape the rules read.
+        if str(obj.get("apiVersion", "")).startswith(_CAPI_GROUPS) and (problem := object_problem(obj)):
+            raise LintInputError(f"{source}: {where} {problem}")
+        yield obj
 
 
 def _read(path: Path) -> str:
@@ -94,28 +64,16 @@ def _read(path: Path) -> str:
 
 
 def _build_kustomization(directory: Path, env: Mapping[str, str] | None) -> str:
-    command = kustomize_command(env)
-    if command is None:
-        raise LintInputError(f"{directory}: is a kustomization, but no kustomize (set $KUSTOMIZE or install kubectl)")
     try:
-        proc = subprocess.run(
-            [*command, str(directory)],
-            capture_output=True,
-            text=True,
-            timeout=KUSTOMIZE_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LintInputError(f"{directory}: kustomize build failed: {exc}") from exc
-    if proc.returncode != 0:
-        raise LintInputError(f"{directory}: kustomize build failed: {proc.stderr.strip()}")
-    return proc.stdout
+        return kustomize.build(directory, env)
+    except InputError as exc:
+        raise LintInputError(str(exc)) from exc
 
 
 def load(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The objects under ``path`` with the source each came from; :class:`LintInputError` if unreadable."""
     if path.is_dir():
-        if any((path / name).is_file() for name in KUSTOMIZATION_FILES):
+        if kustomize.is_kustomization(path):
             source = f"{path} (kustomize build)"
             return [(source, doc) for doc in _documents(_build_kustomization(path, env), source)]
         files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())

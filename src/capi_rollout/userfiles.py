@@ -14,6 +14,10 @@ manifests, a talosconfig, a Talos node's status) goes through here.
   :class:`yaml.YAMLError`, so callers catch one type.
 * :func:`load_json` parses JSON with the same size and depth bounds; every problem is a :class:`ValueError`.
 * :func:`yaml_documents` / :func:`json_document` do the same and raise :class:`InputError` naming ``source``.
+* :func:`manifest_objects` is the one reader of multi-document manifests (snapshots, GitOps trees, the
+  overlay, test fixtures): every object with where it sits (``document 2 item 3``), empty documents dropped, a
+  ``v1 List`` (any ``kind`` ending in ``List`` with ``items``) flattened, anything that is not a mapping an
+  :class:`InputError` naming ``source``. Shape checks stay with the callers (:func:`object_problem`).
 * :func:`object_problem` says why a parsed document is not a Kubernetes object of the shape the rollout
   rules read (so a snapshot or a manifest of the wrong shape is a one-line error, not a traceback).
 
@@ -201,6 +205,30 @@ def yaml_documents(text: str, source: str) -> list[Any]:
         return load_yaml_all(text)
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: not valid YAML: {yaml_problem(exc)}") from exc
+
+
+def manifest_objects(text: str, source: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every object of the multi-document YAML/JSON ``text`` as ``(where, object)``; :class:`InputError` naming
+    ``source`` for bad YAML, a document or List item that is not a mapping, or a List without an items list."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for i, doc in enumerate(yaml_documents(text, source), start=1):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise InputError(f"{source}: document {i} is {_kind_name(doc)}, not a Kubernetes object (not a mapping)")
+        kind = doc.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and ("items" in doc or kind == "List"):
+            items = doc.get("items")
+            if not isinstance(items, list):
+                raise InputError(f"{source}: document {i} is a {kind[:60]} without an items list")
+            for j, item in enumerate(items, start=1):
+                if not isinstance(item, dict):
+                    raise InputError(f"{source}: document {i} item {j} is {_kind_name(item)}, "
+                                     "not a Kubernetes object (not a mapping)")
+                found.append((f"document {i} item {j}", item))
+        else:
+            found.append((f"document {i}", doc))
+    return found
 
 
 def json_document(text: str, source: str) -> Any:

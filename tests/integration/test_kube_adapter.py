@@ -189,6 +189,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
     from capi_rollout.executor import Executor, RemediationAborted
     from tests.fakes import FakeTalos
 
+    apiserver.install_crds([assets.REPO_ROOT / "overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml"])
     live = seed(apiserver, "v1.14", kube_namespace, "race")
     live["status"] = {"addresses": [{"type": "InternalIP", "address": "10.9.0.1"}]}
     kube = Kube(apiserver.api_client())

@@ -242,6 +242,12 @@ def test_a_stall_without_unhealthy_machines_waits_for_the_timeout() -> None:
     action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
                     now=T0 + timedelta(minutes=20), params=PARAMS)
     assert action.kind == "wait" and "no unhealthy Machine to remediate" in action.reason
+    # the wait is not plain progress: it says why in the progress line, the counters and the ledger (summary)
+    assert "waiting: no progress since 2026-" in action.progress and "MachineSet preflight" in action.progress
+    assert action.record.waiting.startswith("no progress since ") and "waiting: no progress" in action.counters
+    later = decide(phase="control-plane", state=state, record=action.record, nodes={},
+                   now=T0 + timedelta(minutes=21), params=PARAMS)
+    assert later.record.waiting == action.record.waiting  # stable words: stored once, not on every poll
 
 
 def test_skip_remediation_machines_are_never_chosen() -> None:
@@ -383,3 +389,29 @@ def test_a_completed_phase_forgets_why_it_waited() -> None:
     action = decide(phase="control-plane", state=cp_state(healthy_cp()), record=rec, nodes={}, now=T0,
                     params=PARAMS)
     assert action.kind == "complete" and action.record.waiting == ""
+
+
+def _no_noderef_with_address(hostname: str | None) -> dict[str, Any]:
+    obj = b.machine("cp-new", cp=True, node=False, phase="Provisioned")
+    addresses = [{"type": "InternalIP", "address": "10.0.0.9"}]
+    if hostname:
+        addresses.append({"type": "Hostname", "address": hostname})
+    obj["status"]["addresses"] = addresses
+    return obj
+
+
+def test_a_machine_without_a_noderef_or_hostname_is_deleted_but_never_rebooted_blind() -> None:
+    """Nothing could prove that the node answering at its address is this Machine's, so no reboot is sent."""
+    state = cp_state([*healthy_cp(2), _no_noderef_with_address(None)], up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
+                    now=T0 + timedelta(minutes=10), params=PARAMS)
+    assert action.kind == "remediate" and (action.delete, action.reboot) == (True, False)
+    assert "no reboot of 10.0.0.9: the Machine has no nodeRef and no Hostname address" in action.reason
+
+
+def test_a_machine_without_a_noderef_is_rebooted_only_as_its_hostname_address() -> None:
+    state = cp_state([*healthy_cp(2), _no_noderef_with_address("cp-new-host")], up_to_date=False, ready=2)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={},
+                    now=T0 + timedelta(minutes=10), params=PARAMS)
+    assert action.kind == "remediate" and (action.delete, action.reboot) == (True, True)
+    assert action.machine is not None and action.machine.identity == "cp-new-host"

@@ -68,6 +68,7 @@ def test_a_control_plane_stall_is_recovered_by_one_remediation() -> None:
     assert [r.machine for r in record.remediations] == ["cp-new-1"]
     assert kube.deleted == ["cp-new-1"]
     assert talos.reboots == [("10.0.1.1", "powercycle")]
+    assert talos.reboot_identities == ["node-cp-new-1"]  # the nodeRef: the answering node must say it is this one
     assert kube.events == [("homelab-cp", "CapiRolloutRemediation")]
     stalled_since = [line for line in kube.log if "remediation 1 of 2" in line]
     assert len(stalled_since) == 1

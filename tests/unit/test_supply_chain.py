@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "requirements"
@@ -99,7 +100,20 @@ def test_the_images_install_only_from_the_hashed_locks(dockerfile: str) -> None:
         hashed = "--require-hashes -r" in command and re.search(r"requirements/(runtime|build)\.txt", command)
         assert hashed or "--no-deps" in command, f"{dockerfile}: installs unhashed dependencies: {command}"
     assert any("requirements/runtime.txt" in c and "pip install" in c for c in commands)
-    assert "TODO(supply chain)" in text  # the base image digest is still to be pinned (no registry here)
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, flags=re.MULTILINE)
+    assert base is not None and base.group(1).startswith("python:3.11-slim-bookworm"), dockerfile
+    assert "FROM ${PYTHON_IMAGE}" in text, f"{dockerfile}: a FROM that the release cannot pin"
+
+
+def test_a_release_builds_from_the_base_image_pinned_by_digest_and_records_it() -> None:
+    release = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    pin = "\n".join(step.get("run", "") for step in release["jobs"]["base"]["steps"])
+    assert "imagetools inspect" in pin and "sha256:" in pin and "exit 1" in pin  # no digest, no release
+    assert "base" in release["jobs"]["build"]["needs"]
+    build = "\n".join(step.get("run", "") for step in release["jobs"]["build"]["steps"])
+    digest = "${{ needs.base.outputs.digest }}"
+    assert f'--build-arg "PYTHON_IMAGE=${{{{ needs.base.outputs.image }}}}@{digest}"' in build
+    assert f'--label "org.opencontainers.image.base.digest={digest}"' in build
 
 
 def test_every_github_action_is_pinned_by_commit_sha() -> None:

@@ -67,3 +67,28 @@ def test_no_parser_or_subparser_accepts_an_abbreviated_flag() -> None:
     assert subparsers and all(p.allow_abbrev is False for p in subparsers.values())  # type: ignore[union-attr]
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--clusterName", "c", "--ledger", "argo"])
+
+
+def test_manifest_objects_drops_empty_documents_flattens_lists_and_says_where() -> None:
+    from capi_rollout.userfiles import manifest_objects
+
+    text = "---\n---\nkind: A\n---\nkind: ConfigMapList\nitems: [{kind: B}, {kind: C}]\n---\nkind: List\nitems: []\n"
+    assert manifest_objects(text, "f.yaml") == [
+        ("document 2", {"kind": "A"}),
+        ("document 3 item 1", {"kind": "B"}),
+        ("document 3 item 2", {"kind": "C"}),
+    ]
+
+
+@pytest.mark.parametrize(("text", "expect"), [
+    ("- a\n", "f.yaml: document 1 is a list, not a Kubernetes object (not a mapping)"),
+    ("kind: List\nitems: [3]\n", "f.yaml: document 1 item 1 is a number, not a Kubernetes object (not a mapping)"),
+    ("kind: List\n", "f.yaml: document 1 is a List without an items list"),
+    ("a: [", "f.yaml: not valid YAML"),
+])
+def test_manifest_objects_refuses_what_is_not_an_object_in_one_line(text: str, expect: str) -> None:
+    from capi_rollout.userfiles import InputError, manifest_objects
+
+    with pytest.raises(InputError) as err:
+        manifest_objects(text, "f.yaml")
+    assert str(err.value).startswith(expect) and "\n" not in str(err.value)

@@ -43,7 +43,7 @@ from capi_rollout.domain.ordering import ahead_warning, workers_ahead
 from capi_rollout.domain.progress import PhaseStatus, phase_status
 from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
 from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
-from capi_rollout.domain.waiting import hold_reasons
+from capi_rollout.domain.waiting import hold_reasons, idle_stall
 from capi_rollout.params import Params, format_duration
 
 Kind = Literal["complete", "wait", "remediate", "fail"]
@@ -190,6 +190,10 @@ def _decide(
     found = candidates(state.phase_machines(phase), now=now, stuck_after=stuck_after)
     used = len(record.remediations)
     if not found:
+        if not holds:  # nothing to name in the hold reasons: say why the wait is not plain progress anyway
+            idle = idle_stall(record.last_progress)
+            record = replace(record, waiting=idle)
+            progress += f"; waiting: {idle}"
         return Action(
             "wait",
             f"{title}: no progress for {format_duration(stalled_for)} but "
@@ -217,9 +221,13 @@ def _decide(
     m = chosen.machine
     address = m.address
     delete = not m.deleting
-    reboot = address is not None
+    # A reboot goes only to a node that can be told apart: the answering node must report the Machine's identity.
+    reboot = address is not None and m.identity is not None
     steps = ((f"delete Machine {m.name}", delete), (f"reboot {address} ({params.reboot_mode})", reboot))
     verbs = " and ".join(v for v, on in steps if on)
+    if address is not None and not reboot:
+        verbs += (f" (no reboot of {address}: the Machine has no nodeRef and no Hostname address to check the "
+                  "answering node against)")
     return Action(
         "remediate",
         f"{title}: no progress for {format_duration(stalled_for)}; remediation {used + 1} of "

@@ -103,6 +103,7 @@ class Remediation:
             rebooted=_field(d, "rebooted", bool, where),
             outcome=_field(d, "outcome", str, where),
             dry_run=bool(_field(d, "dry_run", bool, where, optional=True)),
+            reboot_observed=_field(d, "reboot_observed", bool, where, optional=True),
         )
 
 

@@ -209,6 +209,15 @@ class Machine:
         return self._address  # type: ignore[return-value]
 
     @property
+    def identity(self) -> str | None:
+        """The name the node answering Talos at :attr:`address` must report before it is rebooted: the nodeRef's
+        name, else the Machine's ``Hostname`` address (set by infrastructure providers before a node exists);
+        None when there is neither, and then nothing can prove the answering node is this Machine's."""
+        if self.node_name:
+            return self.node_name
+        return next((a.address for a in self.addresses if a.type == "Hostname" and a.address), None)
+
+    @property
     def skip_remediation(self) -> bool:
         return SKIP_REMEDIATION_ANNOTATION in ((self.obj.get("metadata") or {}).get("annotations") or {})
 

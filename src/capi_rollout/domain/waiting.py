@@ -8,6 +8,9 @@ and the parameters, and returns every reason the tool holds back, most actionabl
 3. an unhealthy control-plane Machine the etcd quorum guard would refuse to remediate;
 4. unhealthy Machines with the remediation budget spent (the next stall fails the phase).
 
+:func:`idle_stall` words the one hold that has no Machine to name: the phase stalled and nothing is unhealthy,
+so CAPI itself is holding back (a MachineSet preflight check, a paused object, a controller that is down).
+
 A Machine that CAPI itself is deleting is rollout work (plain progress): its deletion restarts the stall clock,
 and it becomes a remediation candidate ("stuck deleting") exactly when a stall could be declared.
 
@@ -76,3 +79,10 @@ def hold_reasons(
                  else "remediation disabled (maxRemediations 0)")
         out.append(f"{spent} with unhealthy {names}: a stall fails the phase")
     return out
+
+
+def idle_stall(since: datetime) -> str:
+    """Why a stalled phase with no unhealthy Machine waits (stable words: the time it stalled, no duration)."""
+    return (f"no progress since {_ts(since)} and no unhealthy Machine to remediate: CAPI is creating or deleting "
+            "nothing (a MachineSet preflight check such as ControlPlaneIsStable or KubernetesVersionSkew, a paused "
+            "object, or a CAPI controller that is down); the phase timeout decides")

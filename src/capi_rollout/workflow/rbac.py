@@ -14,7 +14,8 @@ Contract: pure functions from names to Kubernetes documents (plain dicts) and to
 * :func:`ledger_crd`: the ``RolloutLedger`` CustomResourceDefinition (``capi-rollout.io``): the remediation ledger
   stays in the Workflow's namespace, owned by the Workflow (garbage-collected with it).
 * :func:`events_documents`: the EventSource's and the Sensor's ServiceAccounts and rights; the Sensor may only
-  create Workflows in ``argo``.
+  create Workflows in ``argo``, and (:func:`sensor_admission_policy`, an admission policy) only Workflows of this
+  template that pass nothing but the cluster parameters.
 * :func:`to_yaml`: documents as YAML with a comment above each document and each rule (the reason it exists).
 """
 
@@ -280,8 +281,8 @@ def events_documents() -> list[Doc]:
     sensor_rules = (
         Rule("The k8s trigger creates the Workflow in argo, and nothing else: no other kind (no pods, "
              "WorkflowTemplates, CronWorkflows, Secrets, ConfigMaps), no read, update or delete of Workflows. "
-             "RBAC cannot say which template a created Workflow references: Argo's `templateReferencing: "
-             "Strict` does that (docs/workflow.md).",
+             "RBAC cannot say which template a created Workflow references: the admission policy below does "
+             "(and Argo's `templateReferencing: Strict`, docs/workflow.md).",
              ("argoproj.io",), ("workflows",), ("create",)),
     )
     return [
@@ -292,6 +293,60 @@ def events_documents() -> list[Doc]:
         _service_account(SENSOR_SA, EVENTS_NAMESPACE),
         _role("Role", SENSOR_SA, NAMESPACE, sensor_rules, ""),
         _binding("RoleBinding", SENSOR_SA, NAMESPACE, "Role", SENSOR_SA, SENSOR_SA, EVENTS_NAMESPACE),
+        *sensor_admission_policy(),
+    ]
+
+
+SENSOR_POLICY = "capi-rollout-sensor-workflows"
+SENSOR_PARAMETERS = ("clusterName", "clusterNamespace")
+
+
+def sensor_admission_policy() -> list[Doc]:
+    """What RBAC cannot say: a Workflow the Sensor creates references this template and sets nothing else.
+
+    A ValidatingAdmissionPolicy (GA since Kubernetes 1.30) bound with ``Deny``: for the Sensor's ServiceAccount
+    only, a Workflow's spec may hold ``workflowTemplateRef`` (this namespaced template) and ``arguments`` with the
+    two cluster parameters, nothing more (no inline templates, no ``serviceAccountName``, no ``podSpecPatch``, no
+    other parameter such as ``dryRun`` or ``rebootMode``). Users and other components are not matched."""
+    user = f"system:serviceaccount:{EVENTS_NAMESPACE}:{SENSOR_SA}"
+    allowed = "[" + ", ".join(f"'{p}'" for p in SENSOR_PARAMETERS) + "]"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": SENSOR_POLICY, "labels": {"app.kubernetes.io/name": TEMPLATE_NAME}},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{  # operations first: "- apiGroups:" marks an RBAC rule here
+                "operations": ["CREATE"], "apiGroups": ["argoproj.io"], "apiVersions": ["*"],
+                "resources": ["workflows"]}]},
+            "matchConditions": [{"name": "created-by-the-capi-rollout-sensor",
+                                 "expression": f"request.userInfo.username == '{user}'"}],
+            "validations": [
+                {"expression": "has(object.spec) && object.spec.all(k, k in ['workflowTemplateRef', 'arguments'])",
+                 "message": "the capi-rollout Sensor may set only spec.workflowTemplateRef and spec.arguments"},
+                {"expression": (f"has(object.spec.workflowTemplateRef) && object.spec.workflowTemplateRef.name == "
+                                f"'{TEMPLATE_NAME}' && !(has(object.spec.workflowTemplateRef.clusterScope) && "
+                                "object.spec.workflowTemplateRef.clusterScope == true)"),
+                 "message": f"the capi-rollout Sensor may only run the WorkflowTemplate {TEMPLATE_NAME}"},
+                {"expression": ("!has(object.spec.arguments) || (object.spec.arguments.all(k, k == 'parameters') && "
+                                "(!has(object.spec.arguments.parameters) || object.spec.arguments.parameters.all("
+                                f"p, p.name in {allowed})))"),
+                 "message": "the capi-rollout Sensor may pass only the clusterName and clusterNamespace parameters"},
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": SENSOR_POLICY, "labels": {"app.kubernetes.io/name": TEMPLATE_NAME}},
+        "spec": {"policyName": SENSOR_POLICY, "validationActions": ["Deny"]},
+    }
+    return [
+        Doc("RBAC lets the Sensor create any Workflow in argo; this admission policy (Kubernetes >= 1.30) narrows it\n"
+            "to Workflows of the capi-rollout template with only the cluster parameters. It matches the Sensor's\n"
+            "ServiceAccount only.", policy),
+        Doc("Enforce the policy above (Deny: a Workflow that breaks it is refused, with the policy's message).",
+            binding),
     ]
 
 

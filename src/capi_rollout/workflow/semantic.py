@@ -26,7 +26,8 @@ from typing import Any
 
 from capi_rollout.workflow import argo_expr
 
-_REF = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+# The one pattern of an Argo ``{{...}}`` reference in this repository (the e2e emulator substitutes with it too).
+ARGO_REF = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.DOTALL)
 _LEAF_KINDS = ("script", "container", "resource", "containerSet", "data", "http", "plugin", "suspend")
 _CALLER_KINDS = ("steps", "dag")
 _WORKFLOW_VARS = {"name", "namespace", "uid", "serviceAccountName", "mainEntrypoint", "creationTimestamp"}
@@ -134,7 +135,7 @@ class _Checker:
             elif name and name not in self.templates:
                 self.problems.append(f"spec.{field} names template {name!r}, which does not exist")
         for path, text in _strings({k: v for k, v in self.spec.items() if k != "templates"}, "spec"):
-            for ref in _REF.findall(text):
+            for ref in ARGO_REF.findall(text):
                 self._check_ref(ref, path, tmpl=None, in_metrics=False, prior_steps={})
         for name, tmpl in self.templates.items():
             self._check_template(name, tmpl)
@@ -156,7 +157,7 @@ class _Checker:
             if key == "steps":
                 continue
             for path, text in _strings(value, f"template {name!r}.{key}"):
-                for ref in _REF.findall(text):
+                for ref in ARGO_REF.findall(text):
                     self._check_ref(ref, path, tmpl=tmpl, in_metrics=key == "metrics", prior_steps={})
 
     def _check_retry(self, name: str, strategy: Any) -> None:
@@ -195,7 +196,7 @@ class _Checker:
                     self.problems.append(f"{where}: does not pass required input {missing!r} of {target_name!r}")
         caller_tmpl = self.templates[caller]
         for path, text in _strings(dict(step), where):
-            for ref in _REF.findall(text):
+            for ref in ARGO_REF.findall(text):
                 self._check_ref(ref, path, tmpl=caller_tmpl, in_metrics=False, prior_steps=prior)
 
     def _check_ref(
