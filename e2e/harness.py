@@ -52,6 +52,7 @@ from capi_rollout.params import parse_duration
 from capi_rollout.picture.build import build as build_picture
 from capi_rollout.picture.build import from_timeline
 from capi_rollout.picture.svg import render as render_svg
+from capi_rollout.waiting import wait_until
 from e2e.argo_local import KillStep, WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.backends.base import Backend
@@ -375,19 +376,21 @@ class Stage:
         if not self.venue.local_steps:
             return
         threads = list(getattr(self.backend, "_threads", {}).values())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def stopped() -> bool:
             pids = step_processes()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
             alive = [t for t in threads if t.is_alive()]
-            if not pids and not alive:
-                return
             for t in alive:
                 t.join(timeout=0.1)
-            if not alive:
-                time.sleep(0.05)  # a killed step is reaped by its executor thread or stays a zombie (no cmdline)
+            return not pids and not alive
+
+        # A killed step is reaped by its executor thread or stays a zombie (no cmdline); what is left after
+        # ``timeout`` is left.
+        with contextlib.suppress(TimeoutError):
+            wait_until(stopped, timeout=timeout, interval=0.05, what="the local runs stopped")
 
     def bind_runner(self, namespace: str) -> None:
         """The runner's RoleBinding in a cluster namespace, its subject in this stage's runner namespace."""

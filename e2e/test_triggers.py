@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import pytest
 
+from capi_rollout.waiting import wait_until
 from e2e.argo_local import WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.backends.base import Backend
@@ -34,10 +35,10 @@ from e2e.triggers import (
     EVENTS_BACKENDS,
     MD,
     NO_ARGO_EVENTS,
+    POLL_SECONDS,
     SENSOR_SA,
     TCP,
     Events,
-    await_value,
     documents,
     events_running,
     md_template_change,
@@ -239,12 +240,13 @@ def test_14_a_change_made_while_the_eventsource_pod_is_down_is_never_seen(events
             left: list[Any] = core.list_namespaced_pod(ARGO_EVENTS).items
             return pod not in {p.metadata.name for p in left}  # a graceful delete ends once its containers stopped
 
-        await_value(gone, 120, f"the EventSource pod {pod} gone")
+        wait_until(gone, timeout=120, interval=POLL_SECONDS, what=f"the EventSource pod {pod} gone")
         bare.bump(events, TCP, "v1.33.1")  # the change made while no EventSource runs
         bare.bump(events, MD, "v1.33.1")
     finally:
         core.patch_node(node, {"spec": {"unschedulable": False}})
-    await_value(lambda: sensor_ready(events.api), 180, "the EventSource pod back and ready")
+    wait_until(lambda: sensor_ready(events.api), timeout=180, interval=POLL_SECONDS,
+               what="the EventSource pod back and ready")
     # Changes of fresh objects until both kinds start a Workflow: the new informers have listed (which is when a
     # change made meanwhile could have surfaced: their initial list arrives as UPDATEs with equal old and new
     # objects, which the EventSource drops) and deliver again.

@@ -17,11 +17,12 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from capi_rollout.waiting import wait_until
 from e2e.argo_local import WorkflowRun
 from e2e.argo_local.model import POD
 from e2e.harness import SCALED_PARAMETERS, TEMPLATE_PATH, Stage
@@ -36,6 +37,7 @@ WORKFLOW_LABEL = "app.kubernetes.io/name=capi-rollout"
 TCP = ("controlplane.cluster.x-k8s.io", "v1alpha3", "taloscontrolplanes")
 MD = ("cluster.x-k8s.io", "v1beta2", "machinedeployments")
 SENSOR_SA = f"system:serviceaccount:{ARGO_EVENTS}:capi-rollout-sensor"
+POLL_SECONDS = 0.2  # polling a remote controller's effect
 PIPELINE_TIMEOUT = 120.0  # change -> Workflow, on 2 shared cores; measured in seconds (see the README)
 ROLLOUT_TIMEOUT = 300.0
 
@@ -134,8 +136,8 @@ class Events:
 
     def workflows(self, namespace: str, cluster: str, count: int, what: str,
                   timeout: float = PIPELINE_TIMEOUT) -> list[Seen]:
-        return cast(list[Seen], await_value(lambda: (lambda found: found if len(found) >= count else None)(
-            self.watch.for_cluster(namespace, cluster)), timeout, what))
+        return wait_until(lambda: (lambda found: found if len(found) >= count else None)(
+            self.watch.for_cluster(namespace, cluster)), timeout=timeout, interval=POLL_SECONDS, what=what)
 
     def run(self, seen: Seen, timeout: float = ROLLOUT_TIMEOUT) -> WorkflowRun:
         """Wait for the Workflow to complete (the stage's backend: progress lines, logs under results/)."""
@@ -150,10 +152,10 @@ class Events:
                 self.custom().delete_namespaced_custom_object("argoproj.io", "v1alpha1", ARGO, "workflows", s.name)
 
     def record_latency(self, what: str, committed: float, seen: Seen) -> dict[str, Any]:
-        running = await_value(lambda: seen.first_step_running, PIPELINE_TIMEOUT,
-                              f"the first step of {seen.name} running")
+        running = wait_until(lambda: seen.first_step_running, timeout=PIPELINE_TIMEOUT, interval=POLL_SECONDS,
+                             what=f"the first step of {seen.name} running")
         entry = {"change": what, "workflow_created_s": round(seen.created - committed, 2),
-                 "first_step_running_s": round(cast(float, running) - committed, 2)}
+                 "first_step_running_s": round(running - committed, 2)}
         self.latencies.append(entry)
         print(f"[trigger latency] {what}: Workflow created {entry['workflow_created_s']} s and its first step "
               f"running {entry['first_step_running_s']} s after the change was committed", flush=True)
@@ -201,17 +203,6 @@ def sensor_ready(api: Any) -> bool:
     sources = {(p.metadata.labels or {}).get("eventsource-name") for p in ready}
     sensors = {(p.metadata.labels or {}).get("sensor-name") for p in ready}
     return "capi-rollout" in sources and "capi-rollout" in sensors
-
-
-def await_value(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.2)  # polling a remote controller's effect, bounded by the deadline
 
 
 def documents(path: Any) -> list[dict[str, Any]]:
@@ -298,22 +289,24 @@ def warm_up(events: Events, timeout: float = 180.0) -> None:
         def started(trigger: str = trigger) -> bool:
             return any(s.trigger == trigger for s in events.watch.for_cluster(bare.namespace, bare.cluster))
 
-        deadline, patch = time.monotonic() + timeout, 0
-        while not started():
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no Workflow for a {kind[2]} change within {timeout:g}s: see "
-                                   f"{events.results / 'argo-events'}")
-            patch += 1
-            bare.bump(events, kind, f"v1.34.{patch}")
-            await_quietly(started, 5.0)
+        patches = [0]
+
+        def bumped_until_started(kind: tuple[str, str, str] = kind, started: Callable[[], bool] = started,
+                                 patches: list[int] = patches) -> bool:
+            if started():
+                return True
+            patches[0] += 1
+            bare.bump(events, kind, f"v1.34.{patches[0]}")
+            with contextlib.suppress(TimeoutError):  # not yet: the next change
+                wait_until(started, timeout=5.0, interval=POLL_SECONDS, what="")
+            return started()
+
+        try:
+            wait_until(bumped_until_started, timeout=timeout, interval=POLL_SECONDS,
+                       what=f"a Workflow for a {kind[2]} change")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}: see {events.results / 'argo-events'}") from None
     events.delete_workflows(events.watch.for_cluster(bare.namespace, bare.cluster))
-
-
-def await_quietly(predicate: Any, timeout: float) -> bool:
-    try:
-        return bool(await_value(predicate, timeout, ""))
-    except TimeoutError:
-        return False
 
 
 @contextlib.contextmanager
@@ -329,7 +322,8 @@ def events_running(stage: Stage, results: Path) -> Iterator[Events]:
     watch = WorkflowWatch(stage.api)
     events = Events(stage, watch, results)
     try:
-        await_value(lambda: sensor_ready(stage.api), 300, "the EventSource and Sensor pods are ready")
+        wait_until(lambda: sensor_ready(stage.api), timeout=300, interval=POLL_SECONDS,
+                   what="the EventSource and Sensor pods ready")
         warm_up(events)
         print(f"[trigger] Argo Events installed and ready in {time.monotonic() - started:.0f}s", flush=True)
         yield events

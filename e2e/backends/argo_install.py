@@ -2,13 +2,13 @@
 
 Contract: :func:`install_argo` installs Argo Workflows (``ARGO_WORKFLOWS_VERSION``) from the pinned
 ``github.com/argoproj/argo-workflows/v4`` module zip (``kustomize build`` of ``manifests/cluster-install-no-crds``
-with the images pinned to the same version; the CRDs from the files ``make tools`` extracted) and waits for the
-controller; :func:`install_argo_events` installs Argo Events (``ARGO_EVENTS_VERSION``) from the pinned
-``github.com/argoproj/argo-events`` module zip (``go mod download`` into the project's GOMODCACHE, ``kustomize
-build`` of ``manifests/cluster-install``, images pinned to the same version), an EventBus ``default`` and the
-``overlay/management/capi-rollout`` EventSource/Sensor, and waits for the controller and the EventBus. Both
-write through a :class:`~e2e.backends.cluster.ClusterClient` (server-side apply) and wait with the ``kubectl``
-commands an Argo user runs (``wait --for=condition``, ``rollout status``).
+with the images pinned to the same version; the CRDs from the files ``make tools`` extracted, with ``kubectl apply
+--server-side`` as Argo's install does) and waits for the controller; :func:`install_argo_events` installs Argo
+Events (``ARGO_EVENTS_VERSION``) from the pinned ``github.com/argoproj/argo-events`` module zip (``go mod download``
+into the project's GOMODCACHE, ``kustomize build`` of ``manifests/cluster-install``, images pinned to the same
+version), an EventBus ``default`` and the ``overlay/management/capi-rollout`` EventSource/Sensor, and waits for the
+controller and the EventBus. Both write through a :class:`~e2e.backends.cluster.ClusterClient` (server-side apply)
+and wait with the ``kubectl`` commands an Argo user runs (``wait --for=condition``, ``rollout status``).
 
 The pure helpers (:func:`argo_kustomization`, :func:`with_controller_env`, :func:`argo_events_members`,
 :func:`argo_events_kustomization`, :func:`install_order`, :func:`jetstream_versions`, :func:`newest_release`,
@@ -28,8 +28,10 @@ from typing import Any, cast
 
 import yaml
 
-from e2e.backends.base import ARGO_GROUP, ARGO_VERSION, load_manifests
-from e2e.backends.cluster import ClusterClient
+from capi_rollout import kustomize as capi_kustomize
+from capi_rollout.userfiles import manifest_objects
+from e2e.backends.base import ARGO_GROUP, ARGO_VERSION
+from e2e.backends.cluster import FIELD_MANAGER, ClusterClient
 
 ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
 ARGO_IMAGES = ("quay.io/argoproj/workflow-controller", "quay.io/argoproj/argocli")
@@ -159,10 +161,10 @@ def build_argo_events_install(zip_path: Path, version: str, kustomize: Path) -> 
 
 
 def kustomize_build(directory: Path, kustomize: Path) -> list[dict[str, Any]]:
-    """``kustomize build <directory>``'s documents (e.g. :data:`EVENTS_OVERLAY`, the EventSource/Sensor/RBAC)."""
-    built = subprocess.run([str(kustomize), "build", str(directory)], capture_output=True, text=True, check=True,
-                           timeout=120).stdout
-    return [d for d in yaml.safe_load_all(built) if d]
+    """The documents ``kustomize build <directory>`` prints with the pinned ``kustomize`` (e.g.
+    :data:`EVENTS_OVERLAY`, the EventSource/Sensor/RBAC)."""
+    built = capi_kustomize.build(directory, env={"KUSTOMIZE": str(kustomize)})
+    return [obj for _, obj in manifest_objects(built, f"kustomize build {directory}")]
 
 
 def jetstream_versions(docs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -203,13 +205,14 @@ def install_argo(client: ClusterClient, *, cache: Path, version: str, kustomize:
     docs = build_argo_install(module_zip(cache, ARGO_MODULE, version), version, kustomize)
     docs = [with_controller_env(d, controller_env) for d in docs]
     crd_dir = cache / "crds" / f"argo-workflows-{version}"  # written by `make tools`
-    crds = load_manifests(sorted(crd_dir.glob("*.yaml")))
+    crds = [f"--filename={path}" for path in sorted(crd_dir.glob("*.yaml"))]  # one CRD each
     if len(crds) < 8:
         raise FileNotFoundError(f"{crd_dir}: the Argo CRDs are missing: run `make tools`")
     client.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argo"}}], namespace=namespace)
-    client.apply(crds, namespace=namespace)
-    client.kubectl("wait", "--for=condition=Established", "--timeout=120s",
-                   *[f"crd/{c['metadata']['name']}" for c in crds], timeout=150)
+    # As Argo's install says: server-side (the full CRDs are too large for a client-side apply's annotation).
+    client.kubectl("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}", *crds,
+                   timeout=300)
+    client.kubectl("wait", "--for=condition=Established", "--timeout=120s", *crds, timeout=150)
     client.apply(docs, namespace=namespace)
     client.kubectl("-n", "argo", "rollout", "status", "deployment/workflow-controller", f"--timeout={int(timeout)}s",
                    timeout=timeout + 30)

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
+from capi_rollout.userfiles import manifest_objects, read_text
 from e2e.argo_local import KillStep, WorkflowRun
 
 ARGO_GROUP, ARGO_VERSION = "argoproj.io", "v1alpha1"  # the Argo Workflows API the backends submit to
@@ -42,14 +41,19 @@ class Backend(Protocol):
 
 
 def load_manifests(manifests: Iterable[Manifest]) -> list[dict[str, Any]]:
-    """Documents from file paths (multi-document YAML), YAML text, or dicts; empty documents dropped."""
+    """Documents from file paths (multi-document YAML), YAML text, or dicts, as
+    :func:`capi_rollout.userfiles.manifest_objects` reads them (bounded; empty documents dropped, Lists
+    flattened; ``InputError`` naming the file for anything else)."""
     docs: list[dict[str, Any]] = []
     for item in manifests:
         if isinstance(item, Mapping):
             docs.append(dict(item))
             continue
-        text = Path(item).read_text() if isinstance(item, Path) or "\n" not in item else item
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
+        if isinstance(item, Path) or "\n" not in item:
+            text, source = read_text(str(item), what="manifest"), f"manifest {item}"
+        else:
+            text, source = item, "manifest text"
+        docs.extend(obj for _, obj in manifest_objects(text, source))
     return docs
 
 

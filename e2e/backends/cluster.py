@@ -10,9 +10,9 @@ admin client), with kinds resolved by discovery (``sim.envtest.rest``):
 * :meth:`~ClusterClient.delete` (absent is fine), :meth:`~ClusterClient.evict`, :meth:`~ClusterClient.log`.
 
 Errors are ``kubernetes.client.exceptions.ApiException``, and ``LookupError`` for a kind the server does not serve.
-:meth:`~ClusterClient.kubectl` runs the commands a user types after an install or to poke a process, and nothing
-else: ``kubectl wait --for=...``, ``kubectl rollout status`` and ``kubectl exec`` (``RuntimeError`` when it
-fails).
+:meth:`~ClusterClient.kubectl` runs the commands a user types to install or to poke a process, and nothing else:
+``kubectl apply --server-side -f`` of the Argo CRDs (as Argo's install does), ``kubectl wait --for=...``,
+``kubectl rollout status`` and ``kubectl exec`` (``RuntimeError`` when it fails).
 """
 
 from __future__ import annotations

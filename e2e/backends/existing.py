@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from capi_rollout.waiting import wait_until
 from capi_rollout.workflow.image import IMAGE as STEP_IMAGE
 from e2e.argo_local import KillStep, WorkflowRun, run_from_argo_workflow
 from e2e.argo_local.model import COMPLETED_PHASES, POD, pod_name
@@ -295,8 +296,8 @@ class ClusterBackend:
         from kubernetes.client.exceptions import ApiException
 
         pending = list(faults)
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
+
+        def played() -> bool:
             run = run_from_argo_workflow(self.client.get(WORKFLOW_API, "Workflow", name, self.namespace))
             for fault in list(pending):
                 due = kill_due(run, fault, now=time.time())
@@ -309,24 +310,28 @@ class ClusterBackend:
                         self.client.delete(("v1", "Pod", self.namespace, due),
                                            grace_seconds=0 if fault.how == "force" else 5)
                 pending.remove(fault)
-            if run.phase in COMPLETED_PHASES:
-                return
-            time.sleep(FAULT_POLL_SECONDS)  # watching a remote controller's progress: bounded by the deadline
+            return not pending or run.phase in COMPLETED_PHASES
+
+        with contextlib.suppress(TimeoutError):  # faults not due by then are not played
+            wait_until(played, timeout=timeout, interval=FAULT_POLL_SECONDS, what=f"the faults of {name}")
 
     def wait(self, run: WorkflowRun, timeout: float) -> WorkflowRun:
-        deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
-        while True:
+        latest: list[dict[str, Any]] = []
+
+        def completed() -> dict[str, Any] | None:  # each look is an API call
             obj = self.client.get(WORKFLOW_API, "Workflow", run.name, self.namespace)
+            latest[:] = [obj]
             if self.echo is not None:
                 for line in progress_lines(run_from_argo_workflow(obj), seen):
                     self.echo(line)
-            if (obj.get("status") or {}).get("phase") in COMPLETED_PHASES:
-                break
-            if time.monotonic() >= deadline:
-                current = run_from_argo_workflow(obj)
-                raise TimeoutError(f"{run.name} did not complete within {timeout:g}s:\n{current.text()}")
-            time.sleep(POLL_SECONDS)  # polling a remote controller's status: bounded by the deadline above
+            return obj if (obj.get("status") or {}).get("phase") in COMPLETED_PHASES else None
+
+        try:
+            obj = wait_until(completed, timeout=timeout, interval=POLL_SECONDS, what=f"{run.name} completed")
+        except TimeoutError:
+            current = run_from_argo_workflow(latest[0])
+            raise TimeoutError(f"{run.name} did not complete within {timeout:g}s:\n{current.text()}") from None
         done = run_from_argo_workflow(obj)
         self._save_logs(done)
         done.results_dir = done.write(self.results_dir / done.name)

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from capi_rollout.userfiles import manifest_objects
 from e2e.backends.argo_install import module_zip
 from e2e.backends.existing import ClusterBackend
 from e2e.backends.kind import KindBackend
@@ -47,7 +48,7 @@ def cluster_dns(base: str, *, dns_ip: str, domain: str) -> list[dict[str, Any]]:
     cluster domain get no answer from the node."""
     text = (base.replace("__DNS__SERVER__", dns_ip).replace("__DNS__DOMAIN__", domain)
             .replace("__DNS__MEMORY__LIMIT__", DNS_MEMORY_LIMIT))
-    docs = [d for d in yaml.safe_load_all(text) if d]
+    docs = [obj for _, obj in manifest_objects(text, DNS_ADDON)]
     (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "coredns"]
     corefile = config["data"]["Corefile"]
     start = corefile.index("forward . /etc/resolv.conf")

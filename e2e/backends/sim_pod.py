@@ -13,15 +13,15 @@ objects on SIGTERM; then its namespace and RBAC go).
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from capi_rollout.waiting import wait_until
 from capi_rollout.workflow.image import IMAGE as STEP_IMAGE
 from e2e.backends.cluster import ClusterClient
-from e2e.simhandles import RemoteSim
+from e2e.simhandles import NotYet, RemoteSim
 from sim.deploy import NAME as SIM_NAME
 from sim.deploy import SIM_IMAGE, manifests
 from sim.scenario import Scenario, load
@@ -150,8 +150,8 @@ class SimDeployment(RemoteSim):
         from sim.objects import api_version
 
         machines_api = api_version(self.scenario.capi_line)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def ready() -> bool:
             try:
                 dep = self.client.get("apps/v1", "Deployment", SIM_NAME, self.namespace)
                 secrets = self.client.list("v1", "Secret", self.namespace,
@@ -163,14 +163,17 @@ class SimDeployment(RemoteSim):
             except ApiException as exc:
                 ok, why = False, f"API: {exc.status} {exc.reason}"
             if ok:
-                return
+                return True
             up, died = self.alive()
             if not up:
                 raise RuntimeError(f"the simulator in {self.namespace} stopped: {died}\n{self.logs(tail=40)}")
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"simulator in {self.namespace} not ready within {timeout:g}s: {why}\n"
-                                   f"{self.logs(tail=40)}")
-            time.sleep(POLL_SECONDS)  # polling remote state: bounded by the deadline above
+            raise NotYet(why)
+
+        try:  # each look is a few API calls
+            wait_until(ready, timeout=timeout, interval=POLL_SECONDS, what=f"the simulator in {self.namespace} ready",
+                       retry_on=(NotYet,))
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.logs(tail=40)}") from None
 
     def trigger(self) -> None:
         """The GitOps change: SIGUSR1 to the simulator (PID 1 of its container)."""
