@@ -27,7 +27,8 @@ from pathlib import Path
 from types import FrameType
 
 from capi_rollout.summary import render_table
-from e2e.harness import Outcome, Stage, parameters, scaled
+from e2e.harness import Stage, parameters, scaled
+from e2e.outcome import Outcome
 
 SCENARIO = "cp-stall-recover-after-reboot"
 EXTRA_CRDS = ("talos", "argo-workflows", "argo-events", "argo-cd")  # the test fixtures' set: one cached etcd template
