@@ -1,6 +1,6 @@
 """Shared pytest configuration for the e2e suite: the real local API server fixtures."""
 
-pytest_plugins = ["sim.envtest.pytest_plugin"]
+pytest_plugins = ["envtest.pytest_plugin"]
 
 
 # --- e2e backends (appended by the executor/backends helper; see e2e/README.md) ------------------------------

@@ -62,7 +62,7 @@ def _stage(results: Path, capi_line: str) -> Iterator[tuple[Stage, bool]]:
         finally:
             backend.close()
         return
-    from sim.envtest import LocalAPIServer
+    from envtest import LocalAPIServer
 
     with LocalAPIServer(capi_line=capi_line, extra_crds=EXTRA_CRDS) as server:
         stage = Stage.local(server, results, echo=_step_line, scenario_dir=results)  # type: ignore[arg-type]

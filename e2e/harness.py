@@ -50,8 +50,9 @@ from e2e.backends.base import Backend
 from e2e.backends.local import LocalBackend
 from e2e.outcome import Outcome, stall_timeout
 from e2e.simhandles import InProcessSim, ProcessSim, SimHandle
-from sim.envtest import LocalAPIServer, rest
-from sim.scenario import Scenario, Timings, load
+from envtest import LocalAPIServer, rest
+from sim.scenario import Scenario, Timings
+from sim.scenario_format import load
 
 if TYPE_CHECKING:
     from e2e.backends.existing import ClusterBackend

@@ -32,7 +32,7 @@ from typing import Any
 from e2e.argo_local import WorkflowRun
 from e2e.harness import Stage, parameters, scaled
 from e2e.simhandles import SimHandle
-from sim.envtest import LocalAPIServer
+from envtest import LocalAPIServer
 
 EXTRA_CRDS = ("talos", "argo-workflows", "argo-events", "argo-cd")
 RUNNER_FLOW = 'apiserver_flowcontrol_dispatched_requests_total{flow_schema="service-accounts"'

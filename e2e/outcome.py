@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capi_rollout.params import parse_duration
+from capi_rollout.domain.params import parse_duration
 from capi_rollout.picture.build import build as build_picture
 from capi_rollout.picture.build import from_timeline
 from capi_rollout.picture.svg import render as render_svg

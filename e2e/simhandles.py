@@ -37,7 +37,8 @@ from typing import Any, Protocol
 import yaml
 
 from capi_rollout.waiting import wait_until
-from sim.scenario import Scenario, to_dict
+from sim.scenario import Scenario
+from sim.scenario_format import to_dict
 from sim.simulator import Simulator
 from sim.timeline import Timeline
 

@@ -46,7 +46,7 @@ def _step_running(backend: Any, run: WorkflowRun, step: str) -> Callable[[], boo
 
 
 def _controller_pods(backend: Any) -> list[dict[str, Any]]:
-    from sim.envtest import rest
+    from envtest import rest
 
     pods = rest.request_json(backend.api, "GET", "/api/v1/namespaces/argo/pods",
                              query=[("labelSelector", "app=workflow-controller")])
@@ -61,7 +61,7 @@ def test_15_the_workflow_controller_killed_mid_phase_keeps_the_running_step_and_
     seen: dict[str, Any] = {}
 
     def kill_the_controller(sim: SimHandle, run: WorkflowRun) -> None:
-        from sim.envtest import rest
+        from envtest import rest
 
         wait_until(_step_running(backend, run, "control-plane"), timeout=120, interval=0.5,
                    what="the control-plane step running")

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sim.scenario import ScenarioError, bundled, load
+    from sim.scenario import ScenarioError
+    from sim.scenario_format import bundled, load
 
     if args.command == "scenarios":
         for name in bundled():

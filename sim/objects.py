@@ -24,7 +24,9 @@ BOOTSTRAP_VERSION = "v1alpha3"
 INFRA_GROUP = "infrastructure.sim.capi-rollout.dev"
 INFRA_VERSION = "v1alpha1"
 
-CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
+# CAPI's cluster-name label, the simulator's own copy (not capi_rollout.domain.model.CLUSTER_NAME_LABEL): the sim
+# shares no CAPI constant with the product, so a wrong label on one side fails the other's tests.
+CAPI_CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
 CONTROL_PLANE_LABEL = "cluster.x-k8s.io/control-plane"
 DEPLOYMENT_NAME_LABEL = "cluster.x-k8s.io/deployment-name"
 SET_NAME_LABEL = "cluster.x-k8s.io/set-name"
@@ -53,7 +55,7 @@ def _meta(name: str, namespace: str, cluster: str, labels: Mapping[str, str] | N
     return {
         "name": name,
         "namespace": namespace,
-        "labels": {CLUSTER_NAME_LABEL: cluster, SIMULATED_LABEL: "true", **(labels or {})},
+        "labels": {CAPI_CLUSTER_LABEL: cluster, SIMULATED_LABEL: "true", **(labels or {})},
     }
 
 
@@ -128,7 +130,7 @@ def machine_template(
 ) -> dict[str, Any]:
     """``spec.template`` of a MachineDeployment / MachineSet."""
     return {
-        "metadata": {"labels": {CLUSTER_NAME_LABEL: cluster_name}},
+        "metadata": {"labels": {CAPI_CLUSTER_LABEL: cluster_name}},
         "spec": {
             "clusterName": cluster_name,
             "version": version,
@@ -154,7 +156,7 @@ def machine_deployment(
     spec: dict[str, Any] = {
         "clusterName": cluster_name,
         "replicas": replicas,
-        "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, DEPLOYMENT_NAME_LABEL: name}},
+        "selector": {"matchLabels": {CAPI_CLUSTER_LABEL: cluster_name, DEPLOYMENT_NAME_LABEL: name}},
         "template": _with_labels(template, {DEPLOYMENT_NAME_LABEL: name}),
     }
     if capi_version(line) == "v1beta2":
@@ -206,7 +208,7 @@ def machine_set(
         "spec": {
             "clusterName": cluster_name,
             "replicas": replicas,
-            "selector": {"matchLabels": {CLUSTER_NAME_LABEL: cluster_name, **labels}},
+            "selector": {"matchLabels": {CAPI_CLUSTER_LABEL: cluster_name, **labels}},
             "template": template,
         },
     }

@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sim.objects import CAPI_CLUSTER_LABEL
+
 _VALIDITY = dt.timedelta(days=365)
 CLUSTER_API_VERSION = "cluster.x-k8s.io/v1beta2"
 
@@ -193,7 +195,7 @@ class ClusterPKI:
         metadata: dict[str, Any] = {
             "name": f"{self.cluster_name}-talosconfig",
             "namespace": namespace,
-            "labels": {"cluster.x-k8s.io/cluster-name": self.cluster_name},
+            "labels": {CAPI_CLUSTER_LABEL: self.cluster_name},
         }
         if cluster_uid is not None:
             metadata["ownerReferences"] = [{

@@ -27,8 +27,10 @@ from typing import Any
 
 from kubernetes import client
 
+from capi_rollout import waiting
 from sim import objects as o
-from sim.capi.controller import Controllers, SimClock, SimMachine
+from sim.capi.cluster import SimClock, SimMachine
+from sim.capi.controller import Controllers
 from sim.capi.kube import KubeStore, Store
 from sim.scenario import Scenario
 from sim.talos.exposure import Exposer
@@ -198,16 +200,12 @@ class Simulator:
 
     def wait_until(self, predicate: Callable[[], Any], timeout: float, *, interval: float = 0.02) -> Any:
         """Return ``predicate()``'s first truthy value; TimeoutError (with the timeline) after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                tail = "\n".join(self.timeline.text().splitlines()[-40:])
-                errors = "\n".join(self.controllers.errors[-5:])
-                raise TimeoutError(f"condition not met within {timeout}s; timeline tail:\n{tail}\nerrors:\n{errors}")
-            time.sleep(interval)
+        try:
+            return waiting.wait_until(lambda: predicate() or None, timeout=timeout, interval=interval, what="condition")
+        except TimeoutError as exc:
+            tail = "\n".join(self.timeline.text().splitlines()[-40:])
+            errors = "\n".join(self.controllers.errors[-5:])
+            raise TimeoutError(f"{exc}; timeline tail:\n{tail}\nerrors:\n{errors}") from None
 
     def machine(self, name: str) -> SimMachine | None:
         return self.controllers.machines.get(name)

@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PhaseRecord
-from capi_rollout.domain.state import ClusterState, MachineViews
-from capi_rollout.params import parse_params
+from capi_rollout.domain.params import parse_params
+from capi_rollout.domain.state import ClusterState
+from capi_rollout.observation import MachineViews
 from tests import builders as b
 
 

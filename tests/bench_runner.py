@@ -20,7 +20,7 @@ from typing import Any
 
 import urllib3
 
-from capi_rollout import runner
+from capi_rollout import rollout_loop
 from capi_rollout.cli import main
 
 _lock = threading.Lock()
@@ -47,8 +47,8 @@ def _install() -> None:
         return original(self, *args, **kwargs)
 
     urllib3.PoolManager.urlopen = urlopen  # type: ignore[method-assign]
-    runner.Runner.observe = _timed("observe_ms", runner.Runner.observe)  # type: ignore[method-assign]
-    runner.decide = _timed("decide_ms", runner.decide)
+    rollout_loop.RolloutLoop.observe = _timed("observe_ms", rollout_loop.RolloutLoop.observe)  # type: ignore[method-assign]
+    rollout_loop.decide = _timed("decide_ms", rollout_loop.decide)
 
 
 def _write() -> None:

@@ -1,6 +1,6 @@
 """``python -m tests.bench_scale``: one simulator process, 1,000 Machines, the rollout engine watching, at 60x.
 
-On the real local API server (``sim.envtest``) it builds one cluster of 3 control-plane Machines and 20
+On the real local API server (``envtest``) it builds one cluster of 3 control-plane Machines and 20
 MachineDeployments (997 workers; maxSurge 0 / maxUnavailable 1, the strategy the engine accepts), with the fake
 Talos API of every node, triggers a TCP + MachineDeployment change (both at once) and runs ``capi-rollout run``
 (through ``tests.bench_runner``, which counts its requests and times its evaluations) in a child process until it
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.envtest import LocalAPIServer
+from envtest import LocalAPIServer
 from sim.scenario import DeploymentSpec, Scenario, Timings
 from sim.simulator import Simulator
 

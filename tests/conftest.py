@@ -1,3 +1,3 @@
-"""Shared pytest configuration: the real local API server fixtures (``sim.envtest.pytest_plugin``)."""
+"""Shared pytest configuration: the real local API server fixtures (``envtest.pytest_plugin``)."""
 
-pytest_plugins = ["sim.envtest.pytest_plugin"]
+pytest_plugins = ["envtest.pytest_plugin"]

@@ -1,6 +1,6 @@
 """In-memory fakes at the project's own adapter boundary, for fast sequence tests of the runner.
 
-* :class:`FakeKube` implements the :class:`~capi_rollout.adapters.kube.Kube` methods the runner calls over
+* :class:`FakeKube` implements the :class:`~capi_rollout.ports.KubePort` methods the rollout loop calls over
   dicts; any other attribute access fails loudly ("must not be called").
 * :class:`FakeControlPlaneController` / :class:`FakeDeploymentController` replace Machines like CACPPT and the
   MachineDeployment controller do with maxSurge 0 (one at a time), on a fake clock, with seeded jitter and
@@ -13,7 +13,7 @@
   ``freeze_after_waits=n`` stops it from changing at all after n waits while it still says it is synced (a
   watch connection that died silently).
 * :class:`FakeTalos` answers probes and records reboots.
-* :class:`FakeRunStep` stands in for ``capi_rollout.runner.run_step`` behind the step shell
+* :class:`FakeRunStep` stands in for ``capi_rollout.run.run_step`` behind the step shell
   (``capi_rollout.workflow.steps`` / ``entry``), with the environment (:data:`STEP_ENV`) and parameters
   (:data:`STEP_PARAMS`) a pod gets.
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from capi_rollout.adapters.informer import Snapshot
 from capi_rollout.adapters.kube import KubeError
-from capi_rollout.params import DEFAULTS
+from capi_rollout.domain.params import DEFAULTS
 from capi_rollout.workflow import steps
 from tests import builders as b
 

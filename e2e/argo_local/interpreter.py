@@ -52,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from capi_rollout.params import parse_duration
+from capi_rollout.domain.params import parse_duration
 from capi_rollout.workflow import argo_expr
 from e2e.argo_local.model import (
     ERROR,

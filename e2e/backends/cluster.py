@@ -2,7 +2,7 @@
 
 Contract: a :class:`ClusterClient` is a kubeconfig. Every object read and write goes over REST through one
 ``kubernetes.client.ApiClient`` (:attr:`ClusterClient.api`, made on first use; also what scenarios get as their
-admin client), with kinds resolved by discovery (``sim.envtest.rest``):
+admin client), with kinds resolved by discovery (``envtest.rest``):
 
 * :meth:`~ClusterClient.apply`: server-side apply, in order, as ``kubectl apply --server-side --force-conflicts``
   would (field manager ``capi-rollout-e2e``; a namespaced document without namespace goes to ``namespace``);
@@ -54,7 +54,7 @@ class ClusterClient:
     # -- REST -------------------------------------------------------------------------------------------------
 
     def _path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
-        from sim.envtest import rest
+        from envtest import rest
 
         if self._mapper is None:
             self._mapper = rest.ResourceMapper(self.api)
@@ -62,12 +62,12 @@ class ClusterClient:
         return f"{collection}/{name}" if name is not None else collection
 
     def _json(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (), body: Any = None) -> Any:
-        from sim.envtest import rest
+        from envtest import rest
 
         return rest.request_json(self.api, method, path, query=query, body=body)
 
     def apply(self, docs: Iterable[Mapping[str, Any]], *, namespace: str | None = None) -> None:
-        from sim.envtest import rest
+        from envtest import rest
 
         if self._mapper is None:
             self._mapper = rest.ResourceMapper(self.api)

@@ -46,7 +46,8 @@ from e2e.backends.base import ARGO_GROUP, ARGO_VERSION, Manifest, load_manifests
 from e2e.backends.cluster import ClusterClient, ObjectRef
 from e2e.backends.sim_pod import SimDeployment, simulator_documents
 from sim.deploy import SIM_IMAGE
-from sim.scenario import Scenario, load
+from sim.scenario import Scenario
+from sim.scenario_format import load
 
 WORKFLOW_API = f"{ARGO_GROUP}/{ARGO_VERSION}"
 POLL_SECONDS = 1.0

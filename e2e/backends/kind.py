@@ -43,7 +43,7 @@ class KindBackend(ClusterBackend):
                  echo: Callable[[str], None] | None = None) -> None:
         from pytest_kind import KindCluster
 
-        from sim.envtest import assets
+        from envtest import assets
 
         self.repo_root = repo_root or Path(__file__).resolve().parents[2]
         self.cache = cache or assets.cache_dir()
@@ -62,7 +62,7 @@ class KindBackend(ClusterBackend):
 
     def install_argo(self, timeout: float = 300) -> None:
         """Install Argo Workflows from the pinned module zip and wait for the controller to be available."""
-        from sim.envtest import assets
+        from envtest import assets
 
         argo_install.install_argo(self.client, cache=self.cache, version=self.argo_version,
                                   kustomize=assets.kustomize(), namespace=self.namespace,
@@ -71,7 +71,7 @@ class KindBackend(ClusterBackend):
     def install_argo_events(self, timeout: float = 300) -> None:
         """Install Argo Events (``ARGO_EVENTS_VERSION``) once per backend, adapted by :meth:`adapt_argo_events`
         (see :func:`e2e.backends.argo_install.install_argo_events`)."""
-        from sim.envtest import assets
+        from envtest import assets
 
         if getattr(self, "_argo_events_installed", False):
             return
@@ -118,7 +118,7 @@ class KindBackend(ClusterBackend):
 
     def install_capi_crds(self, capi_line: str) -> None:
         """The CAPI line's CRDs and the Talos providers' ones, as ``make tools`` pinned them (server-side)."""
-        from sim.envtest import assets
+        from envtest import assets
 
         done: set[str] = getattr(self, "_crd_lines", set())
         if capi_line in done:

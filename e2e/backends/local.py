@@ -1,6 +1,6 @@
 """The ``local`` e2e backend: the real local API server and the strict local interpreter of Argo templates.
 
-Contract: :class:`LocalBackend` implements :class:`e2e.backends.base.Backend` on ``sim.envtest.LocalAPIServer``
+Contract: :class:`LocalBackend` implements :class:`e2e.backends.base.Backend` on ``envtest.LocalAPIServer``
 (any :class:`LocalAPIServerLike`): ``install`` applies every document to the API server (the Argo CRD's schema
 validates the WorkflowTemplates, which are also checked against the interpreter's allow-lists, so a refused
 construct fails the install rather than a scenario) and keeps the WorkflowTemplates; ``submit`` runs one in a
@@ -22,7 +22,7 @@ from e2e.backends.base import RUNNER_SERVICE_ACCOUNT, Manifest, load_manifests, 
 
 
 class LocalAPIServerLike(Protocol):
-    """What :class:`LocalBackend` needs of ``sim.envtest.LocalAPIServer``."""
+    """What :class:`LocalBackend` needs of ``envtest.LocalAPIServer``."""
 
     def apply_manifests(self, paths_or_docs: Iterable[Any], *, namespace: str | None = None,
                         dry_run: bool = False) -> list[dict[str, Any]]: ...

@@ -108,7 +108,7 @@ class NodeBackend(KindBackend):
     def __init__(self, results_dir: Path, *, repo_root: Path | None = None, cache: Path | None = None,
                  argo_version: str | None = None, keep: bool = False, images: Mapping[str, str] | None = None,
                  namespace: str = "argo", echo: Callable[[str], None] | None = None) -> None:
-        from sim.envtest import assets
+        from envtest import assets
 
         env = os.environ
         if not env.get("E2E_NODE_ENGINE") or not env.get("KUBECONFIG"):
@@ -136,7 +136,7 @@ class NodeBackend(KindBackend):
         import zipfile
 
         from e2e.node.setup import default_layout
-        from sim.envtest import assets
+        from envtest import assets
 
         version = assets.versions()["KUBERNETES_VERSION"]
         with zipfile.ZipFile(module_zip(self.cache, "k8s.io/kubernetes", version)) as z:
@@ -148,7 +148,7 @@ class NodeBackend(KindBackend):
         self._cluster_dns = True
 
     def adapt_argo_events(self, docs: list[dict[str, Any]], jetstream_version: str) -> list[dict[str, Any]]:
-        from sim.envtest import assets
+        from envtest import assets
 
         return node_argo_events(docs, jetstream_version=jetstream_version,
                                 nats_version=assets.versions()["NATS_SERVER_VERSION"])

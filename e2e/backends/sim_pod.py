@@ -24,7 +24,8 @@ from e2e.backends.cluster import ClusterClient
 from e2e.simhandles import NotYet, RemoteSim
 from sim.deploy import NAME as SIM_NAME
 from sim.deploy import SIM_IMAGE, manifests
-from sim.scenario import Scenario, load
+from sim.scenario import Scenario
+from sim.scenario_format import load
 from sim.talos.exposure import SERVICE_LABEL
 
 SIM_CONTAINER = "simulator"  # sim/deploy's container name
@@ -74,7 +75,7 @@ def container_alive(pod: Mapping[str, Any], container: str = SIM_CONTAINER) -> t
 
 PROBE_SCRIPT = """\
 import json, pathlib, sys
-from capi_rollout.adapters.talos.client import SyncTalosClient
+from capi_rollout.adapters.talos.sync import SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
 path = sys.argv[1] if len(sys.argv) > 1 else "/etc/talos/talosconfig"
 config = parse_talosconfig(pathlib.Path(path).read_text())

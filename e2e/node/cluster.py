@@ -29,8 +29,8 @@ from pathlib import Path
 
 from e2e.node import config
 from e2e.node.config import Layout
-from sim.envtest import kubeconfig, pki
-from sim.envtest.processes import ChildProcess
+from envtest import kubeconfig, pki
+from envtest.processes import ChildProcess
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 READY_TIMEOUT = 180.0

@@ -28,7 +28,7 @@ from e2e.node import config
 from e2e.node import images as images_module
 from e2e.node.cluster import Node, NodeBinaries
 from e2e.node.config import Layout
-from sim.envtest import assets
+from envtest import assets
 
 ALTERNATIVE = "E2E_CLUSTER=kind make e2e on a machine with a Docker engine (kind), or E2E_CLUSTER=local for the " \
               "local emulator's template check"

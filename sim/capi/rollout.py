@@ -25,8 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-def resolve_int_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
-    """An IntOrString against ``total``: ``"25%"`` of 3 is 1 rounding up, 0 rounding down."""
+def scaled_int_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
+    """An IntOrString against ``total``: ``"25%"`` of 3 is 1 rounding up, 0 rounding down.
+
+    The simulator's own copy of upstream's ``GetScaledValueFromIntOrPercent``, deliberately not the product's
+    ``resolve_int_or_percent``: a bug shared by the fake controllers and the product would pass every test.
+    """
     if isinstance(value, int):
         return value
     text = value.strip()
@@ -38,8 +42,8 @@ def resolve_int_or_percent(value: int | str, total: int, *, round_up: bool) -> i
 
 def resolve_surge_unavailable(max_surge: int | str, max_unavailable: int | str, replicas: int) -> tuple[int, int]:
     return (
-        resolve_int_or_percent(max_surge, replicas, round_up=True),
-        resolve_int_or_percent(max_unavailable, replicas, round_up=False),
+        scaled_int_or_percent(max_surge, replicas, round_up=True),
+        scaled_int_or_percent(max_unavailable, replicas, round_up=False),
     )
 
 

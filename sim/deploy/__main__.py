@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sim.deploy.manifests import DEFAULT_NAMESPACE, manifests, render
-from sim.scenario import load
+from sim.scenario_format import load
 
 RENDERED = Path(__file__).parent / "simulator.yaml"
 

@@ -5,7 +5,7 @@ Contract: :func:`manifests` returns the documents, in apply order, for one simul
 * the Namespace, labelled ``capi-rollout.dev/simulator=true`` (the simulator's safety rule 1 accepts it);
 * a ServiceAccount, a namespaced Role and a ClusterRole with exactly what ``python -m sim run`` does (each rule
   says why), bound to it;
-* a ConfigMap with the scenario (``sim.scenario.to_dict``), so any scenario — bundled or built by a test — runs;
+* a ConfigMap with the scenario (``sim.scenario_format.to_dict``), so any scenario — bundled or built by a test — runs;
 * a one-replica Deployment (``Recreate``: two simulators must never write the same objects) of the sim image
   running ``python -m sim run --in-cluster --endpoints service``, with the pod's IP and namespace from the
   downward API, the pod labels that the per-node Services select (:data:`POD_LABELS`), and a readiness probe
@@ -25,7 +25,8 @@ import yaml
 from capi_rollout import __version__
 from sim.objects import TCP_GROUP
 from sim.safety import MARKER_LABEL
-from sim.scenario import Scenario, load, to_dict
+from sim.scenario import Scenario
+from sim.scenario_format import load, to_dict
 
 
 class _Dumper(yaml.SafeDumper):

@@ -20,14 +20,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sim.objects import SIMULATED_LABEL
+from sim.objects import CAPI_CLUSTER_LABEL, SIMULATED_LABEL
 
 TALOS_PORT = 50000
 FIRST_POD_PORT = 50100
 LAST_POD_PORT = 59999
 SERVICE_LABEL = "capi-rollout.dev/sim-talos"  # value "true" on every per-node Service
 MACHINE_LABEL = "capi-rollout.dev/sim-machine"  # the Machine (and fake node) the Service exposes
-CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 _MAX_NAME = 63
 
 
@@ -72,7 +71,7 @@ def service_object(*, machine: str, namespace: str, cluster: str, selector: Mapp
         "name": service_name(machine),
         "namespace": namespace,
         "labels": {SIMULATED_LABEL: "true", SERVICE_LABEL: "true", MACHINE_LABEL: machine,
-                   CLUSTER_NAME_LABEL: cluster},
+                   CAPI_CLUSTER_LABEL: cluster},
     }
     if owner is not None:
         metadata["ownerReferences"] = [dict(owner)]

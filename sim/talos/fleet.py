@@ -261,7 +261,7 @@ class FakeTalosFleet:
         with self._lock:
             if name in self._nodes:
                 raise ValueError(f"node {name!r} already exists")
-        node = FakeTalosNode(self, name, address or self._allocate_address(name), self.port, talos_version, stage,
+        node = FakeTalosNode(name, address or self._allocate_address(name), self.port, talos_version, stage,
                              ready)
         return self._start_node(node, release=self._release_address)
 
@@ -274,7 +274,7 @@ class FakeTalosFleet:
             if name in self._nodes:
                 raise ValueError(f"node {name!r} already exists")
         exposure = self.exposer.expose(name)
-        node = FakeTalosNode(self, name, exposure.address, self.port, talos_version, stage, ready,
+        node = FakeTalosNode(name, exposure.address, self.port, talos_version, stage, ready,
                              bind_host=exposure.bind_host, bind_port=exposure.bind_port, sans=exposure.sans)
         return self._start_node(node, release=self.exposer.release)
 

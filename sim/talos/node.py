@@ -1,10 +1,12 @@
 """State of one simulated Talos node and the records the fake keeps about it.
 
-Contract: plain data, thread-safe through a lock; no I/O. Changes that affect the endpoint (maintenance,
-unreachable) are handed to the owning fleet, which applies them on its loop. Like Talos, the node keeps the events
-of its current boot (:class:`sim.talos.events.EventLog`): every change of stage or readiness appends a
-``MachineStatusEvent`` and bumps the MachineStatus resource's version and ``updated`` time; a new boot starts an
-empty log and a MachineStatus created at that moment.
+Contract: plain data, thread-safe through a lock; no I/O, and no reference to a fleet. Changes that affect the
+endpoint (maintenance, unreachable, a served certificate) are the fleet's (``FakeTalosFleet.set_maintenance``,
+``set_unreachable``, ``set_certificate``), which records them here (``FakeTalosNode._set``).
+
+Like Talos, the node keeps the events of its current boot (:class:`sim.talos.events.EventLog`): every change of
+stage or readiness appends a ``MachineStatusEvent`` and bumps the MachineStatus resource's version and ``updated``
+time; a new boot starts an empty log and a MachineStatus created at that moment.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from sim.talos.events import EventLog
 
 if TYPE_CHECKING:
     from sim.pki import CertKey
-    from sim.talos.fleet import FakeTalosFleet
 
 
 # MachineStatusEvent.MachineStage numbers by stage name (``shutting down`` → SHUTTING_DOWN).
@@ -66,10 +67,9 @@ class FakeTalosNode:
     and its server certificate also names ``sans``.
     """
 
-    def __init__(self, fleet: FakeTalosFleet, name: str, address: str, port: int, talos_version: str,
+    def __init__(self, name: str, address: str, port: int, talos_version: str,
                  stage: str, ready: bool, *, bind_host: str | None = None, bind_port: int | None = None,
                  sans: tuple[str, ...] = ()) -> None:
-        self._fleet = fleet
         self._lock = threading.Lock()
         self.name = name
         self.address = address
@@ -157,7 +157,7 @@ class FakeTalosNode:
             return self._status_version, self._status_created, self._status_updated
 
     def set_stage(self, stage: str, ready: bool) -> None:
-        """Change what MachineStatus says (no effect on TLS; use :meth:`enter_maintenance` for that)."""
+        """Change what MachineStatus says (no effect on TLS: maintenance mode is the fleet's ``set_maintenance``)."""
         self._set(stage=stage, ready=ready)
 
     def record_event(self, payload: Any, actor_id: str = "") -> None:
@@ -170,14 +170,6 @@ class FakeTalosNode:
             machine_pb2.MachineStatusEvent.MachineStatus.UnmetCondition(name=n, reason=r)
             for n, r in unmet_conditions(self._stage, self._ready)])
         self.events.append(machine_pb2.MachineStatusEvent(stage=stage_number, status=status))
-
-    def enter_maintenance(self) -> None:
-        """Serve as Talos maintenance mode: self-signed cert, no client cert, reader role, stage maintenance."""
-        self._fleet.set_maintenance(self.name)
-
-    def set_unreachable(self, unreachable: bool) -> None:
-        """Take the endpoint down (True) or bring it back (False)."""
-        self._fleet.set_unreachable(self.name, unreachable)
 
     # --- used by the fleet -------------------------------------------------------------------------------
     def _set(self, *, stage: str | None = None, ready: bool | None = None, maintenance: bool | None = None,

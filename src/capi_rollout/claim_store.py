@@ -15,8 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from capi_rollout.adapters.kube import Kube, KubeError
+from capi_rollout.adapters.kube import KubeError
 from capi_rollout.domain.claim import Holder
+from capi_rollout.ports import KubePort
 
 LABELS = {"app.kubernetes.io/name": "capi-rollout", "app.kubernetes.io/component": "claim"}
 
@@ -36,7 +37,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 class ClusterClaim:
-    def __init__(self, kube: Kube, *, namespace: str, cluster_namespace: str, cluster: str, me: Holder,
+    def __init__(self, kube: KubePort, *, namespace: str, cluster_namespace: str, cluster: str, me: Holder,
                  owner: Mapping[str, str]) -> None:
         self.kube = kube
         self.namespace = namespace

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from capi_rollout.params import DEFAULTS, DESCRIPTIONS
+from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS
 from capi_rollout.userfiles import InputError
 
 EXIT_FAILED, EXIT_USAGE = 1, 2

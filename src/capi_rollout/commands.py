@@ -1,10 +1,13 @@
 """``capi-rollout plan`` and ``capi-rollout run``: argv already parsed in, exit code out.
 
 Contract: ``plan`` never writes (no deletes, no reboots, no ledger); it prints (``-o json``, or a table for people)
-the resolved targets, the preflight report, the decision for the current phase with its reasons, and ``next``:
-what the run will do next and when if nothing moves (:mod:`capi_rollout.domain.forecast`). Against a live cluster
-without ``--ledger`` it reads the RolloutLedger of ``--workflow``, else of the cluster's latest run
-(:func:`capi_rollout.ledger_store.find_ledger`), so its clocks are the running workflow's.
+the targets (the run's, from its ledger, else resolved as the resolve step would), the preflight report, the
+decision for the current phase with its reasons, and ``next``: what the run will do next and when if nothing
+moves (:mod:`capi_rollout.domain.forecast`). Against a live cluster without ``--ledger`` it reads the
+RolloutLedger of ``--workflow``, else of the cluster's latest run (:func:`capi_rollout.ledger_store.find_ledger`),
+so its clocks are the running workflow's. It observes the objects through the rollout loop's own rule
+(:func:`capi_rollout.observation.observe_objects`: the TalosControlPlane and MachineDeployments the targets name),
+so it decides on what the run would see.
 ``run`` performs the whole rollout in this process (the code the workflow steps run) and exits 0 on
 success, 1 on a failed rollout, 2 on bad parameters.
 
@@ -31,10 +34,11 @@ from capi_rollout.domain.decide import decide
 from capi_rollout.domain.forecast import forecast
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, parse_time
+from capi_rollout.domain.params import DEFAULTS, ParamError, Params, parse_params
 from capi_rollout.domain.preflight import preflight
-from capi_rollout.domain.resolve import ResolveError, resolve_targets, talosconfig_secret_name
-from capi_rollout.domain.state import ClusterState
-from capi_rollout.params import DEFAULTS, ParamError, Params, parse_params
+from capi_rollout.domain.resolve import ResolveError, Targets, resolve_targets, talosconfig_secret_name
+from capi_rollout.observation import observe_objects
+from capi_rollout.step_table import StepFailed
 from capi_rollout.userfiles import InputError, manifest_objects, object_problem, read_text, yaml_documents
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -122,18 +126,24 @@ def plan_snapshot(docs: Sequence[Mapping[str, Any]], params: Params, *, now: dat
     secrets = [d for d in docs if d.get("kind") == "Secret" and (d.get("metadata") or {}).get("name")
                == talosconfig_secret_name(name) and ((d.get("metadata") or {}).get("namespace") or ns) == ns]
     out: dict[str, Any] = {"cluster": name, "namespace": ns, "now": now.isoformat(), "talos": "not probed (snapshot)"}
-    try:
-        targets = resolve_targets(cluster_name=name, namespace=ns, capi_version=version, cluster=cluster,
-                                  control_planes=tcps, deployments=mds,
-                                  talosconfig=secrets[0] if secrets else _placeholder(name))
+    try:  # the run's targets (its phases observe those), else resolved as the resolve step would
+        targets = Targets.from_dict(ledger.targets) if ledger and ledger.targets else resolve_targets(
+            cluster_name=name, namespace=ns, capi_version=version, cluster=cluster, control_planes=tcps,
+            deployments=mds, talosconfig=secrets[0] if secrets else _placeholder(name))
     except ResolveError as exc:
         out["decision"] = {"kind": "fail", "reason": "cannot resolve the cluster: " + "; ".join(exc.problems)}
         return out
     out["targets"] = targets.to_dict()
     machines = _kind(docs, "Machine", name, ns)
-    state = ClusterState.from_objects(cluster=cluster, control_plane=tcps[0], deployments=mds, machines=machines,
-                                      health_checks=_kind(docs, "MachineHealthCheck", name, ns))
-    report = preflight(cluster=cluster or {}, control_plane=tcps[0], deployments=mds, state=state, nodes={})
+    try:  # the rollout loop's own observation: the TalosControlPlane and MachineDeployments the targets name
+        seen = observe_objects(targets, cluster=cluster, control_planes=tcps, deployments=mds, machines=machines,
+                               health_checks=_kind(docs, "MachineHealthCheck", name, ns))
+    except StepFailed as exc:
+        out["decision"] = {"kind": "fail", "reason": str(exc)}
+        return out
+    state = seen.state
+    report = preflight(cluster=seen.cluster, control_plane=seen.control_plane, deployments=seen.deployments,
+                       state=state, nodes={})
     out["preflight"] = {"ok": report.ok, "violations": list(report.violations), "warnings": list(report.warnings)}
     if phase is None:
         cp = ledger.phase("control-plane") if ledger else None
@@ -287,7 +297,7 @@ def write_output_file(path: str, text: str) -> None:
 def run_main(args: argparse.Namespace) -> int:
     from capi_rollout.adapters.kube import KubeError
     from capi_rollout.ledger_store import KubeLedgerStore, LedgerStore, MemoryLedgerStore
-    from capi_rollout.runner import configure_logging, run_all
+    from capi_rollout.run import configure_logging, run_all
 
     try:
         params = parse_params(raw_params(args))

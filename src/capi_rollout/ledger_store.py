@@ -16,8 +16,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from capi_rollout.adapters.kube import Kube, KubeError
+from capi_rollout.adapters.kube import KubeError
 from capi_rollout.domain.ledger import Ledger, LedgerError
+from capi_rollout.ports import KubePort
 
 LABELS = {"app.kubernetes.io/name": "capi-rollout", "app.kubernetes.io/component": "ledger"}
 
@@ -56,7 +57,7 @@ class MemoryLedgerStore:
 
 
 class KubeLedgerStore:
-    def __init__(self, kube: Kube, *, namespace: str, run_id: str, owner: Mapping[str, str] | None = None) -> None:
+    def __init__(self, kube: KubePort, *, namespace: str, run_id: str, owner: Mapping[str, str] | None = None) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = ledger_name(run_id)
@@ -103,7 +104,7 @@ class KubeLedgerStore:
             raise
 
 
-def find_ledger(kube: Kube, *, cluster: str, cluster_namespace: str, workflow: str | None = None,
+def find_ledger(kube: KubePort, *, cluster: str, cluster_namespace: str, workflow: str | None = None,
                 namespace: str | None = None) -> tuple[str, Ledger] | None:
     """The RolloutLedger of the run ``plan`` and ``report`` look at: the Workflow ``workflow``'s, else the newest
     (by creationTimestamp) of ``cluster_namespace/cluster``, in ``namespace`` (all namespaces when None).

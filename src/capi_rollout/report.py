@@ -17,7 +17,7 @@ from pathlib import Path
 from capi_rollout.commands import ApiUnusable, connect_kube, raw_params, write_output_file
 from capi_rollout.domain.ledger import LedgerError
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
-from capi_rollout.params import ParamError, parse_params
+from capi_rollout.domain.params import ParamError, parse_params
 from capi_rollout.picture.build import build, epoch, from_cluster
 from capi_rollout.picture.svg import render
 from capi_rollout.summary import build_summary, render_table

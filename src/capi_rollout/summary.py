@@ -14,8 +14,8 @@ import json
 from typing import Any
 
 from capi_rollout.domain.ledger import PHASE_TITLES, PHASES, Ledger
+from capi_rollout.domain.params import format_duration
 from capi_rollout.domain.replacement import plural
-from capi_rollout.params import format_duration
 
 
 def _failures(text: str | None) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from capi_rollout.adapters.talos import ProbeState, SyncTalosClient
-from capi_rollout.adapters.talos.client import NodeProbe, TalosCallError, parse_version
+from capi_rollout.adapters.talos.outcomes import NodeProbe, TalosCallError, parse_version
 
 
 def wait_for_stage(client: SyncTalosClient, address: str, stages: set[str], *, within: float) -> NodeProbe:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from sim.envtest.assets import cache_dir, versions
+from envtest.assets import cache_dir, versions
 
 LINES = {"v1.12": "TALOSCTL_V112_VERSION", "v1.13": "TALOSCTL_V113_VERSION"}
 

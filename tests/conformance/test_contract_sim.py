@@ -35,7 +35,7 @@ def client(pki: ClusterPKI) -> Iterator[SyncTalosClient]:
 @pytest.mark.parametrize("tag", TAGS)
 def test_a_maintenance_node(fleet: FakeTalosFleet, client: SyncTalosClient, tag: str) -> None:
     node = fleet.add_node("m-0", talos_version=tag)
-    node.enter_maintenance()
+    fleet.set_maintenance(node.name)
     expect_maintenance(client, node.address, tag)
     assert fleet.reboots() == []
 

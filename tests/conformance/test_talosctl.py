@@ -124,7 +124,7 @@ def test_insecure_calls_on_a_maintenance_node(
     line: str, tag: str, fleet: FakeTalosFleet, pki: ClusterPKI, tmp_path: Path
 ) -> None:
     node = fleet.add_node("w-0", talos_version=tag)
-    node.enter_maintenance()
+    fleet.set_maintenance(node.name)
     cli = as_role(line, pki, tmp_path)
     status = cli.run(node.address, "get", "machinestatus", "--insecure", "-o", "yaml")
     # the maintenance client sends no `nodes` metadata: talosctl prints an empty node

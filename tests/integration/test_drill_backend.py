@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.backends.existing import ClusterBackend
 from e2e.harness import LEDGER_CRD_PATH, RBAC_PATH, RUNNER, SCALED_PARAMETERS, TEMPLATE_PATH, Stage
-from sim.envtest import LocalAPIServer, client_from_kubeconfig, rest
+from envtest import LocalAPIServer, client_from_kubeconfig, rest
 
 
 def _rbac_state(api: Any) -> dict[str, tuple[str, str, str]]:

@@ -13,8 +13,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sim.envtest import assets, pki
-from sim.envtest.pytest_plugin import namespace_name
+from envtest import assets, pki
+from envtest.pytest_plugin import namespace_name
 
 PINS = {
     "KUBERNETES_VERSION": "v1.37.2",

@@ -16,8 +16,8 @@ import pytest
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from sim.envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
-from sim.envtest.processes import ProcessFailedError
+from envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
+from envtest.processes import ProcessFailedError
 from tests.integration.procs import live_processes_mentioning
 
 pytestmark = pytest.mark.apiserver

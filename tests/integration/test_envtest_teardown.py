@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.envtest import assets
+from envtest import assets
 from tests.integration.procs import live_processes_mentioning
 
 pytestmark = pytest.mark.apiserver
@@ -41,7 +41,7 @@ def test_interrupts_the_run(apiserver):
 
 def test_failed_and_interrupted_sessions_leave_no_processes_or_directories(tmp_path: Path) -> None:
     (tmp_path / "test_inner.py").write_text(INNER_TESTS)
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["sim.envtest.pytest_plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["envtest.pytest_plugin"]\n')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(assets.REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     inner = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
@@ -81,7 +81,7 @@ def test_blocks_until_killed(apiserver):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_session_leaves_no_server_processes(tmp_path: Path, sig: signal.Signals) -> None:
     (tmp_path / "test_inner.py").write_text(BLOCKING_TEST)
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["sim.envtest.pytest_plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["envtest.pytest_plugin"]\n')
     os.mkfifo(tmp_path / "never-written.fifo")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(assets.REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     inner = subprocess.Popen(

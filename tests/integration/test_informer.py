@@ -10,11 +10,12 @@ from kubernetes import client
 
 from capi_rollout.adapters.informer import ClusterCache, Snapshot, cluster_cache
 from capi_rollout.adapters.kube import Kube
+from capi_rollout.domain.model import CLUSTER_NAME_LABEL
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.params import parse_params
-from capi_rollout.runner import Runner
+from capi_rollout.rollout_loop import RolloutLoop
+from envtest.server import LocalAPIServer
 from sim import objects as o
-from sim.envtest.server import LocalAPIServer
 from tests.integration.test_kube_adapter import seed
 
 pytestmark = pytest.mark.apiserver
@@ -29,7 +30,7 @@ def names(objs: Any) -> list[str]:
 def test_the_cache_syncs_with_the_clusters_own_objects_only(apiserver: LocalAPIServer, kube_namespace: str) -> None:
     seed(apiserver, "v1.14", kube_namespace, "alpha")
     seed(apiserver, "v1.14", kube_namespace, "beta")
-    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "alpha") as cache:
+    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "alpha", label=CLUSTER_NAME_LABEL) as cache:
         assert cache.wait_until(lambda s: True, WAIT), f"not synced: {cache.failure}"
         snap = cache.snapshot()
         assert cache.failure is None
@@ -44,7 +45,7 @@ def test_a_create_a_modify_and_a_delete_show_up_without_further_lists(apiserver:
                                                                       kube_namespace: str) -> None:
     live = seed(apiserver, "v1.14", kube_namespace, "gamma")
     api = client.CustomObjectsApi(apiserver.admin)
-    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "gamma") as cache:
+    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "gamma", label=CLUSTER_NAME_LABEL) as cache:
         assert cache.wait_until(lambda s: True, WAIT), f"not synced: {cache.failure}"
         while cache.wait(0.2):  # the initial lists woke it; drain
             pass
@@ -79,7 +80,7 @@ def test_a_machine_deleted_through_the_adapter_shows_deleting_by_uid(apiserver: 
                                        {"metadata": {"finalizers": ["test.capi-rollout/hold"]}})
     kube = Kube(apiserver.api_client())
     uid = live["metadata"]["uid"]
-    with ClusterCache(kube, kube_namespace, "delta") as cache:
+    with ClusterCache(kube, kube_namespace, "delta", label=CLUSTER_NAME_LABEL) as cache:
         assert cache.wait_until(lambda s: True, WAIT)
         assert not cache.snapshot().shows_deleting(uid)
         assert kube.delete_machine(kube_namespace, "delta-cp-a", uid) is True
@@ -93,7 +94,7 @@ def test_a_machine_deleted_through_the_adapter_shows_deleting_by_uid(apiserver: 
 def test_stopping_the_cache_ends_every_informer_thread_promptly(apiserver: LocalAPIServer,
                                                                 kube_namespace: str) -> None:
     seed(apiserver, "v1.14", kube_namespace, "eps")
-    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "eps") as cache:
+    with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "eps", label=CLUSTER_NAME_LABEL) as cache:
         assert cache.wait_until(lambda s: True, WAIT)
         start = time.monotonic()
     assert time.monotonic() - start < 2.0, "open watches must be shut down, not waited out"
@@ -105,7 +106,7 @@ def test_the_runner_sees_a_machine_it_deleted_as_deleting_in_the_very_next_evalu
         apiserver: LocalAPIServer, kube_namespace: str) -> None:
     live = seed(apiserver, "v1.14", kube_namespace, "zeta")
     client.CoreV1Api(apiserver.admin).create_namespaced_secret(kube_namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="zeta-talosconfig", labels={o.CLUSTER_NAME_LABEL: "zeta"}),
+        metadata=client.V1ObjectMeta(name="zeta-talosconfig", labels={o.CAPI_CLUSTER_LABEL: "zeta"}),
         data={"talosconfig": "Y29udGV4dDogemV0YQo="}))
     api = client.CustomObjectsApi(apiserver.admin)
     api.patch_namespaced_custom_object(o.CAPI_GROUP, "v1beta2", kube_namespace, "machines", "zeta-cp-a",
@@ -113,10 +114,10 @@ def test_the_runner_sees_a_machine_it_deleted_as_deleting_in_the_very_next_evalu
     kube = Kube(apiserver.api_client())
     params = parse_params({"clusterName": "zeta", "clusterNamespace": kube_namespace, "pollInterval": "1s",
                            "stallTimeout": "4s"})
-    runner = Runner(params=params, kube=kube, store=MemoryLedgerStore())
+    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore())
     runner.resolve()
     uid = live["metadata"]["uid"]
-    with cluster_cache(kube, kube_namespace, "zeta") as cache:
+    with cluster_cache(kube, kube_namespace, "zeta", label=CLUSTER_NAME_LABEL) as cache:
         assert cache.wait_until(lambda s: True, WAIT), f"not synced: {cache.failure}"
         _, _, _, before = runner.observe(cache=cache)
         assert runner.last_read == "cache" and [m.deleting for m in before.machines] == [False]

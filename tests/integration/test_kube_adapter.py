@@ -15,10 +15,11 @@ from kubernetes import client
 from capi_rollout.adapters.informer import cluster_cache
 from capi_rollout.adapters.kube import Backoff, Kube, KubeError
 from capi_rollout.domain.ledger import Ledger
+from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.ledger_store import KubeLedgerStore
+from envtest import assets, rest
+from envtest.server import LocalAPIServer
 from sim import objects as o
-from sim.envtest import assets, rest
-from sim.envtest.server import LocalAPIServer
 
 pytestmark = pytest.mark.apiserver
 
@@ -119,7 +120,7 @@ def test_waiting_is_woken_by_a_watch_event_within_a_second(apiserver: LocalAPISe
     live = seed(apiserver, "v1.14", kube_namespace, "eps")
     kube = Kube(apiserver.api_client())
     api = client.CustomObjectsApi(apiserver.admin)
-    with cluster_cache(kube, kube_namespace, "eps") as watcher:
+    with cluster_cache(kube, kube_namespace, "eps", label=CLUSTER_NAME_LABEL) as watcher:
         while watcher.wait(0.5):  # drain the initial ADDED events until the watch is quiet
             pass
 
@@ -186,7 +187,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
     from capi_rollout.domain.decide import Action
     from capi_rollout.domain.ledger import PhaseRecord
     from capi_rollout.domain.model import Machine
-    from capi_rollout.executor import Executor, RemediationAborted
+    from capi_rollout.remediator import RemediationAborted, Remediator
     from tests.fakes import FakeTalos
 
     apiserver.install_crds([assets.REPO_ROOT / "overlay/management/argo-workflows/capi-rollout-ledger-crd.yaml"])
@@ -211,7 +212,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
         def save(rec: PhaseRecord) -> None:
             store.save(Ledger(cluster="race", namespace=kube_namespace).with_phase(rec))
 
-        executor = Executor(kube=Kube(apiserver.api_client()), talos=talos, dry_run=False, save=save)
+        executor = Remediator(kube=Kube(apiserver.api_client()), talos=talos, dry_run=False, save=save)
         barrier.wait(timeout=10)
         try:
             executor.remediate(action, owner=None, reboot_mode="powercycle", now=t0)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from sim.envtest import LocalAPIServer, assets, rest
+from envtest import LocalAPIServer, assets, rest
 
 pytestmark = pytest.mark.apiserver
 

@@ -20,12 +20,13 @@ import pytest
 
 from capi_rollout.adapters.kube import Kube
 from capi_rollout.cli import main
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import KubeLedgerStore
-from capi_rollout.params import parse_params
 from capi_rollout.progress_file import ENV
-from capi_rollout.runner import Runner, run_all
+from capi_rollout.rollout_loop import RolloutLoop
+from capi_rollout.run import run_all
 from e2e.harness import LEDGER_CRD_PATH, parameters, scaled
-from sim.envtest import LocalAPIServer
+from envtest import LocalAPIServer
 from sim.simulator import Simulator
 
 WAIT = 30.0
@@ -137,11 +138,11 @@ def test_plan_mid_rollout_names_the_next_remediation_and_its_time(
             raise _Stopped
         return datetime.now(UTC)
 
-    runner = Runner(params=params, kube=kube, store=store, clock=clock, out=lambda _: None)
+    runner = RolloutLoop(params=params, kube=kube, store=store, clock=clock, out=lambda _: None)
 
     def play() -> None:
         with contextlib.suppress(_Stopped):
-            run_all(params, kube=kube, runner=runner)
+            run_all(params, kube=kube, loop=runner)
 
     reader = KubeLedgerStore(kube, namespace=kube_namespace, run_id="capi-rollout-x7k2p")
 

@@ -73,3 +73,10 @@ def test_the_simulator_image_carries_its_generated_talos_protos(installed: Path,
              if line.startswith("TALOS_API_VERSION=")),
         "/machine.MachineService/Events")
     assert where.startswith(str(installed))
+
+
+def test_the_test_api_server_is_not_shipped(installed: Path) -> None:
+    """envtest/ (kube-apiserver + etcd for tests) is test infrastructure: the images never carry it."""
+    shipped = sorted(p.name for p in installed.iterdir() if not p.name.endswith(".dist-info"))
+    assert shipped == ["capi_rollout", "sim"], shipped
+    assert not (installed / "sim" / "envtest").exists()

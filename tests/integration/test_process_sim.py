@@ -12,7 +12,7 @@ from kubernetes import client
 
 from e2e.harness import scaled
 from e2e.simhandles import ProcessSim, list_machines, poll
-from sim.envtest import LocalAPIServer
+from envtest import LocalAPIServer
 from sim.objects import TCP_GROUP, TCP_VERSION
 
 

@@ -26,7 +26,7 @@ from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.ledger import Ledger
 from capi_rollout.ledger_store import KubeLedgerStore
 from capi_rollout.workflow import rbac
-from sim.envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
+from envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
 
 pytestmark = pytest.mark.apiserver
 

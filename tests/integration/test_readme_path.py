@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sim.envtest import LocalAPIServer
+from envtest import LocalAPIServer
 
 BIN = Path(sys.executable).parent
 

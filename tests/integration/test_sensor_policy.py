@@ -12,7 +12,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from capi_rollout.waiting import wait_until
-from sim.envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
+from envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
 
 pytestmark = pytest.mark.apiserver
 

@@ -32,13 +32,13 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from capi_rollout.adapters.talos.client import ProbeState, SyncTalosClient
+from capi_rollout.adapters.talos import ProbeState, SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
 from capi_rollout.adapters.talos.tls import mtls_client_context
+from envtest import LocalAPIServer, rest
+from envtest.server import client_from_kubeconfig
 from sim.deploy import NAME, POD_LABELS, labels_arg, manifests
 from sim.deploy.__main__ import RENDERED
-from sim.envtest import LocalAPIServer, rest
-from sim.envtest.server import client_from_kubeconfig
 from sim.objects import capi_version
 from sim.scenario import DeploymentSpec, Scenario, Timings
 from sim.simulator import Simulator

@@ -36,7 +36,7 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 def test_workflow_pods_reach_every_fake_talos_node_through_its_service(kind: object, tmp_path: Path) -> None:
     from e2e.backends.kind import KindBackend
-    from sim.scenario import load
+    from sim.scenario_format import load
 
     assert isinstance(kind, KindBackend)
     scenario = load("happy").with_timings(time_scale=60)

@@ -13,8 +13,9 @@ import time
 import uuid
 from typing import Any
 
-from capi_rollout.adapters.talos.client import ProbeState
-from sim.scenario import Scenario, load
+from capi_rollout.adapters.talos import ProbeState
+from sim.scenario import Scenario
+from sim.scenario_format import load
 from sim.simulator import Simulator
 from tests.integration.test_sim_scenarios import FAST, WAIT, completed, cond, make, sget, talos
 

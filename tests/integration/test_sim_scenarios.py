@@ -15,10 +15,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from capi_rollout.adapters.talos.client import ProbeState, SyncTalosClient
+from capi_rollout.adapters.talos import ProbeState, SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
+from envtest import LocalAPIServer
 from sim.capi.memstore import MemoryStore
-from sim.envtest import LocalAPIServer
 from sim.objects import capi_version
 from sim.safety import MARKER_LABEL, UnsafeTargetError
 from sim.scenario import DeploymentSpec, Fault, Scenario, Target, Timings

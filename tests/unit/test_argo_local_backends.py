@@ -109,7 +109,7 @@ def test_a_drill_never_overwrites_the_deployed_rbac_and_knows_what_it_added_outs
 
 
 def test_the_argo_install_is_built_from_the_pinned_module_zip_with_pinned_images() -> None:
-    from sim.envtest import assets
+    from envtest import assets
 
     version = assets.versions()["ARGO_WORKFLOWS_VERSION"]
     assert argo_kustomization(version)["images"][0] == {"name": "quay.io/argoproj/workflow-controller",

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from capi_rollout.cli import build_parser, flag_name, main
-from capi_rollout.params import DEFAULTS
+from capi_rollout.domain.params import DEFAULTS
 from capi_rollout.workflow.image import IMAGE
 from capi_rollout.workflow.render import pin_image, render_text
 

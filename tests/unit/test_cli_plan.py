@@ -114,3 +114,30 @@ def test_plan_foresees_the_phase_timeout_when_it_comes_before_the_stall(tmp_path
     nxt = json.loads(capsys.readouterr().out)["next"]
     assert (nxt["kind"], nxt["at"]) == ("fail", "2026-01-01T01:01:00Z")
     assert "at 01:01 it will fail: control plane phase timed out after 21m0s" in nxt["sentence"]
+
+
+def test_plan_observes_the_tcp_the_run_targets_not_the_first_one_listed(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # A second TalosControlPlane carrying the cluster label appeared after resolve (listed first here). The run
+    # keeps observing the one it resolved, which the Cluster's controlPlaneRef names; plan must see the same.
+    named = b.tcp(up_to_date=False, ready=2)
+    other = b.tcp("homelab-cp-a", up_to_date=True, ready=3)
+    machines = [b.machine("cp-0", cp=True), b.machine("cp-1", cp=True),
+                b.machine("cp-new", cp=True, ready=False, address="10.0.0.9", created="2026-01-01T00:30:00Z")]
+    path = tmp_path / "snap.yaml"
+    path.write_text(yaml.safe_dump_all([b.cluster(), other, named, b.md(), *machines]))
+    state = ClusterState.from_objects(cluster=b.cluster(), control_plane=named, deployments=[b.md()],
+                                      machines=machines)
+    targets = {"cluster": "homelab", "namespace": "default", "capi_version": "v1beta2", "control_plane": "homelab-cp",
+               "deployments": ["homelab-workers"], "talosconfig_secret": "homelab-talosconfig"}
+    ledger = {"cluster": "homelab", "namespace": "default", "targets": targets, "phases": {"control-plane": {
+        "name": "control-plane", "started": "2026-01-01T00:40:00Z", "lastProgress": "2026-01-01T00:45:00Z",
+        "fingerprint": control_plane_status(state).fingerprint, "remediations": []}}}
+    ledger_path = tmp_path / "ledger.json"
+    ledger_path.write_text(json.dumps(ledger))
+    code = main(["plan", "-f", str(path), "--clusterName", "homelab", "--now", "2026-01-01T01:00:00Z",
+                 "--ledger", str(ledger_path), "-o", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["targets"]["control_plane"] == "homelab-cp"
+    assert (out["decision"]["kind"], out["decision"]["machine"]) == ("remediate", "cp-new"), out["decision"]
+    assert code == 0

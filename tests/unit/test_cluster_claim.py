@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 import pytest
 
 from capi_rollout.domain.claim import Holder, decide_claim
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.params import parse_params
-from capi_rollout.runner import Runner, StepFailed
+from capi_rollout.rollout_loop import RolloutLoop
+from capi_rollout.step_table import StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube
 
 ME = Holder("capi-rollout-b", "uid-b", "2026-03-01T12:00:00Z")
@@ -68,7 +69,7 @@ class FakeClaim:
         return True
 
 
-def make(claim: FakeClaim, clock: Clock, lines: list[str]) -> tuple[Runner, FakeKube]:
+def make(claim: FakeClaim, clock: Clock, lines: list[str]) -> tuple[RolloutLoop, FakeKube]:
     kube = FakeKube()
     FakeControlPlaneController(kube, clock)  # a TalosControlPlane and its Machines to resolve
     params = parse_params({"clusterName": "homelab", "pollInterval": "30s"})
@@ -78,7 +79,7 @@ def make(claim: FakeClaim, clock: Clock, lines: list[str]) -> tuple[Runner, Fake
         slept.append(seconds)
         clock.advance(seconds)
 
-    runner = Runner(params=params, kube=kube, store=MemoryLedgerStore(), clock=clock,  # type: ignore[arg-type]
+    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore(), clock=clock,  # type: ignore[arg-type]
                     out=lines.append, sleep=sleep, claim=claim)  # type: ignore[arg-type]
     return runner, kube
 

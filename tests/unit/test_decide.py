@@ -8,8 +8,8 @@ import pytest
 
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PhaseRecord, Remediation
+from capi_rollout.domain.params import parse_params
 from capi_rollout.domain.state import ClusterState, NodeStatus
-from capi_rollout.params import parse_params
 from tests import builders as b
 
 T0 = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
@@ -291,7 +291,7 @@ def test_only_unhealthy_machines_addresses_are_probed() -> None:
 
 
 def test_machine_views_are_reused_only_while_the_resource_version_is_unchanged() -> None:
-    from capi_rollout.domain.state import MachineViews
+    from capi_rollout.observation import MachineViews
 
     objs = [b.machine("cp-0", cp=True), b.machine("cp-1", cp=True, ready=False)]
     for i, o in enumerate(objs):
@@ -415,3 +415,43 @@ def test_a_machine_without_a_noderef_is_rebooted_only_as_its_hostname_address() 
                     now=T0 + timedelta(minutes=10), params=PARAMS)
     assert action.kind == "remediate" and (action.delete, action.reboot) == (True, True)
     assert action.machine is not None and action.machine.identity == "cp-new-host"
+
+
+def _not_ready_since(obj: dict[str, Any], when: datetime) -> dict[str, Any]:
+    obj["status"]["conditions"][0]["lastTransitionTime"] = when.isoformat().replace("+00:00", "Z")
+    return obj
+
+
+def test_of_two_not_ready_machines_the_one_not_ready_longest_is_remediated_not_the_oldest() -> None:
+    """A node flapping NotReady for a moment must not take the turn of the Machine that stalled the rollout."""
+    now = T0 + timedelta(minutes=10)
+    machines = [b.machine("cp-0", cp=True), b.machine("cp-1", cp=True),
+                b.machine("cp-2", cp=True, address="10.0.0.2"),
+                _not_ready_since(b.machine("cp-old", cp=True, ready=False, created="2025-01-01T00:00:00Z"),
+                                 now - timedelta(seconds=20)),
+                _not_ready_since(b.machine("cp-new", cp=True, ready=False, created="2026-01-01T00:30:00Z"),
+                                 T0 - timedelta(minutes=5))]
+    state = cp_state(machines, up_to_date=False, ready=3, replicas=5)
+    action = decide(phase="control-plane", state=state, record=settled(state), nodes={}, now=now, params=PARAMS)
+    assert action.kind == "remediate" and action.machine is not None and action.machine.name == "cp-new"
+
+
+def test_the_quorum_guard_waits_out_a_member_that_just_went_not_ready_and_fails_once_it_lasts() -> None:
+    now = T0 + timedelta(minutes=10)
+    stuck = _not_ready_since(b.machine("cp-new", cp=True, ready=False), T0 - timedelta(minutes=5))
+
+    def state_with(flap_since: datetime) -> ClusterState:
+        flapping = _not_ready_since(b.machine("cp-1", cp=True, ready=False), flap_since)
+        return cp_state([b.machine("cp-0", cp=True), flapping, stuck], up_to_date=False, ready=1)
+
+    flapping = state_with(now - timedelta(seconds=30))
+    action = decide(phase="control-plane", state=flapping, record=settled(flapping), nodes={}, now=now,
+                    params=PARAMS)
+    assert action.kind == "wait"
+    assert "the etcd quorum guard refuses for now, because cp-1 (not Ready since " in action.reason
+    assert "below the quorum of 2" in action.reason and "quorum guard would refuse" in action.progress
+
+    lasting = state_with(now - timedelta(minutes=10))  # NotReady for a whole stallTimeout: not a flap
+    action = decide(phase="control-plane", state=lasting, record=settled(lasting), nodes={}, now=now,
+                    params=PARAMS)
+    assert action.kind == "fail" and "below the quorum of 2" in action.reason

@@ -16,7 +16,7 @@ from e2e.backends.sim_pod import simulator_documents
 from e2e.harness import RUNNER, Stage, Venue, per_cluster_binding, simulator_for
 from e2e.simhandles import settled
 from sim.deploy import SIM_IMAGE
-from sim.scenario import load
+from sim.scenario_format import load
 from sim.timeline import Event, Timeline
 
 # --- the timeline across a process boundary ----------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sim.envtest import template
+from envtest import template
 
 DAY = 24 * 3600.0
 NOW = 1_800_000_000.0

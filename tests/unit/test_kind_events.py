@@ -30,28 +30,28 @@ from e2e.backends.argo_install import (
 
 @pytest.fixture(scope="module")
 def version() -> str:
-    from sim.envtest import assets
+    from envtest import assets
 
     return assets.versions()["ARGO_EVENTS_VERSION"]
 
 
 @pytest.fixture(scope="module")
 def events_zip(version: str) -> Path:
-    from sim.envtest import assets
+    from envtest import assets
 
     return download_module(assets.cache_dir(), ARGO_EVENTS_MODULE, version)
 
 
 @pytest.fixture(scope="module")
 def install(events_zip: Path, version: str) -> list[dict[str, Any]]:
-    from sim.envtest import assets
+    from envtest import assets
 
     return build_argo_events_install(events_zip, version, assets.kustomize())
 
 
 def test_the_helper_returns_the_pinned_module_zip_under_the_project_gomodcache(events_zip: Path,
                                                                                version: str) -> None:
-    from sim.envtest import assets
+    from envtest import assets
 
     assert events_zip.is_file() and events_zip.name == f"{version}.zip"
     assert events_zip.is_relative_to(assets.cache_dir() / "go" / "mod")
@@ -141,7 +141,7 @@ def test_an_install_without_the_controller_config_is_an_error() -> None:
 
 
 def test_the_events_overlay_builds_with_the_pinned_kustomize_into_argo_events() -> None:
-    from sim.envtest import assets
+    from envtest import assets
 
     root = Path(__file__).resolve().parents[2]
     docs = kustomize_build(root / EVENTS_OVERLAY, assets.kustomize())
@@ -166,7 +166,7 @@ def _controller_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_the_node_never_pulls_argo_events_images_and_idles_the_jetstream_side_containers(
         install: list[dict[str, Any]]) -> None:
     from e2e.backends.node import IDLE_SIDE_IMAGE, node_argo_events
-    from sim.envtest import assets
+    from envtest import assets
 
     jetstream = newest_release(jetstream_versions(install))
     adapted = node_argo_events(install, jetstream_version=jetstream,
@@ -203,7 +203,7 @@ def test_the_node_dns_is_the_kubernetes_coredns_addon_filled_in_without_a_forwar
 
     from e2e.backends.argo_install import module_zip
     from e2e.backends.node import DNS_ADDON, cluster_dns
-    from sim.envtest import assets
+    from envtest import assets
 
     version = assets.versions()["KUBERNETES_VERSION"]
     with zipfile.ZipFile(module_zip(assets.cache_dir(), "k8s.io/kubernetes", version)) as z:

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.ledger import Ledger, LedgerError, PhaseRecord, Remediation
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import LABELS, KubeLedgerStore
-from capi_rollout.params import parse_params
-from capi_rollout.runner import LedgerUnusable, Runner, _run
+from capi_rollout.recorder import LedgerUnusable
+from capi_rollout.rollout_loop import RolloutLoop
+from capi_rollout.run import run_on
 from tests import builders as b
 from tests.fakes import Clock, FakeKube, FakeTalos, FakeWatch
 
@@ -116,10 +118,10 @@ def test_the_store_refuses_a_ledger_it_did_not_write(kube: FakeKube, problem: st
     assert str(err.value).startswith("RolloutLedger argo/capi-rollout-wf-1: ")
 
 
-def runner(kube: FakeKube, *, cluster: str = "homelab") -> Runner:
+def runner(kube: FakeKube, *, cluster: str = "homelab") -> RolloutLoop:
     clock = Clock(T0)
     params = parse_params({"clusterName": cluster, "pollInterval": "30s", "stallTimeout": "10m"})
-    return Runner(params=params, kube=kube, store=store(kube), talos_factory=lambda _: FakeTalos(), clock=clock,  # type: ignore[arg-type]
+    return RolloutLoop(params=params, kube=kube, store=store(kube), talos_factory=lambda _: FakeTalos(), clock=clock,  # type: ignore[arg-type]
                   out=kube.log.append, watch=FakeWatch(clock, []), sleep=lambda _: None)
 
 
@@ -127,7 +129,7 @@ def runner(kube: FakeKube, *, cluster: str = "homelab") -> Runner:
 def test_a_garbage_ledger_fails_each_step_clearly_and_writes_nothing(step: str) -> None:
     kube = kube_with({"ledger": '{"cluster": "homelab", "namespace": "default", "phases": [1]}'})
     before = dict(kube.ledgers)
-    result = _run(runner(kube), step)
+    result = run_on(runner(kube), step)
     assert not result.ok
     assert result.message.startswith("cannot use the run's ledger: RolloutLedger argo/capi-rollout-wf-1: ")
     assert "field 'phases' must be dict" in result.message
@@ -136,13 +138,13 @@ def test_a_garbage_ledger_fails_each_step_clearly_and_writes_nothing(step: str) 
 
 def test_a_ledger_of_another_cluster_fails_the_step() -> None:
     kube = kube_with({"ledger": good().to_json()})
-    result = _run(runner(kube, cluster="other"), "control-plane")
+    result = run_on(runner(kube, cluster="other"), "control-plane")
     assert not result.ok and "records cluster default/homelab, not default/other" in result.message
 
 
 def test_the_summary_still_reports_a_garbage_ledger() -> None:
     kube = kube_with({"ledger": "garbage"})
-    result = _run(runner(kube), "summary")
+    result = run_on(runner(kube), "summary")
     assert result.ok and result.outputs["result"] == "Failed"
     summary = json.loads(result.outputs["summary"])
     assert summary["reasons"] == ["cannot use the run's ledger: RolloutLedger argo/capi-rollout-wf-1: "

@@ -133,7 +133,7 @@ def test_a_kustomization_without_any_kustomize_exits_2(tmp_path: Path, monkeypat
 def kustomize_env() -> dict[str, str]:
     """A real kustomize: the one `make tools` builds, else kubectl's."""
     try:
-        from sim.envtest.assets import kustomize
+        from envtest.assets import kustomize
 
         return {"KUSTOMIZE": str(kustomize())}
     except Exception:  # not built yet: fall back to kubectl kustomize

@@ -8,9 +8,9 @@ from typing import Any
 from capi_rollout.domain.decide import decide
 from capi_rollout.domain.ledger import PhaseRecord
 from capi_rollout.domain.ordering import workers_ahead
+from capi_rollout.domain.params import parse_params
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.state import ClusterState
-from capi_rollout.params import parse_params
 from tests import builders as b
 
 T0 = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from capi_rollout.params import DEFAULTS
+from capi_rollout.domain.params import DEFAULTS
 from capi_rollout.workflow import template
 from tests.lua_filter import script_fires
 
@@ -25,7 +25,7 @@ CAPI_GROUPS = {"cluster.x-k8s.io", "controlplane.cluster.x-k8s.io", "bootstrap.c
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
     """`kustomize build` with the binary `make tools` builds, else `kubectl kustomize` (both offline)."""
     try:
-        from sim.envtest.assets import kustomize
+        from envtest.assets import kustomize
 
         command = [str(kustomize()), "build"]
     except Exception:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from capi_rollout.params import DEFAULTS, ParamError, format_duration, parse_duration, parse_params
+from capi_rollout.domain.params import DEFAULTS, ParamError, format_duration, parse_duration, parse_params
 from capi_rollout.workflow.template import MUTEX_NAME
 
 

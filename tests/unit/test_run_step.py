@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from capi_rollout.runner import run_step
+from capi_rollout.run import run_step
 
 
 def test_bad_parameters_fail_the_step_naming_each_one(tmp_path: Path) -> None:

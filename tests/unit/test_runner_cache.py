@@ -9,17 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from capi_rollout.domain.params import parse_params
 from capi_rollout.domain.state import ClusterState
 from capi_rollout.ledger_store import MemoryLedgerStore
-from capi_rollout.params import parse_params
-from capi_rollout.runner import Runner
+from capi_rollout.rollout_loop import RolloutLoop
 from tests.fakes import Clock, FakeCache, FakeControlPlaneController, FakeKube, FakeTalos
 from tests.unit.test_runner_sequences import T0, check_golden
 
 
 @dataclass
 class Rig:
-    runner: Runner
+    runner: RolloutLoop
     kube: FakeKube
     cache: FakeCache
     seen: list[tuple[str, ClusterState]] = field(default_factory=list)  # (where read, what seen) per evaluation
@@ -36,7 +36,7 @@ def make(faulty: dict[int, str] | None = None, *, delivers_writes: bool = True, 
                       freeze_after_waits=freeze_after_waits)
     params = parse_params({"clusterName": "homelab", "pollInterval": "30s", "stallTimeout": "10m",
                            "controlPlaneTimeout": "45m", "maxRemediations": "2"})
-    runner = Runner(params=params, kube=kube, store=MemoryLedgerStore(),  # type: ignore[arg-type]
+    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore(),  # type: ignore[arg-type]
                     talos_factory=lambda _: FakeTalos(), clock=clock, out=kube.log.append, watch=cache,
                     sleep=lambda _: None)
     rig = Rig(runner, kube, cache)

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.ledger import Ledger
+from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import KubeLedgerStore, MemoryLedgerStore
-from capi_rollout.params import parse_params
-from capi_rollout.runner import Runner, StepFailed
+from capi_rollout.rollout_loop import RolloutLoop
+from capi_rollout.step_table import StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube, FakeTalos, FakeWatch
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -27,7 +28,8 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def make(faulty: dict[int, str] | None = None, *, seed: int = 7, max_remediations: str = "2",
          store: Any = None, kube: FakeKube | None = None, controller: Any = None, clock: Clock | None = None,
-         crash_after_waits: int | None = None, dry_run: str = "false") -> tuple[Runner, FakeKube, FakeTalos, FakeWatch]:
+         crash_after_waits: int | None = None,
+         dry_run: str = "false") -> tuple[RolloutLoop, FakeKube, FakeTalos, FakeWatch]:
     clock = clock or Clock(T0)
     kube = kube or FakeKube()
     controller = controller or FakeControlPlaneController(kube, clock, faulty=faulty, seed=seed)
@@ -36,7 +38,7 @@ def make(faulty: dict[int, str] | None = None, *, seed: int = 7, max_remediation
     lines: list[str] = kube.log
     params = parse_params({"clusterName": "homelab", "pollInterval": "30s", "stallTimeout": "10m",
                            "controlPlaneTimeout": "45m", "maxRemediations": max_remediations, "dryRun": dry_run})
-    runner = Runner(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=lambda _: talos,
+    runner = RolloutLoop(params=params, kube=kube, store=store or MemoryLedgerStore(), talos_factory=lambda _: talos,
                     clock=clock, out=lines.append, watch=watch, sleep=lambda _: None)
     return runner, kube, talos, watch
 
@@ -205,14 +207,14 @@ def test_resolve_names_every_missing_piece() -> None:
 
 
 def test_a_resolve_failure_is_written_to_the_ledger_for_the_summary() -> None:
-    from capi_rollout.runner import _run
+    from capi_rollout.run import run_on
 
     runner, kube, _, _ = make()
     kube.secrets = []
-    result = _run(runner, "resolve")
+    result = run_on(runner, "resolve")
     assert not result.ok
     assert runner.ledger.failure is not None and "homelab-talosconfig not found" in runner.ledger.failure
-    summary = _run(runner, "summary", workflow_status="Failed")
+    summary = run_on(runner, "summary", workflow_status="Failed")
     assert "homelab-talosconfig not found" in json.loads(summary.outputs["summary"])["reasons"][0]
 
 
@@ -246,11 +248,11 @@ def test_a_phase_rereads_the_secret_and_refuses_it_once_relabelled_for_another_c
 
 
 def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() -> None:
-    from capi_rollout.runner import run_all
+    from capi_rollout.run import run_all
 
     runner, kube, talos, _ = make({0: "not-ready"})
     kube.mds = []  # no workers: the workers phase completes at once, after the control plane
-    result = run_all(runner.params, kube=kube, runner=runner)  # type: ignore[arg-type]
+    result = run_all(runner.params, kube=kube, loop=runner)  # type: ignore[arg-type]
     assert result.ok and result.outputs["result"] == "Succeeded"
     summary = json.loads(result.outputs["summary"])
     assert [summary["phases"][p]["result"] for p in ("control-plane", "workers")] == ["succeeded", "succeeded"]
@@ -261,11 +263,11 @@ def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() ->
 
 
 def test_run_all_stops_at_the_first_failed_step_and_still_summarises() -> None:
-    from capi_rollout.runner import run_all
+    from capi_rollout.run import run_all
 
     runner, kube, talos, _ = make()
     talos.stages["10.0.0.10"] = "maintenance"
-    result = run_all(runner.params, kube=kube, runner=runner)  # type: ignore[arg-type]
+    result = run_all(runner.params, kube=kube, loop=runner)  # type: ignore[arg-type]
     assert not result.ok and "is in Talos maintenance mode" in result.message
     assert json.loads(result.outputs["summary"])["result"] == "Failed"
     assert runner.ledger.phase("control-plane") is None and kube.deleted == []

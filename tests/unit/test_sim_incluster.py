@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from capi_rollout.adapters.talos.client import ProbeState, SyncTalosClient
+from capi_rollout.adapters.talos import ProbeState, SyncTalosClient
 from capi_rollout.adapters.talos.config import parse_talosconfig
 from capi_rollout.adapters.talos.tls import mtls_client_context
 from sim import __main__ as sim_cli
@@ -27,7 +27,8 @@ from sim.deploy import POD_LABELS, READY_FILE, labels_arg, manifests, render, si
 from sim.deploy.__main__ import RENDERED, rendered_default
 from sim.pki import ClusterPKI
 from sim.safety import MARKER_LABEL
-from sim.scenario import DeploymentSpec, Scenario, Timings, bundled, from_dict, load, to_dict
+from sim.scenario import DeploymentSpec, Scenario, Timings
+from sim.scenario_format import bundled, from_dict, load, to_dict
 from sim.simulator import Simulator
 from sim.talos import Exposure, FakeTalosFleet, loopback_block
 from sim.talos.exposure import (

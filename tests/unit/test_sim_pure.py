@@ -8,7 +8,8 @@ import pytest
 
 from sim.capi import faults, rollout
 from sim.capi.phases import MachineFacts, Window, progress
-from sim.scenario import Fault, ScenarioError, Target, Timings, bundled, from_dict, load
+from sim.scenario import Fault, ScenarioError, Target, Timings
+from sim.scenario_format import bundled, from_dict, load
 
 T = Timings(pending=1, provisioning=10, boot=20, node_ready=5, deletion=3, reboot=4)
 
@@ -108,7 +109,7 @@ def test_cp_is_done_when_all_are_up_to_date_and_ready() -> None:
     [(1, 3, True, 1), ("25%", 3, True, 1), ("25%", 3, False, 0), ("50%", 4, False, 2), ("100%", 3, True, 3)],
 )
 def test_int_or_percent_resolves_like_upstream(value: int | str, total: int, up: bool, expected: int) -> None:
-    assert rollout.resolve_int_or_percent(value, total, round_up=up) == expected
+    assert rollout.scaled_int_or_percent(value, total, round_up=up) == expected
 
 
 def test_md_rolling_update_surges_the_new_set_then_scales_the_old_one_down() -> None:

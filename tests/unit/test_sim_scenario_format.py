@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
+from capi_rollout.domain.params import parse_params
 from capi_rollout.domain.strategy import check_control_plane_strategy, check_machine_deployment_strategy
-from capi_rollout.params import parse_params
 from sim.__main__ import main as sim_main
 from sim.__main__ import workflow_arguments
 from sim.capi import faults, rollout
 from sim.capi.memstore import MemoryStore
-from sim.scenario import Fault, ScenarioError, Target, bundled, from_dict, load, to_dict
+from sim.scenario import Fault, ScenarioError, Target
+from sim.scenario_format import bundled, from_dict, load, to_dict
 from sim.simulator import Simulator
 
 

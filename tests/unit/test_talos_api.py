@@ -110,7 +110,7 @@ def test_maintenance_version_is_unimplemented_up_to_1_12_and_served_from_1_13(
     fleet: FakeTalosFleet, talos: str, served: bool
 ) -> None:
     node = fleet.add_node("n-0", talos_version=talos)
-    node.enter_maintenance()
+    fleet.set_maintenance(node.name)
     if served:
         [reply] = version(node, insecure_client_context()).messages
         assert reply.version.tag == talos
@@ -261,7 +261,7 @@ def test_a_scenarios_reboot_stage_timings_reach_its_fleet_in_wall_seconds() -> N
     import yaml
 
     from sim.capi.memstore import MemoryStore
-    from sim.scenario import from_dict
+    from sim.scenario_format import from_dict
     from sim.simulator import Simulator
 
     scenario = from_dict(yaml.safe_load(

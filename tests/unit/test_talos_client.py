@@ -19,7 +19,7 @@ from capi_rollout.adapters.talos import (
     TalosConfig,
     parse_talosconfig,
 )
-from capi_rollout.adapters.talos.client import NodeProbe, RebootResult, TalosCallError
+from capi_rollout.adapters.talos.outcomes import NodeProbe, RebootResult, TalosCallError
 from sim.pki import ClusterPKI
 from sim.talos import FakeTalosFleet, RebootOutcome, loopback_block
 from sim.timeline import Timeline
@@ -176,7 +176,7 @@ def test_maintenance_mode_is_detected_and_never_sent_a_reboot(
     fleet: FakeTalosFleet, client: SyncTalosClient, version: str, behaviour: str
 ) -> None:
     node = fleet.add_node("w-1", talos_version=version)
-    node.enter_maintenance()
+    fleet.set_maintenance(node.name)
     assert node.maintenance_reboot_behaviour == behaviour
     probe = client.probe(node.address)
     assert (probe.state, probe.stage) == (ProbeState.MAINTENANCE, "maintenance")
@@ -211,7 +211,7 @@ def test_an_unknown_reboot_mode_is_a_caller_error(client: SyncTalosClient) -> No
 
 def test_a_stopped_endpoint_is_unreachable(fleet: FakeTalosFleet, client: SyncTalosClient) -> None:
     node = fleet.add_node("w-1")
-    node.set_unreachable(True)
+    fleet.set_unreachable(node.name, True)
     probe = client.probe(node.address)
     assert (probe.state, probe.detail) == (ProbeState.UNREACHABLE, "connection refused")
     result = client.reboot(node.address, "default")
@@ -219,7 +219,7 @@ def test_a_stopped_endpoint_is_unreachable(fleet: FakeTalosFleet, client: SyncTa
     with pytest.raises(TalosCallError) as err:
         client.version(node.address)
     assert err.value.state is ProbeState.UNREACHABLE
-    node.set_unreachable(False)
+    fleet.set_unreachable(node.name, False)
     assert client.probe(node.address).state is ProbeState.RUNNING
 
 
@@ -247,7 +247,7 @@ def test_an_address_port_overrides_the_default_port(fleet: FakeTalosFleet, pki: 
 
 def test_probe_many_probes_every_node_with_bounded_concurrency(fleet: FakeTalosFleet, pki: ClusterPKI) -> None:
     nodes = [fleet.add_node(f"w-{i}") for i in range(6)]
-    nodes[2].set_unreachable(True)
+    fleet.set_unreachable(nodes[2].name, True)
     nodes[4].set_stage("booting", False)
 
     class Counting(TalosClient):

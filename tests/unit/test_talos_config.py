@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from capi_rollout.adapters.talos import TalosConfigError, messages, parse_talosconfig
-from capi_rollout.adapters.talos.client import parse_version, split_address
+from capi_rollout.adapters.talos.outcomes import parse_version, split_address
 from capi_rollout.adapters.talos.status import MachineStatus, machine_status, to_proto, to_yaml
 from capi_rollout.adapters.talos.tls import load_key_pair, mtls_client_context, normalize_key_pem
 from sim.pki import ClusterPKI

@@ -12,7 +12,7 @@ import pytest
 from capi_rollout.domain.decide import decide
 from capi_rollout.domain.preflight import preflight
 from capi_rollout.domain.state import ClusterState, NodeStatus
-from capi_rollout.runner import StepFailed
+from capi_rollout.step_table import StepFailed
 from capi_rollout.summary import build_summary, render_table
 from tests import builders as b
 from tests.unit.test_decide import PARAMS, T0, cp_state, healthy_cp, settled

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from capi_rollout.adapters.talos import ProbeState, SyncTalosClient, parse_talosconfig
-from capi_rollout.adapters.talos.client import TalosCallError
+from capi_rollout.adapters.talos.outcomes import TalosCallError
 from sim.pki import CertKey, ClusterPKI
 from sim.talos import FakeTalosFleet, FakeTalosNode
 from sim.timeline import Timeline
@@ -51,7 +51,7 @@ def impostor(fleet: FakeTalosFleet, pki: ClusterPKI, kind: str) -> tuple[FakeTal
         cert = pki.server_cert("127.254.254.254", "w-7")
     else:  # expired, right CA
         cert = pki.server_cert(node.address, "w-1", valid=(now - dt.timedelta(days=3), now - dt.timedelta(days=1)))
-    node.enter_maintenance()  # answers "maintenance" to a credential-free read
+    fleet.set_maintenance(node.name)  # answers "maintenance" to a credential-free read
     fleet.set_certificate("w-1", cert)
     return node, cert
 
@@ -86,7 +86,7 @@ def test_genuine_maintenance_mode_is_believed_and_says_the_fingerprint(
     fleet: FakeTalosFleet, client: SyncTalosClient
 ) -> None:
     node = fleet.add_node("w-1")
-    node.enter_maintenance()
+    fleet.set_maintenance(node.name)
     probe = client.probe(node.address)
     assert probe.state is ProbeState.MAINTENANCE
     assert "self-signed, not the talosconfig CA" in probe.detail

@@ -195,7 +195,7 @@ def test_a_real_step_process_runs_the_real_runner_without_importing_hera(
     assert done.returncode == 1, done.stderr
     assert "resolve failed: invalid parameters: maxRemediations: must be a whole number" in done.stderr
     modules = _imported(done.stderr)
-    assert "capi_rollout.runner" in modules and "kubernetes" in modules  # the step's real dependencies loaded
+    assert "capi_rollout.run" in modules and "kubernetes" in modules  # the step's real dependencies loaded
     assert not {m for m in modules if m.split(".")[0] == "hera"}
     assert set(read_outputs(tmp_path / "hera-outputs").values()) == {""}
 
@@ -212,7 +212,7 @@ def test_bad_usage_from_the_command_line_exits_2_quickly_without_hera(tmp_path: 
 
 def test_a_step_pod_never_loads_the_typed_core_api_of_the_kubernetes_client(tmp_path: Path) -> None:
     # kubernetes' CoreV1Api module pulls in hundreds of pydantic models: over a second of every pod's start.
-    code = ("import sys, capi_rollout.runner, kubernetes.client\n"
+    code = ("import sys, capi_rollout.run, kubernetes.client\n"
             "from capi_rollout.adapters.kube import Kube\n"
             "Kube(kubernetes.client.ApiClient())\n"
             "print(sorted(m for m in sys.modules if m.startswith('kubernetes.client.api.')))")

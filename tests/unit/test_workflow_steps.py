@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from capi_rollout.domain.deadlines import phase_deadline_seconds
+from capi_rollout.domain.params import parse_params
+from capi_rollout.domain.resolve import Targets
+from capi_rollout.step_table import STEPS, StepCall
 from capi_rollout.workflow import steps
-from capi_rollout.workflow.deadlines import phase_deadline_seconds
 from tests.fakes import STEP_ENV, STEP_PARAMS, FakeResult, FakeRunStep
 
 ENV, PARAMS = STEP_ENV, STEP_PARAMS
@@ -73,12 +76,24 @@ def test_outputs_are_written_even_when_run_step_raises(tmp_path: Path) -> None:
 
 
 def test_resolve_hands_the_phase_deadlines_to_the_phases(tmp_path: Path) -> None:
-    fake = FakeRunStep(FakeResult(True, "resolved", {"targets": '{"controlPlane": "homelab-cp"}'}))
-    params = {**PARAMS, "controlPlaneTimeout": "20m", "workersTimeout": "1h", "pollInterval": "3m"}
-    assert steps.run("resolve", params, env=ENV, outputs_dir=tmp_path, run_step=fake) == 0
+    # The resolve step's handler makes every output (the shell adds none), from the parameters already parsed.
+    params = parse_params({**PARAMS, "controlPlaneTimeout": "20m", "workersTimeout": "1h", "pollInterval": "3m"})
+    targets = Targets(cluster="homelab", namespace="default", capi_version="v1beta2", control_plane="homelab-cp",
+                      deployments=(), talosconfig_secret="homelab-talosconfig")
+
+    class Host:
+        def __init__(self) -> None:
+            self.params = params
+
+        def resolve(self) -> Targets:
+            return targets
+
+    message, outputs = STEPS["resolve"].handler(Host(), StepCall("resolve"))  # type: ignore[arg-type]
+    fake = FakeRunStep(FakeResult(True, message, outputs))
+    assert steps.run("resolve", PARAMS, env=ENV, outputs_dir=tmp_path, run_step=fake) == 0
     assert read_outputs(tmp_path) == {
         "controlPlaneDeadlineSeconds": str(phase_deadline_seconds(timeout=1200, poll_interval=180)),
-        "targets": '{"controlPlane": "homelab-cp"}',
+        "targets": json.dumps(targets.to_dict(), sort_keys=True),
         "workersDeadlineSeconds": str(phase_deadline_seconds(timeout=3600, poll_interval=180)),
     }
     assert read_outputs(tmp_path)["controlPlaneDeadlineSeconds"] == "1560"  # 20m + 2 × 3m
@@ -118,11 +133,10 @@ def test_phase_deadlines_sit_a_little_above_the_timeout() -> None:
 def test_the_real_run_step_accepts_exactly_what_the_steps_pass() -> None:
     import inspect
 
-    from capi_rollout import runner
+    from capi_rollout import run
 
-    assert steps._load_run_step() is runner.run_step
-    assert set(runner.STEPS) == set(steps.STEP_OUTPUTS)
-    inspect.signature(runner.run_step).bind(
+    assert steps._load_run_step() is run.run_step
+    inspect.signature(run.run_step).bind(
         "resolve",
         PARAMS,
         run_id="wf",

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 import capi_rollout
-from capi_rollout.params import DEFAULTS, DESCRIPTIONS
+from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS
+from capi_rollout.step_table import STEPS
 from capi_rollout.workflow import entry, render, semantic, steps, template
 from capi_rollout.workflow.image import IMAGE, IMAGE_REPOSITORY
 
@@ -101,7 +102,7 @@ def test_each_leaf_runs_its_step_through_our_entry_module_not_the_hera_runner(wt
     # what the pod's argv becomes once Argo appends the staged source is what the entry module accepts
     assert entry.parse_argv([*script["args"][2:], "/argo/staging/script"]) == (name, Path("/argo/staging/script"))
     declared = [p["name"] for p in templates(wt)[name]["outputs"]["parameters"]]
-    assert declared == list(steps.STEP_OUTPUTS[name])
+    assert declared == list(STEPS[name].outputs)
     for p in templates(wt)[name]["outputs"]["parameters"]:
         assert p["valueFrom"]["path"] == f"/tmp/hera-outputs/parameters/{p['name']}"
     assert {"name": "hera__outputs_directory", "value": "/tmp/hera-outputs"} in script["env"]

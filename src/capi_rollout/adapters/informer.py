@@ -13,7 +13,8 @@ Contract:
   is interruptible; stopping shuts the open watch socket down and joins the thread (bounded).
 * :class:`ClusterCache` runs four informers for one cluster: its Cluster (field selector
   ``metadata.name=<cluster>``), and its TalosControlPlanes, MachineDeployments and Machines (label selector
-  ``cluster.x-k8s.io/cluster-name=<cluster>``). It offers what the runner's loop needs:
+  ``<label>=<cluster>``: the caller passes the cluster-name label, the product's one constant). It offers what
+  the rollout loop needs (the port :class:`~capi_rollout.ports.ObjectCache`):
 
   - :meth:`ClusterCache.wait` — ``wait(timeout) -> bool``: True as soon as an object changed (or a relist
     replaced them), False on timeout; the runner's "something changed" wake-up.
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -49,16 +50,6 @@ from capi_rollout.adapters.kube import CAPI_GROUP, TCP_GROUP, TCP_VERSION, Kube,
 from capi_rollout.adapters.reflection import GONE, Obj, Reflection, apply_event, from_list
 
 log = logging.getLogger("capi_rollout")
-
-CLUSTER_NAME_LABEL = f"{CAPI_GROUP}/cluster-name"
-
-
-@runtime_checkable
-class Waker(Protocol):
-    """Anything the runner's loop can wait on for "something changed"."""
-
-    def wait(self, timeout: float) -> bool: ...
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -80,21 +71,6 @@ class Snapshot:
             if md.get("uid") == uid:
                 return bool(md.get("deletionTimestamp"))
         return True
-
-
-@runtime_checkable
-class ObjectCache(Waker, Protocol):
-    """What the runner reads from when its ``watch`` seam yields a cache rather than a bare waker."""
-
-    @property
-    def synced(self) -> bool: ...
-
-    @property
-    def failure(self) -> str | None: ...
-
-    def snapshot(self) -> Snapshot: ...
-
-    def wait_until(self, predicate: Callable[[Snapshot], bool], timeout: float) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -257,10 +233,10 @@ class Informer:
 class ClusterCache:
     """The Cluster, TalosControlPlanes, MachineDeployments and Machines of one cluster, kept by informers."""
 
-    def __init__(self, kube: Kube, namespace: str, cluster: str, *, watch_timeout: int = 60,
+    def __init__(self, kube: Kube, namespace: str, cluster: str, *, label: str, watch_timeout: int = 60,
                  initial: float = 0.2, cap: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         version = kube.capi_version()
-        selector = f"{CLUSTER_NAME_LABEL}={cluster}"
+        selector = f"{label}={cluster}"
         self._changed = threading.Event()
         self._lock = threading.Condition()
         self._clock = clock
@@ -321,10 +297,10 @@ class ClusterCache:
 
 
 @contextmanager
-def cluster_cache(kube: Kube, namespace: str, cluster: str) -> Iterator[ClusterCache]:
-    """The runner's default ``watch``: a :class:`ClusterCache` for the phase's duration."""
-    with ClusterCache(kube, namespace, cluster) as cache:
+def cluster_cache(kube: Kube, namespace: str, cluster: str, *, label: str) -> Iterator[ClusterCache]:
+    """A :class:`ClusterCache` for the duration of a ``with`` (the rollout loop's default ``watch``)."""
+    with ClusterCache(kube, namespace, cluster, label=label) as cache:
         yield cache
 
 
-__all__ = ["ClusterCache", "Informer", "ObjectCache", "Resource", "Snapshot", "Waker", "cluster_cache"]
+__all__ = ["ClusterCache", "Informer", "Resource", "Snapshot", "cluster_cache"]

@@ -6,6 +6,7 @@ mutated in place. Both CAPI shapes are read: ``cluster.x-k8s.io/v1beta2`` (CAPI 
 
 Modules:
 
+* ``params``      — the workflow parameters: defaults, descriptions, validation (one source for CLI, template, README).
 * ``model``       — typed views of Cluster, TalosControlPlane, MachineDeployment, Machine, MachineHealthCheck.
 * ``strategy``    — rollout-strategy and paused rules shared by preflight and ``capi-rollout lint``.
 * ``resolve``     — which objects belong to one cluster (exactly one TCP, one talosconfig Secret, ...).
@@ -13,5 +14,6 @@ Modules:
 * ``progress``    — completion rules, the progress fingerprint and the progress line.
 * ``remediation`` — the priority comparator, the etcd quorum guard.
 * ``decide``      — one decision per poll for a phase: complete, wait, remediate or fail.
+* ``deadlines``   — the Argo backstop deadlines of the steps (a phase's: a little above its timeout).
 * ``ledger``      — the record of a run (phase clocks, remediations) that survives retries.
 """

@@ -3,7 +3,7 @@
 Contract: pure. :func:`decide` takes the observed :class:`ClusterState`, the phase's :class:`PhaseRecord`
 from the ledger, what Talos said about the unhealthy Machines' addresses, ``now`` and the parameters, and
 returns an :class:`Action` plus the updated record (new fingerprint / stall clock). It never performs the
-action; ``capi_rollout.executor`` does. The rules, in order:
+action; ``capi_rollout.remediator`` does. The rules, in order:
 
 1. complete → ``complete``;
 2. an unhealthy Machine whose node reports Talos maintenance → ``fail`` at once (manual intervention; the
@@ -15,7 +15,8 @@ action; ``capi_rollout.executor`` does. The rules, in order:
    to a state seen before (a node flapping Ready/NotReady) does not; not stalled yet → ``wait``;
 5. stalled: remediation budget spent → ``fail`` ("remediation budget exhausted"); no candidate → ``wait``
    (the timeout will decide) saying why nothing can be remediated; a control-plane candidate whose removal
-   risks etcd quorum → ``fail``; otherwise → ``remediate`` the most urgent candidate (delete unless already
+   risks etcd quorum → ``wait`` while another member stopped being Ready less than ``stallTimeout`` ago (a
+   flap settles), else ``fail``; otherwise → ``remediate`` the most urgent candidate (delete unless already
    deleting; reboot when its address is known).
 
 Every wait that is not plain progress says why (:func:`capi_rollout.domain.waiting.hold_reasons`: a
@@ -40,11 +41,11 @@ from typing import Literal
 from capi_rollout.domain.ledger import MAX_SEEN, PHASE_TITLES, PhaseRecord
 from capi_rollout.domain.model import Machine
 from capi_rollout.domain.ordering import ahead_warning, workers_ahead
+from capi_rollout.domain.params import Params, format_duration
 from capi_rollout.domain.progress import PhaseStatus, phase_status
-from capi_rollout.domain.remediation import candidates, classify, quorum_refusal
+from capi_rollout.domain.remediation import candidates, classify, quorum_refusal, recently_unhealthy
 from capi_rollout.domain.state import MAINTENANCE, UNTRUSTED, ClusterState, NodeStatus
 from capi_rollout.domain.waiting import hold_reasons, idle_stall
-from capi_rollout.params import Params, format_duration
 
 Kind = Literal["complete", "wait", "remediate", "fail"]
 
@@ -216,6 +217,18 @@ def _decide(
     chosen = found[0]
     if phase == "control-plane":
         refusal = quorum_refusal(state.control_plane_machines, chosen.machine)
+        recent = recently_unhealthy(state.control_plane_machines, chosen.machine, now=now, within=stuck_after) \
+            if refusal else []
+        if refusal and recent:  # a member just went NotReady (a flap?): wait it out, the timeout still decides
+            return Action(
+                "wait",
+                f"{title}: no progress for {format_duration(stalled_for)}; the etcd quorum guard refuses for now, "
+                f"because {', '.join(recent)} stopped being Ready less than {format_duration(params.stall_timeout)} "
+                f"ago: waiting for it to settle; {refusal}",
+                progress,
+                record,
+                machine=chosen.machine,
+            )
         if refusal:
             return Action("fail", f"{title}: {refusal}", progress, record, machine=chosen.machine)
     m = chosen.machine

@@ -18,8 +18,8 @@ from typing import Any
 
 from capi_rollout.domain.decide import Action, decide, phase_timeout
 from capi_rollout.domain.ledger import PHASE_TITLES, PhaseRecord
+from capi_rollout.domain.params import Params, format_duration
 from capi_rollout.domain.state import ClusterState, NodeStatus
-from capi_rollout.params import Params, format_duration
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ class Condition:
     status: str
     reason: str = ""
     message: str = ""
+    since: datetime | None = None  # lastTransitionTime: when the status last changed
 
     @property
     def is_true(self) -> bool:
@@ -76,6 +77,7 @@ def conditions_of(obj: Obj) -> dict[str, Condition]:
                 status=str(raw.get("status", "Unknown")),
                 reason=str(raw.get("reason") or ""),
                 message=str(raw.get("message") or ""),
+                since=parse_time(raw.get("lastTransitionTime")),
             )
     return out
 
@@ -207,6 +209,15 @@ class Machine:
                 None,
             )
         return self._address  # type: ignore[return-value]
+
+    @property
+    def not_ready_since(self) -> datetime | None:
+        """When a Machine with a node stopped being Ready (its Ready, else NodeHealthy, condition's
+        lastTransitionTime); None when it is Ready, has no node, or the time is unknown."""
+        if self.ready or self.node_name is None:
+            return None
+        cond = self.conditions.get("Ready") or self.conditions.get("NodeHealthy")
+        return cond.since if cond is not None and not cond.is_true else None
 
     @property
     def identity(self) -> str | None:

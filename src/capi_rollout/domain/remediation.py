@@ -7,12 +7,16 @@ Contract: pure. A Machine is a remediation candidate when it is
 3. not Ready (its node is NotReady, or the Ready condition is not True),
 4. stuck deleting (``deletionTimestamp`` older than the stall timeout: drain or volume detach blocked),
 
-in that priority order; ties go to the oldest ``creationTimestamp``, then the name — the same shape as
-KCP's ``pickMachineToBeRemediated``. Machines annotated ``cluster.x-k8s.io/skip-remediation`` are never
+in that priority order; among not-Ready Machines the one not Ready the longest (its Ready condition's
+``lastTransitionTime``) goes first, so a node that flaps NotReady for a moment never takes the turn of the
+Machine that stalled the rollout; other ties go to the oldest ``creationTimestamp``, then the name (the shape
+of KCP's ``pickMachineToBeRemediated``). Machines annotated ``cluster.x-k8s.io/skip-remediation`` are never
 candidates. A Machine that is deleting but not yet stuck is normal rollout work, not a candidate.
 
 The control-plane guard follows KCP's etcd rule: the members after removal (non-deleting control-plane
 Machines with a node, minus the candidate) must still hold a quorum of healthy members.
+:func:`recently_unhealthy` names the other members that stopped being Ready less than a stall timeout ago: while
+there are any, a refusal is a transient state (a flap) to wait out, not a reason to fail the phase.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from capi_rollout.domain.model import Machine
-from capi_rollout.params import format_duration
+from capi_rollout.domain.params import format_duration
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_READY = 3
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,10 @@ class Candidate:
     reason: str
 
     @property
-    def sort_key(self) -> tuple[int, datetime, str]:
-        return (self.priority, self.machine.meta.created or _EPOCH, self.machine.name)
+    def sort_key(self) -> tuple[int, datetime, datetime, str]:
+        created = self.machine.meta.created or _EPOCH
+        since = (self.machine.not_ready_since or created) if self.priority == _NOT_READY else created
+        return (self.priority, since, created, self.machine.name)
 
 
 def classify(machine: Machine, *, now: datetime, stuck_after: timedelta) -> Candidate | None:
@@ -54,7 +61,7 @@ def classify(machine: Machine, *, now: datetime, stuck_after: timedelta) -> Cand
     if not machine.ready:
         cond = machine.conditions.get("Ready") or machine.conditions.get("NodeHealthy")
         detail = f": {cond.reason}" if cond and cond.reason else ""
-        return Candidate(machine, 3, f"node {machine.node_name} not Ready{detail}")
+        return Candidate(machine, _NOT_READY, f"node {machine.node_name} not Ready{detail}")
     return None
 
 
@@ -89,3 +96,14 @@ def quorum_refusal(control_plane_machines: Sequence[Machine], candidate: Machine
             "workload cluster's Kubernetes API stops working; fix the control plane by hand"
         )
     return None
+
+
+def recently_unhealthy(control_plane_machines: Sequence[Machine], candidate: Machine, *, now: datetime,
+                       within: timedelta) -> list[str]:
+    """The other etcd members (non-deleting, with a node) not Ready for less than ``within``: "name (since T)"."""
+    out = []
+    for m in control_plane_machines:
+        since = m.not_ready_since
+        if m.name != candidate.name and not m.deleting and since is not None and now - since < within:
+            out.append(f"{m.name} (not Ready since {since.isoformat().replace('+00:00', 'Z')})")
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from capi_rollout.domain.model import Cluster, ControlPlane, HealthCheck, Machine, MachineDeployment
 
@@ -34,40 +34,11 @@ def _name(m: Machine) -> str:
     return m.name
 
 
-class MachineViews:
-    """Reuses :class:`Machine` views across polls for objects whose ``resourceVersion`` has not changed.
+class MachineReader(Protocol):
+    """Turns Machine objects into :class:`Machine` views; the rollout loop's reuses unchanged ones across polls
+    (:class:`capi_rollout.observation.MachineViews`, a cache, so it lives outside the pure domain)."""
 
-    Reading a Machine is the hot path of an evaluation; between two polls most Machines are unchanged, so
-    the runner keeps one of these. Only the current poll's views are kept (memory stays bounded); objects
-    without a ``resourceVersion`` (snapshot files) are always read afresh.
-    """
-
-    def __init__(self) -> None:
-        self._views: dict[tuple[str, str], Machine] = {}
-        self.reused = 0
-
-    def read(self, objs: Sequence[Mapping[str, Any]]) -> list[Machine]:
-        fresh: dict[tuple[str, str], Machine] = {}
-        out: list[Machine] = []
-        views = self._views
-        reused = 0
-        for obj in objs:
-            md = obj.get("metadata") or {}
-            version = md.get("resourceVersion")
-            if version:
-                key = (md.get("uid") or md.get("name", ""), version)
-                m = views.get(key)
-                if m is None:
-                    m = Machine(obj)
-                else:
-                    reused += 1
-                fresh[key] = m
-            else:
-                m = Machine(obj)
-            out.append(m)
-        self._views = fresh
-        self.reused = reused
-        return out
+    def read(self, objs: Sequence[Mapping[str, Any]]) -> list[Machine]: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +58,7 @@ class ClusterState:
         deployments: Sequence[Mapping[str, Any]] = (),
         machines: Sequence[Mapping[str, Any]] = (),
         health_checks: Sequence[Mapping[str, Any]] = (),
-        views: MachineViews | None = None,
+        views: MachineReader | None = None,
     ) -> ClusterState:
         return cls(
             cluster=Cluster.from_obj(cluster) if cluster is not None else None,

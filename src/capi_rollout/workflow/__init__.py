@@ -3,10 +3,10 @@
 Contract:
 
 * ``template`` builds the ``capi-rollout`` WorkflowTemplate from Python (Hera); nothing else in the project
-  writes Argo template YAML. Arguments come from :mod:`capi_rollout.params` (one source of truth).
+  writes Argo template YAML. Arguments come from :mod:`capi_rollout.domain.params` (one source of truth).
 * ``entry`` is the process every step pod runs (``python -m capi_rollout.workflow.entry <step> <inputs file>``,
   no Hera at run time); ``steps`` is what it calls, thin (inputs and environment in,
-  :func:`capi_rollout.runner.run_step` called, output files and an exit code out).
+  :func:`capi_rollout.rollout_loop.run_step` called, output files and an exit code out).
 * ``render`` writes or checks the committed YAML under ``overlay/``; ``semantic`` checks a rendered
   template's references and deadlines without a cluster; ``deadlines`` computes the leaf backstops;
   ``image`` names the step image from the package version.

@@ -25,10 +25,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from capi_rollout.step_table import STEPS
 from capi_rollout.workflow import steps
 
 PROG = "python -m capi_rollout.workflow.entry"
-USAGE = f"usage: {PROG} {{{','.join(steps.STEP_OUTPUTS)}}} <staged inputs file>"
+USAGE = f"usage: {PROG} {{{','.join(STEPS)}}} <staged inputs file>"
 EXIT_OK, EXIT_STEP_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -76,8 +77,8 @@ def parse_argv(argv: Sequence[str]) -> tuple[str, Path]:
     if len(argv) != 2:
         raise UsageError(f"expected a step and the staged inputs file, got {len(argv)} argument(s)")
     step, path = argv
-    if step not in steps.STEP_OUTPUTS:
-        raise UsageError(f"unknown step {step!r} (known: {', '.join(steps.STEP_OUTPUTS)})")
+    if step not in STEPS:
+        raise UsageError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
     return step, Path(path)
 
 

@@ -2,12 +2,13 @@
 
 Contract: a thin shell. :func:`run` receives one step's name and the template's input parameters as strings
 (the entry reads them from the staged ``{{inputs.parameters}}``), reads the run's context from the environment
-the template sets (:data:`ENV_RUN_ID` ...), calls :func:`capi_rollout.runner.run_step` (imported only then: the
-Kubernetes and Talos adapters are the step's own cost), writes every output parameter the template declares to
-``<outputs_dir>/parameters/<name>`` (an empty file when the step produced no value, so Argo never reports a
-missing file) and returns the exit code, printing the reason on stderr when the step failed. It imports no Hera
-(the pods do not need it) and holds no rollout logic. The names here (:data:`STEP_OUTPUTS`, the environment
-variables, the ``hera__outputs_directory`` convention kept from Hera's runner) are shared with the template.
+the template sets (:data:`ENV_RUN_ID` ...), calls :func:`capi_rollout.run.run_step` (imported only then: the
+Kubernetes and Talos adapters are the step's own cost), writes every output parameter the step table declares
+(:data:`capi_rollout.step_table.STEPS`) to ``<outputs_dir>/parameters/<name>`` (an empty file when the step
+produced no value, so Argo never reports a missing file) and returns the exit code, printing the reason on stderr
+when the step failed. It imports no Hera (the pods do not need it), holds no rollout logic and makes no output of
+its own. The names here (the environment variables, the ``hera__outputs_directory`` convention kept from Hera's
+runner) are shared with the template.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from capi_rollout.params import DEFAULTS, ParamError, parse_params
-from capi_rollout.workflow.deadlines import phase_deadline_seconds
+from capi_rollout.domain.params import DEFAULTS
+from capi_rollout.step_table import STEPS
 
 # Environment variables the WorkflowTemplate sets from Argo's workflow variables.
 ENV_RUN_ID = "CAPI_ROLLOUT_RUN_ID"  # {{workflow.name}}: names the remediation ledger
@@ -32,18 +33,8 @@ DEFAULT_OUTPUTS_DIRECTORY = "/tmp/hera-outputs"
 
 WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
 
-# Output parameters each step declares, in the order the template lists them.
-STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "resolve": ("targets", "controlPlaneDeadlineSeconds", "workersDeadlineSeconds"),
-    "preflight": ("warnings",),
-    "control-plane": ("phase", "remediations"),
-    "workers": ("phase", "remediations"),
-    "summary": ("summary", "result", "remediations"),
-}
-
-
 class StepResultLike(Protocol):
-    """What :func:`capi_rollout.runner.run_step` returns (``StepResult``)."""
+    """What :func:`capi_rollout.run.run_step` returns (``StepResult``)."""
 
     @property
     def ok(self) -> bool: ...
@@ -92,26 +83,10 @@ def context_from_env(env: Mapping[str, str]) -> RunContext:
 
 
 def _load_run_step() -> RunStep:
-    from capi_rollout.runner import run_step
+    from capi_rollout.run import run_step
 
     loaded: RunStep = run_step
     return loaded
-
-
-def _deadline_outputs(raw_params: Mapping[str, str]) -> dict[str, str]:
-    """The phase backstops resolve hands to the phases, from the validated parameters."""
-    try:
-        params = parse_params(raw_params)
-    except ParamError:
-        return {}
-    return {
-        "controlPlaneDeadlineSeconds": str(
-            phase_deadline_seconds(timeout=params.control_plane_timeout, poll_interval=params.poll_interval)
-        ),
-        "workersDeadlineSeconds": str(
-            phase_deadline_seconds(timeout=params.workers_timeout, poll_interval=params.poll_interval)
-        ),
-    }
 
 
 def write_outputs(outputs_dir: Path, names: tuple[str, ...], values: Mapping[str, str]) -> None:
@@ -131,9 +106,9 @@ def run(
     run_step: RunStep | None = None,
 ) -> int:
     """Run one step: returns the exit code (0 ok, 1 the step failed); outputs are written either way."""
-    if step not in STEP_OUTPUTS:
-        raise ValueError(f"unknown step {step!r} (known: {', '.join(STEP_OUTPUTS)})")
-    names = STEP_OUTPUTS[step]
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
+    names = STEPS[step].outputs
     raw_params = {name: str(value) for name, value in inputs.items() if name in DEFAULTS}
     produced: dict[str, str] = {}
     try:
@@ -150,8 +125,6 @@ def run(
             workflow_failures=ctx.workflow_failures,
         )
         produced.update(result.outputs)
-        if step == "resolve" and result.ok:
-            produced.update(_deadline_outputs(raw_params))
     finally:
         write_outputs(outputs_dir, names, produced)
     if not result.ok:

@@ -3,7 +3,7 @@
 Contract: :func:`build` returns the Hera object and :func:`manifest` its plain-dict form; no I/O, no cluster.
 The shape, kept to plain, well-known Argo constructs:
 
-* ``spec.arguments`` — one parameter per entry of :data:`capi_rollout.params.DEFAULTS`, with its description
+* ``spec.arguments`` — one parameter per entry of :data:`capi_rollout.domain.params.DEFAULTS`, with its description
   (``clusterName`` has no default, so a submit without it is rejected).
 * ``rollout`` (entrypoint, ``steps``): resolve → preflight → control-plane → workers, each a ``script``
   template whose pod runs ``python -m capi_rollout.workflow.entry <step>`` on the staged ``{{inputs.parameters}}``
@@ -56,13 +56,14 @@ from hera.workflows.models import (
 )
 from hera.workflows.models import Mutex as MutexModel
 
-from capi_rollout.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
-from capi_rollout.workflow import steps
-from capi_rollout.workflow.deadlines import (
+from capi_rollout.domain.deadlines import (
     PREFLIGHT_DEADLINE_SECONDS,
     RESOLVE_DEADLINE_SECONDS,
     SUMMARY_DEADLINE_SECONDS,
 )
+from capi_rollout.domain.params import DEFAULTS, DESCRIPTIONS, REBOOT_MODES
+from capi_rollout.step_table import ROLLOUT, STEPS
+from capi_rollout.workflow import steps
 from capi_rollout.workflow.image import IMAGE
 
 NAME = "capi-rollout"
@@ -104,7 +105,7 @@ def _param_arguments() -> dict[str, str]:
 def _outputs(step: str) -> list[Parameter]:
     return [
         Parameter(name=name, value_from=ValueFrom(path=f"{OUTPUTS_DIRECTORY}/parameters/{name}"))
-        for name in steps.STEP_OUTPUTS[step]
+        for name in STEPS[step].outputs
     ]
 
 
@@ -253,7 +254,7 @@ def _script(
 
 def entry_args(step: str) -> list[str]:
     """The script's ``args`` before the staged source path Argo appends (see :mod:`capi_rollout.workflow.entry`)."""
-    if step not in steps.STEP_OUTPUTS:
+    if step not in STEPS:
         raise ValueError(f"unknown step {step!r}")
     return ["-m", ENTRY_MODULE, step]
 
@@ -265,23 +266,24 @@ def _step(name: str, template: Script, extra_arguments: dict[str, str] | None = 
 def build() -> WorkflowTemplate:
     """The Hera WorkflowTemplate; see the module docstring for its shape."""
     deadline_input = [Parameter(name="deadlineSeconds", description="activeDeadlineSeconds of this phase pod.")]
-    resolve = _script("resolve", deadline=RESOLVE_DEADLINE_SECONDS)
-    preflight = _script("preflight", deadline=PREFLIGHT_DEADLINE_SECONDS)
-    control_plane = _script(
-        "control-plane",
-        deadline="{{inputs.parameters.deadlineSeconds}}",
-        extra_inputs=deadline_input,
-        metrics=_phase_metrics("control-plane"),
-    )
-    workers = _script(
-        "workers",
-        deadline="{{inputs.parameters.deadlineSeconds}}",
-        extra_inputs=deadline_input,
-        metrics=_phase_metrics("workers"),
-    )
-    summary = _script(
-        "summary", deadline=SUMMARY_DEADLINE_SECONDS, exit_handler=True, metrics=_result_metrics()
-    )
+    phase_deadline = "{{inputs.parameters.deadlineSeconds}}"
+    scripts = {
+        "resolve": _script("resolve", deadline=RESOLVE_DEADLINE_SECONDS),
+        "preflight": _script("preflight", deadline=PREFLIGHT_DEADLINE_SECONDS),
+        "control-plane": _script("control-plane", deadline=phase_deadline, extra_inputs=deadline_input,
+                                 metrics=_phase_metrics("control-plane")),
+        "workers": _script("workers", deadline=phase_deadline, extra_inputs=deadline_input,
+                           metrics=_phase_metrics("workers")),
+        "summary": _script("summary", deadline=SUMMARY_DEADLINE_SECONDS, exit_handler=True,
+                           metrics=_result_metrics()),
+    }
+    if set(scripts) != set(STEPS):  # one template per step of the step table
+        raise ValueError(f"templates {sorted(scripts)} do not match the steps {sorted(STEPS)}")
+    # each phase's pod deadline comes from resolve's outputs
+    phase_arguments = {
+        "control-plane": {"deadlineSeconds": "{{steps.resolve.outputs.parameters.controlPlaneDeadlineSeconds}}"},
+        "workers": {"deadlineSeconds": "{{steps.resolve.outputs.parameters.workersDeadlineSeconds}}"},
+    }
 
     with WorkflowTemplate(
         name=NAME,
@@ -303,20 +305,12 @@ def build() -> WorkflowTemplate:
         volumes=[Volume(name=TMP_VOLUME, empty_dir=EmptyDirVolumeSource(size_limit=Quantity("64Mi")))],
     ) as wt:
         with Steps(name=ENTRYPOINT):
-            _step("resolve", resolve)
-            _step("preflight", preflight)
-            _step(
-                "control-plane",
-                control_plane,
-                {"deadlineSeconds": "{{steps.resolve.outputs.parameters.controlPlaneDeadlineSeconds}}"},
-            )
-            _step(
-                "workers",
-                workers,
-                {"deadlineSeconds": "{{steps.resolve.outputs.parameters.workersDeadlineSeconds}}"},
-            )
+            for name in ROLLOUT:
+                _step(name, scripts[name], phase_arguments.get(name))
         with Steps(name=EXIT_HANDLER):
-            _step("summary", summary)
+            for name in STEPS:
+                if name not in ROLLOUT:
+                    _step(name, scripts[name])
     return wt
 
 

@@ -8,8 +8,10 @@ appears in logs or reprs. The protobuf subset is hand-written (``proto/``, built
 :mod:`.messages`); no generated code.
 """
 
-from capi_rollout.adapters.talos.client import NodeProbe, ProbeState, RebootResult, SyncTalosClient, TalosClient
+from capi_rollout.adapters.talos.client import TalosClient
 from capi_rollout.adapters.talos.config import TalosConfig, TalosConfigError, parse_talosconfig
+from capi_rollout.adapters.talos.outcomes import NodeProbe, ProbeState, RebootResult
+from capi_rollout.adapters.talos.sync import SyncTalosClient
 
 __all__ = [
     "NodeProbe",

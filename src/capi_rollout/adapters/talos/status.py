@@ -1,4 +1,5 @@
-"""Read the stage and readiness out of a Talos ``MachineStatus`` resource (``cosi.resource.Resource``).
+"""Read the stage and readiness out of a Talos ``MachineStatus`` resource (``cosi.resource.Resource``), and the
+boot ID out of a ``BootIDs.runtime.talos.dev`` one (:func:`boot_id_from_spec`).
 
 Contract: pure, no I/O. The spec comes either as YAML text (``yaml_spec``: ``stage: running`` and
 ``status: {ready: true, unmetConditions: [...]}``, field names from siderolabs/talos
@@ -10,6 +11,7 @@ upgrading (``unknown`` for anything else).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +101,19 @@ def to_proto(status: MachineStatus) -> bytes:
         spec.status.unmet_conditions.add(name=name, reason=reason)
     data: bytes = spec.SerializeToString()
     return data
+
+
+def boot_id_from_spec(spec: Any) -> str | None:
+    """The boot ID of a ``BootIDs.runtime.talos.dev`` resource spec (YAML ``bootID`` first, then protobuf)."""
+    if spec.yaml_spec:
+        try:
+            doc = yaml.safe_load(spec.yaml_spec)
+        except yaml.YAMLError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("bootID"), str) and doc["bootID"]:
+            return str(doc["bootID"])
+    if spec.proto_spec:
+        with contextlib.suppress(DecodeError):
+            value = str(messages.BootIDSpec.FromString(spec.proto_spec).boot_id)
+            return value or None
+    return None

@@ -23,6 +23,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from capi_rollout import waiting
+
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_SECONDS = 0.05
 
@@ -127,16 +129,19 @@ class ChildProcess:
     def wait_until(self, ready: Callable[[], bool], *, timeout: float, what: str) -> float:
         """Poll ``ready`` until it holds; return the seconds it took. Raise if the child exits or time runs out."""
         started = time.monotonic()
-        deadline = started + timeout
-        while True:
+
+        def check() -> bool:
             if not self.running():
                 code = self._popen.returncode if self._popen else None
                 raise ProcessFailedError(f"{self.name} exited with {code} before {what}:\n{log_tail(self.log_path)}")
-            if ready():
-                return time.monotonic() - started
-            if time.monotonic() >= deadline:
-                raise ProcessFailedError(f"{self.name} not {what} within {timeout:.1f}s:\n{log_tail(self.log_path)}")
-            time.sleep(POLL_INTERVAL_SECONDS)
+            return bool(ready())
+
+        try:
+            waiting.wait_until(check, timeout=timeout, interval=POLL_INTERVAL_SECONDS, what=f"{self.name} {what}")
+        except TimeoutError:
+            raise ProcessFailedError(
+                f"{self.name} not {what} within {timeout:.1f}s:\n{log_tail(self.log_path)}") from None
+        return time.monotonic() - started
 
     def stop(self, *, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:
         """Signal the process group, wait up to ``grace`` seconds, then SIGKILL it; always reap."""

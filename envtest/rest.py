@@ -13,18 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+
+from capi_rollout.userfiles import manifest_objects
 
 FIELD_MANAGER = "capi-rollout-envtest"
 APPLY_PATCH = "application/apply-patch+yaml"
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 Manifest = Path | str | dict[str, Any]
-
-# libyaml's loader parses the multi-megabyte Argo CRDs about 7x faster than the pure-Python one.
-_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def request_json(
@@ -104,19 +102,16 @@ class ResourceMapper:
 
 
 def load_documents(manifests: Iterable[Manifest]) -> list[dict[str, Any]]:
-    """Documents from YAML files (multi-document), YAML strings naming files, or dicts; empty documents dropped."""
+    """Documents from YAML/JSON files (multi-document, ``kind: *List`` flattened), paths as strings, or dicts;
+    empty documents dropped. Files are read by the product's one manifest reader
+    (:func:`capi_rollout.userfiles.manifest_objects`): a document that is not a mapping is an ``InputError``."""
     documents: list[dict[str, Any]] = []
     for item in manifests:
         if isinstance(item, dict):
             documents.append(item)
             continue
-        with Path(item).open(encoding="utf-8") as stream:
-            for document in yaml.load_all(stream, Loader=_SAFE_LOADER):
-                if document is None:
-                    continue
-                if not isinstance(document, dict):
-                    raise ValueError(f"{item}: a YAML document is not a mapping")
-                documents.append(document)
+        path = Path(item)
+        documents.extend(document for _, document in manifest_objects(path.read_text(encoding="utf-8"), str(path)))
     return documents
 
 

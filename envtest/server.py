@@ -7,7 +7,7 @@ Contract:
   the service-account issuer and keys are configured, so TokenRequest mints real tokens.
 - ``start()`` generates the PKI, starts etcd and kube-apiserver, waits for ``/readyz`` and installs the selected
   CRD set (server-side apply, then waits for Established and for discovery). Every wait has a deadline. The first
-  server for a given CRD set saves etcd's data as a template (``sim.envtest.template``); later ones start from a
+  server for a given CRD set saves etcd's data as a template (``envtest.template``); later ones start from a
   copy of it and only wait until the CRDs are served (seconds instead of ~40 s for the large Argo CRDs).
 - ``stop()`` (also ``__exit__``, and ``atexit`` as a last resort) ends both process groups and removes the
   work directory it created. It is idempotent.
@@ -34,9 +34,10 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from sim.envtest import assets as assets_module
-from sim.envtest import kubeconfig, pki, rest, template
-from sim.envtest.processes import (
+from capi_rollout import waiting
+from envtest import assets as assets_module
+from envtest import kubeconfig, pki, rest, template
+from envtest.processes import (
     LOOPBACK,
     POLL_INTERVAL_SECONDS,
     ChildProcess,
@@ -167,15 +168,16 @@ class LocalAPIServer:
 
     def _wait_served(self, crds: Iterable[template.CrdRef]) -> None:
         """Wait (bounded) until discovery serves every version of every CRD."""
-        deadline = time.monotonic() + CRD_TIMEOUT_SECONDS
-        for crd in crds:
-            for version in crd.versions:
-                while True:
-                    try:
-                        self.mapper.resolve(f"{crd.group}/{version}", crd.kind)
-                        break
-                    except LookupError:
-                        _sleep_before(deadline, f"{crd.kind}.{crd.group}/{version} in discovery")
+        pending = [(f"{crd.group}/{version}", crd.kind) for crd in crds for version in crd.versions]
+
+        def served() -> bool:
+            while pending:
+                self.mapper.resolve(*pending[0])  # LookupError: not yet
+                pending.pop(0)
+            return True
+
+        waiting.wait_until(served, timeout=CRD_TIMEOUT_SECONDS, interval=POLL_INTERVAL_SECONDS,
+                           what="the CRDs in discovery", retry_on=(LookupError,))
 
     def _stop_processes(self) -> None:
         if self._admin is not None:
@@ -395,11 +397,18 @@ class LocalAPIServer:
     def install_crds(self, paths: Iterable[Path]) -> list[dict[str, Any]]:
         """Apply CRDs server-side, then wait until each is Established and its kinds are discoverable."""
         answers = self.apply_manifests(list(paths))
-        deadline = time.monotonic() + CRD_TIMEOUT_SECONDS
-        for crd in answers:
-            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}"
-            while not _established(rest.request_json(self.admin, "GET", path)):
-                _sleep_before(deadline, f"CRD {crd['metadata']['name']} Established")
+        pending = [crd["metadata"]["name"] for crd in answers]
+
+        def established() -> bool:
+            while pending:
+                path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{pending[0]}"
+                if not _established(rest.request_json(self.admin, "GET", path)):
+                    raise LookupError(f"CRD {pending[0]} is not Established yet")
+                pending.pop(0)
+            return True
+
+        waiting.wait_until(established, timeout=CRD_TIMEOUT_SECONDS, interval=POLL_INTERVAL_SECONDS,
+                           what="the CRDs Established", retry_on=(LookupError,))
         self._wait_served(template.CrdRef.from_crd(crd) for crd in answers)
         return answers
 
@@ -412,12 +421,6 @@ def client_from_kubeconfig(path: Path) -> ApiClient:
 
 def _log(process: ChildProcess) -> str:
     return log_tail(process.log_path, lines=200)
-
-
-def _sleep_before(deadline: float, what: str) -> None:
-    if time.monotonic() >= deadline:
-        raise TimeoutError(f"timed out waiting for {what}")
-    time.sleep(POLL_INTERVAL_SECONDS)
 
 
 def _established(crd: dict[str, Any]) -> bool:

@@ -1,6 +1,6 @@
 """The one place that acts: delete a Machine, reboot its node, record it.
 
-Contract: :meth:`Executor.remediate` carries out a ``remediate`` :class:`~capi_rollout.domain.decide.Action`:
+Contract: :meth:`Remediator.remediate` carries out a ``remediate`` :class:`~capi_rollout.domain.decide.Action`:
 
 1. the remediation is written to the ledger first (outcome ``started``), conditional on the ledger's
    resourceVersion, so a crash or a retried step can never perform more than ``maxRemediations``, and of two
@@ -9,7 +9,7 @@ Contract: :meth:`Executor.remediate` carries out a ``remediate`` :class:`~capi_r
 2. the Machine is deleted (UID precondition) unless it is already deleting;
 3. its node is rebooted through the Talos API with ``rebootMode`` when its address is known — only when the node
    answering at that address names itself as the Machine's node — and an accepted reboot is then confirmed:
-   the boot ID changes (or the API goes away and comes back) within ``confirm_within`` seconds (the runner
+   the boot ID changes (or the API goes away and comes back) within ``confirm_within`` seconds (the loop
    passes ``stallTimeout``), else the outcome says "reboot requested but not observed"; either way the
    remediation counts against the budget;
 4. the outcome is written to the ledger, and an Event is recorded on the Machine's owner
@@ -23,73 +23,25 @@ through the adapters handed in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from capi_rollout.adapters.kube import Kube
 from capi_rollout.domain.decide import Action
 from capi_rollout.domain.ledger import PhaseRecord, Remediation
 from capi_rollout.ledger_store import LedgerConflict
+from capi_rollout.ports import KubePort, ObservationLike, TalosPort
 
 log = logging.getLogger("capi_rollout")
-
-
-class ProbeLike(Protocol):
-    @property
-    def address(self) -> str: ...
-    @property
-    def state(self) -> Any: ...
-    @property
-    def detail(self) -> str: ...
-
-
-class RebootLike(Protocol):
-    @property
-    def accepted(self) -> bool: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def boot_id(self) -> str | None: ...
-
-
-class ObservationLike(Protocol):
-    @property
-    def observed(self) -> bool: ...
-    @property
-    def detail(self) -> str: ...
-
-
-class ValidityLike(Protocol):
-    @property
-    def not_before(self) -> datetime: ...
-    @property
-    def not_after(self) -> datetime: ...
-
-
-class TalosPort(Protocol):
-    """What the runner needs from Talos (``SyncTalosClient`` satisfies it)."""
-
-    @property
-    def client_validity(self) -> ValidityLike | None: ...
-
-    def probe_many(self, addresses: Sequence[str]) -> Mapping[str, ProbeLike]: ...
-
-    def versions(self, addresses: Sequence[str]) -> Mapping[str, str]: ...
-
-    def reboot(self, address: str, mode: str, *, node_name: str | None = None) -> RebootLike: ...
-
-    def confirm_reboot(self, address: str, boot_id_before: str | None, *, within: float, interval: float,
-                       on_wait: Callable[[float], None] | None = None, removing: bool = False) -> ObservationLike: ...
 
 
 class RemediationAborted(RuntimeError):
     """The intent could not be recorded (the ledger changed since it was read): nothing was deleted or rebooted."""
 
 
-class Executor:
-    def __init__(self, *, kube: Kube, talos: TalosPort | None, dry_run: bool,
+class Remediator:
+    def __init__(self, *, kube: KubePort, talos: TalosPort | None, dry_run: bool,
                  save: Callable[[PhaseRecord], None], confirm_within: float = 0.0, confirm_interval: float = 1.0,
                  say: Callable[[str], None] | None = None) -> None:
         self.kube = kube

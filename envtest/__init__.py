@@ -1,12 +1,13 @@
 """A real Kubernetes API server for tests: etcd + kube-apiserver built from pinned Go modules (``make tools``),
 the pinned upstream CRDs, and helpers to act as a ServiceAccount.
 
-Contract: test infrastructure only (the product never imports ``sim``). ``assets`` locates binaries and CRDs,
+Contract: test infrastructure only: neither the product nor the simulator imports it, and the wheel does not ship
+it (tests, e2e and tools import it from the repository). ``assets`` locates binaries and CRDs,
 ``server.LocalAPIServer`` runs one server, ``pytest_plugin`` exposes it as fixtures.
 """
 
-from sim.envtest.assets import Assets, AssetsMissingError, binaries, crd_paths, kustomize
-from sim.envtest.server import LocalAPIServer, client_from_kubeconfig
+from envtest.assets import Assets, AssetsMissingError, binaries, crd_paths, kustomize
+from envtest.server import LocalAPIServer, client_from_kubeconfig
 
 __all__ = [
     "Assets",

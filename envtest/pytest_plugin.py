@@ -1,4 +1,4 @@
-"""pytest fixtures for a real local API server (register with ``pytest_plugins = ["sim.envtest.pytest_plugin"]``).
+"""pytest fixtures for a real local API server (register with ``pytest_plugins = ["envtest.pytest_plugin"]``).
 
 Fixtures:
 - ``apiserver``: session-scoped LocalAPIServer with the CAPI v1.14 line (v1beta2 stored) + Talos + Argo CRDs.
@@ -25,7 +25,7 @@ from typing import Any, cast
 import pytest
 from kubernetes.client import ApiClient
 
-from sim.envtest.server import LocalAPIServer
+from envtest.server import LocalAPIServer
 
 _FIXTURES = {"apiserver", "apiserver_v110", "kube_namespace", "admin_api_client"}
 

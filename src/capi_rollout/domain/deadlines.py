@@ -1,6 +1,7 @@
 """Backstop deadlines for the workflow's leaf templates (``activeDeadlineSeconds``).
 
-Contract: pure functions, no I/O. The engine enforces each phase timeout itself; the pod deadline is only a
+Contract: pure functions, no I/O. The template sets the fixed ones; resolve hands the phases theirs as outputs
+(:mod:`capi_rollout.step_table`). The engine enforces each phase timeout itself; the pod deadline is only a
 backstop for a hung process, so it sits a little above the timeout: the timeout plus the larger of two poll
 intervals and :data:`PHASE_DEADLINE_MARGIN_SECONDS`. Steps that do not wait on a rollout get fixed deadlines.
 """
