@@ -11,7 +11,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from e2e.backends import Backend, docker_available, make_backend, select_backend  # noqa: E402
+from e2e.backends.base import Backend  # noqa: E402
+from e2e.backends.selection import docker_available, make_backend, select_backend  # noqa: E402
 
 
 def _live(line: str) -> None:
@@ -71,8 +72,9 @@ def _stage(request: pytest.FixtureRequest, line: str, backend_name: str, results
         finally:
             s.close()
         return
-    from e2e.kind_backend import ClusterBackend, KindBackend
-    from e2e.node_backend import NodeBackend
+    from e2e.backends.existing import ClusterBackend
+    from e2e.backends.kind import KindBackend
+    from e2e.backends.node import NodeBackend
 
     backend: Any = request.getfixturevalue("e2e_backend")
     owned = None

@@ -27,7 +27,8 @@ from pathlib import Path
 from types import FrameType
 
 from capi_rollout.summary import render_table
-from e2e.harness import Outcome, Stage, parameters, scaled
+from e2e.harness import Stage, parameters, scaled
+from e2e.outcome import Outcome
 
 SCENARIO = "cp-stall-recover-after-reboot"
 EXTRA_CRDS = ("talos", "argo-workflows", "argo-events", "argo-cd")  # the test fixtures' set: one cached etcd template
@@ -51,7 +52,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _stage(results: Path, capi_line: str) -> Iterator[tuple[Stage, bool]]:
     """(the stage, whether it runs on the real node); the local API server and executor otherwise."""
     if os.environ.get("E2E_CLUSTER") == "node":
-        from e2e.node_backend import NodeBackend
+        from e2e.backends.node import NodeBackend
 
         backend = NodeBackend(results, echo=_step_line)
         try:

@@ -6,7 +6,7 @@ installed, a backend that runs the template there, and a way to start simulators
 * :meth:`Stage.local`: the real local API server and the strict local executor; the simulator in the test process
   (``simulator="in-process"``) or as a child process (``"process"``, ``python -m sim run --output json``: the code
   path of the simulator pod);
-* :meth:`Stage.on_cluster`: a kind or drill cluster (``e2e.kind_backend``) whose Argo runs the template; the
+* :meth:`Stage.on_cluster`: a kind or drill cluster (``e2e.backends``) whose Argo runs the template; the
   simulator runs there as a pod (``ClusterBackend.deploy_simulator``).
 
 Scenarios touch the simulator only through :class:`e2e.simhandles.SimHandle`, so every one of them plays the same
@@ -19,12 +19,8 @@ way in all three places. :meth:`Stage.run` plays one scenario:
 5. submit the real template through the backend and wait for its end (bounded by ``timeout``);
 6. stop the simulator, read its timeline, the run's RolloutLedger and the exit handler's summary.
 
-The :class:`Outcome` answers the questions scenarios ask (what the engine deleted, which reboots the fake Talos
-saw, the remediations in the ledger, the summary) and :meth:`Outcome.write` leaves, under
-``results/e2e/<test>/``, the ``argo get``-like run text, the merged timeline (simulator events + the workflow's
-steps + the ledger's phases and remediations, on the simulator's clock), the summary JSON and ``rollout.svg`` (the
-picture: a timeline per Machine with the phases, stalls, remediations and reboots), so a failing run is readable
-without rerunning it.
+The :class:`~e2e.outcome.Outcome` (:mod:`e2e.outcome`) answers the questions scenarios ask and writes, under
+``results/e2e/<test>/``, what a failing run needs to be read without rerunning it.
 
 Durations are scaled (:data:`FAST_TIMINGS`, :data:`SCALED_PARAMETERS`): a machine boots in about half a second of
 wall time, the stall timeout is 4 s, the phase timeouts are far above a normal rollout.
@@ -42,27 +38,24 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
-from capi_rollout.domain.params import parse_duration
-from capi_rollout.picture.build import build as build_picture
-from capi_rollout.picture.build import from_timeline
-from capi_rollout.picture.svg import render as render_svg
+from capi_rollout.waiting import wait_until
 from e2e.argo_local import KillStep, WorkflowRun
-from e2e.argo_local.model import POD
-from e2e.backends import Backend, LocalBackend
+from e2e.backends.base import Backend
+from e2e.backends.local import LocalBackend
+from e2e.outcome import Outcome, stall_timeout
 from e2e.simhandles import InProcessSim, ProcessSim, SimHandle
 from envtest import LocalAPIServer, rest
 from sim.scenario import Scenario, Timings
 from sim.scenario_format import load
-from sim.timeline import Event, Timeline
 
 if TYPE_CHECKING:
-    from e2e.kind_backend import ClusterBackend
+    from e2e.backends.existing import ClusterBackend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = REPO_ROOT / "overlay" / "management" / "argo-workflows"
@@ -135,148 +128,6 @@ def per_cluster_binding(namespace: str) -> dict[str, Any]:
     binding = copy.deepcopy(template)
     binding["metadata"]["namespace"] = namespace
     return binding
-
-
-# ------------------------------------------------------------------------------------------------ outcome
-
-
-@dataclass
-class Outcome:
-    """Everything one scenario produced; the queries scenarios assert on."""
-
-    name: str
-    scenario: Scenario
-    run: WorkflowRun
-    timeline: Timeline
-    ledger: dict[str, Any] | None
-    submitted_wall: float
-    finished_wall: float
-    notes: list[str] = field(default_factory=list)
-    stall_timeout: float | None = None  # the run's stallTimeout (seconds): the stall drawn before a remediation
-
-    # --- the workflow
-    @property
-    def summary(self) -> dict[str, Any] | None:
-        text = self.run.exit_outputs.get("summary")
-        return json.loads(text) if text else None
-
-    def step_ran(self, step: str) -> bool:
-        return bool(self.run.attempts(step))
-
-    def step_log(self, step: str, attempt: int = -1) -> str:
-        """The log of one attempt of ``step`` (the last by default)."""
-        attempts = self.run.attempts(step)
-        if not attempts or attempts[attempt].log_path is None:
-            return ""
-        return Path(str(attempts[attempt].log_path)).read_text()
-
-    def logs(self) -> str:
-        return "\n".join(Path(n.log_path).read_text() for n in self.run.nodes.values()
-                         if n.type == POD and n.log_path and Path(n.log_path).exists())
-
-    # --- the ledger
-    def phase(self, name: str) -> dict[str, Any] | None:
-        return ((self.ledger or {}).get("phases") or {}).get(name)
-
-    def remediations(self, phase: str | None = None) -> list[dict[str, Any]]:
-        names = [phase] if phase else ["control-plane", "workers"]
-        return [r for n in names for r in ((self.phase(n) or {}).get("remediations") or [])]
-
-    # --- the simulated cluster
-    def engine_deletions(self) -> list[str]:
-        """Machines deleted by someone other than the fake CAPI controllers: the engine (in order)."""
-        by_controller = {e.subject for e in self.timeline.events("controller.delete")}
-        return [e.subject for e in self.timeline.events("machine.deleting") if e.subject not in by_controller]
-
-    def reboots(self) -> list[Event]:
-        return self.timeline.events("talos.reboot")
-
-    def sim_seconds(self, wall: float) -> float:
-        return _sim_seconds(self.timeline, wall)
-
-    # --- results
-    def merged_events(self) -> list[tuple[float, str]]:
-        """(wall time, line) of the simulator's events, the workflow's steps and the ledger, in time order."""
-        rows: list[tuple[float, str]] = [(e.wall, e.line()) for e in self.timeline.events()]
-
-        def line(wall: float, kind: str, subject: str, details: str = "") -> tuple[float, str]:
-            text = f"{self.sim_seconds(wall):9.1f}s  {kind:<22} {subject}" + (f"  {details}" if details else "")
-            return wall, text
-
-        rows.append(line(self.submitted_wall, "workflow.submitted", self.run.name))
-        for n in list(self.run.nodes.values()):
-            if n.type != POD:
-                continue
-            if n.started is not None:
-                rows.append(line(n.started, "step.started", n.display_name))
-            if n.finished is not None:
-                rows.append(line(n.finished, f"step.{n.phase.lower()}", n.display_name, n.message))
-        for name in ("control-plane", "workers"):
-            rec = self.phase(name)
-            if not rec:
-                continue
-            rows.append(line(_wall(rec["started"]), "engine.phase-started", name))
-            if rec.get("finished"):
-                rows.append(line(_wall(rec["finished"]), f"engine.phase-{rec.get('result')}", name,
-                                 str(rec.get("message", ""))[:160]))
-            for r in rec.get("remediations") or []:
-                rows.append(line(_wall(r["at"]), "engine.remediation", r["machine"],
-                                 f"deleted={r['deleted']} rebooted={r['rebooted']} mode={r['reboot_mode']} "
-                                 f"dry_run={r.get('dry_run', False)} outcome={r['outcome']}"))
-        if self.run.finished is not None:
-            rows.append(line(self.run.finished, f"workflow.{self.run.phase.lower()}", self.run.name, self.run.message))
-        return sorted(rows, key=lambda r: r[0])
-
-    def timeline_text(self) -> str:
-        head = (f"# {self.name}: scenario {self.scenario.name} ({self.scenario.capi_line}, namespace "
-                f"{self.scenario.namespace}, time scale {self.scenario.timings.time_scale:g}x; times are simulated "
-                f"seconds)\n")
-        return head + "\n".join(text for _, text in self.merged_events()) + "\n"
-
-    def picture(self) -> str:
-        """The rollout as an SVG timeline per Machine (from the trigger on): the simulator's lifecycle events and
-        reboots, the ledger's phases, stalls and remediations (:mod:`capi_rollout.picture`)."""
-        rows = [(e.wall, e.kind, e.subject, e.details) for e in self.timeline.events()]
-        events, reboots = from_timeline(rows)
-        trigger = self.timeline.first("rollout.triggered")
-        start = (trigger.wall if trigger else self.submitted_wall) - 0.5
-        headline = (self.summary or {}).get("headline") or f"workflow {self.run.phase}"
-        title = (f"{self.name}: scenario {self.scenario.name} ({self.scenario.capi_line}; wall clock, the "
-                 f"simulation runs {self.scenario.timings.time_scale:g}x)")
-        return render_svg(build_picture(title=title, subtitle=headline, events=events, ledger=self.ledger,
-                                        reboots=reboots, stall_timeout=self.stall_timeout, start=start,
-                                        end=self.finished_wall))
-
-    def write(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "rollout.svg").write_text(self.picture())
-        (directory / "run.txt").write_text(self.run.text())
-        (directory / "timeline.txt").write_text(self.timeline_text())
-        (directory / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
-        (directory / "ledger.json").write_text(json.dumps(self.ledger, indent=2, sort_keys=True) + "\n")
-        (directory / "steps.log").write_text(self.logs())
-        return directory
-
-
-def _stall_timeout(params: Mapping[str, str]) -> float | None:
-    try:
-        return parse_duration(params["stallTimeout"]) if "stallTimeout" in params else None
-    except ValueError:
-        return None
-
-
-def _wall(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def _sim_seconds(timeline: Timeline, wall: float) -> float:
-    events = timeline.events()
-    if not events:
-        return 0.0
-    first = events[0]
-    return (wall - (first.wall - first.sim_seconds / timeline.scale)) * timeline.scale
 
 
 # ------------------------------------------------------------------------------------------------ stage
@@ -375,19 +226,21 @@ class Stage:
         if not self.venue.local_steps:
             return
         threads = list(getattr(self.backend, "_threads", {}).values())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def stopped() -> bool:
             pids = step_processes()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
             alive = [t for t in threads if t.is_alive()]
-            if not pids and not alive:
-                return
             for t in alive:
                 t.join(timeout=0.1)
-            if not alive:
-                time.sleep(0.05)  # a killed step is reaped by its executor thread or stays a zombie (no cmdline)
+            return not pids and not alive
+
+        # A killed step is reaped by its executor thread or stays a zombie (no cmdline); what is left after
+        # ``timeout`` is left.
+        with contextlib.suppress(TimeoutError):
+            wait_until(stopped, timeout=timeout, interval=0.05, what="the local runs stopped")
 
     def bind_runner(self, namespace: str) -> None:
         """The runner's RoleBinding in a cluster namespace, its subject in this stage's runner namespace."""
@@ -467,7 +320,7 @@ class Stage:
                 sim.stop()
                 outcome = Outcome(name=name, scenario=scenario, run=run, timeline=sim.timeline(),
                                   ledger=self.ledger(run), submitted_wall=submitted, finished_wall=finished,
-                                  stall_timeout=_stall_timeout(params))
+                                  stall_timeout=stall_timeout(params))
                 outcome.write(self.scenario_dir / _safe(name))
         finally:
             sim.stop()

@@ -16,7 +16,7 @@ Places:
 * :class:`InProcessSim`: ``sim.simulator.Simulator`` in the test process (the local backend's default);
 * :class:`ProcessSim`: ``python -m sim run --output json`` as a child process against the same API server, the
   code path a simulator pod runs, reporting its timeline as JSON lines on stdout and triggered by ``SIGUSR1``;
-* ``e2e.kind_backend.SimDeployment``: the simulator pod in a kind or drill cluster (logs, ``kubectl exec``).
+* ``e2e.backends.sim_pod.SimDeployment``: the simulator pod in a kind or drill cluster (logs, ``kubectl exec``).
 
 The last two share :class:`RemoteSim`: everything the test knows of them comes from their output and the API
 server, never from their memory, so a scenario that passes with :class:`ProcessSim` runs unchanged in a pod.
@@ -30,13 +30,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
+from capi_rollout.waiting import wait_until
 from sim.scenario import Scenario
 from sim.scenario_format import to_dict
 from sim.simulator import Simulator
@@ -82,17 +82,24 @@ def list_machines(api_client: Any, scenario: Scenario) -> list[dict[str, Any]]:
     return items
 
 
+class NotYet(Exception):
+    """A wait's "not yet" with its reason (:func:`~capi_rollout.waiting.wait_until` reports the last one)."""
+
+
 def poll(check: Callable[[], tuple[bool, str]], timeout: float, what: str, *, interval: float = 0.1,
          detail: Callable[[], str] = lambda: "") -> None:
     """Return once ``check()`` holds; ``TimeoutError`` naming ``what``, the last reason and ``detail()``."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def holds() -> bool:
         ok, why = check()
-        if ok:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not within {timeout:g}s: {why}\n{detail()}")
-        time.sleep(interval)  # waiting on another process or the API server; bounded by the deadline
+        if not ok:
+            raise NotYet(why)
+        return True
+
+    try:
+        wait_until(holds, timeout=timeout, interval=interval, what=what, retry_on=(NotYet,))
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{detail()}") from None
 
 
 class InProcessSim:

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from capi_rollout.waiting import wait_until
 from e2e.argo_local import WorkflowRun, run_from_argo_workflow
 from e2e.harness import Stage, parameters, scaled
 from e2e.simhandles import SimHandle
@@ -22,7 +23,7 @@ ARGO = ("argoproj.io", "v1alpha1")
 
 
 def _cluster_stage(stage: Stage) -> Any:
-    from e2e.kind_backend import ClusterBackend
+    from e2e.backends.existing import ClusterBackend
 
     if not isinstance(stage.backend, ClusterBackend):
         pytest.skip("needs a real Argo controller (E2E_CLUSTER=node, kind or existing); the local emulator has none")
@@ -35,14 +36,6 @@ def _workflow(backend: Any, name: str) -> WorkflowRun:
     obj = client.CustomObjectsApi(backend.api).get_namespaced_custom_object(*ARGO, backend.namespace, "workflows",
                                                                            name)
     return run_from_argo_workflow(cast(dict[str, Any], obj))
-
-
-def _until(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.5)  # polling a remote controller: bounded by the deadline
 
 
 def _step_running(backend: Any, run: WorkflowRun, step: str) -> Callable[[], bool]:
@@ -70,18 +63,19 @@ def test_15_the_workflow_controller_killed_mid_phase_keeps_the_running_step_and_
     def kill_the_controller(sim: SimHandle, run: WorkflowRun) -> None:
         from envtest import rest
 
-        _until("the control-plane step to run", _step_running(backend, run, "control-plane"))
+        wait_until(_step_running(backend, run, "control-plane"), timeout=120, interval=0.5,
+                   what="the control-plane step running")
         second = backend.submit(params)  # same cluster: must wait on the mutex, across the restart too
-        _until(f"{second.name} to wait on the mutex",
-               lambda: "Waiting for" in (_workflow(backend, second.name).message or ""), timeout=60)
+        wait_until(lambda: "Waiting for" in (_workflow(backend, second.name).message or ""), timeout=60,
+                   interval=0.5, what=f"{second.name} waiting on the mutex")
         old = [p["metadata"]["uid"] for p in _controller_pods(backend)]
         for pod in _controller_pods(backend):  # SIGKILL, as a crashed or OOM-killed controller
             rest.request_json(backend.api, "DELETE", f"/api/v1/namespaces/argo/pods/{pod['metadata']['name']}",
                               query=[("gracePeriodSeconds", "0")])
         seen["killed_at"] = time.time()
-        _until("a new workflow-controller pod running", lambda: any(
-            p["metadata"]["uid"] not in old and (p.get("status") or {}).get("phase") == "Running"
-            for p in _controller_pods(backend)))
+        wait_until(lambda: any(p["metadata"]["uid"] not in old and (p.get("status") or {}).get("phase") == "Running"
+                               for p in _controller_pods(backend)),
+                   timeout=120, interval=0.5, what="a new workflow-controller pod running")
         seen["second"] = second
         seen["second_message"] = _workflow(backend, second.name).message
 
@@ -124,7 +118,8 @@ def test_16_argo_stop_writes_the_summary_and_argo_terminate_skips_it(
     params = parameters(s, maxRemediations="0", controlPlaneTimeout="150s")
 
     def shut_down(sim: SimHandle, run: WorkflowRun) -> None:
-        _until("the control-plane step to run", _step_running(backend, run, "control-plane"))
+        wait_until(_step_running(backend, run, "control-plane"), timeout=120, interval=0.5,
+                   what="the control-plane step running")
         # What `argo stop` / `argo terminate` do: set the workflow's shutdown strategy.
         client.CustomObjectsApi(backend.api).patch_namespaced_custom_object(
             *ARGO, backend.namespace, "workflows", run.name, {"spec": {"shutdown": strategy}})

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e.harness import Outcome, Stage, parameters, scaled
+from e2e.harness import Stage, parameters, scaled
+from e2e.outcome import Outcome
 from e2e.simhandles import SimHandle
 from sim.objects import TCP_GROUP, TCP_VERSION
 from sim.scenario import DeploymentSpec, Scenario

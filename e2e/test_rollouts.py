@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from e2e.argo_local import KillStep
-from e2e.harness import Outcome, Stage, parameters, scaled
+from e2e.harness import Stage, parameters, scaled
+from e2e.outcome import Outcome
 from sim.scenario import Fault, Target
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from e2e.harness import Outcome, Stage, parameters, scaled
+from e2e.harness import Stage, parameters, scaled
+from e2e.outcome import Outcome
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@
 # - The JetStream StatefulSet also names a config reloader (github.com/nats-io/nack) and a metrics exporter
 #   (github.com/nats-io/prometheus-nats-exporter); the Go module proxy refuses both modules ("not available"), so
 #   nothing is built for them: the node points the controller's configuration at the pause image for those two
-#   side containers (e2e/node_backend.py), which the event path never uses.
+#   side containers (e2e/backends/node.py), which the event path never uses.
 # - Each build prints what it builds and how long it took. Idempotent: a second run finds the stamp and exits.
 set -euo pipefail
 

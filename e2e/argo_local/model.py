@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +83,11 @@ class Node:
     @property
     def failed_or_error(self) -> bool:
         return self.phase in (FAILED, ERROR)
+
+    def end(self, phase: str, message: str = "") -> Node:
+        """Complete the node now with ``phase`` and ``message``; returns it."""
+        self.phase, self.message, self.finished = phase, message, time.time()
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -3,7 +3,8 @@
 Contract: pure functions, no I/O. Argo replaces tags in the JSON text of a template with the value escaped
 for JSON (``strconv.Quote`` without the outer quotes), then decodes it again, so the net effect on every
 string leaf is the raw value spliced in; that is what :func:`substitute` does to every string in a nested
-structure (mapping keys are left alone, like Argo's field names). Tags are trimmed of whitespace.
+structure (mapping keys are left alone, like Argo's field names). Tags are trimmed of whitespace; a tag is what
+the product's one reference pattern (:data:`capi_rollout.workflow.semantic.ARGO_REF`) matches.
 
 Strictness: a tag with no value in ``scope`` raises :class:`UnresolvedReference` naming the field path, and
 an expression tag (``{{=...}}``) raises :class:`ExpressionRefused`; Argo would evaluate the expression, this
@@ -16,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+from capi_rollout.workflow.semantic import ARGO_REF
 
 
 class UnresolvedReference(ValueError):
@@ -39,7 +40,7 @@ class ExpressionRefused(ValueError):
 
 def tags(text: str) -> Iterator[str]:
     """The trimmed tags of a string, in order."""
-    for m in TAG.finditer(text):
+    for m in ARGO_REF.finditer(text):
         yield m.group(1).strip()
 
 
@@ -52,7 +53,7 @@ def substitute_text(text: str, scope: Mapping[str, str], where: str) -> str:
             raise UnresolvedReference(tag, where)
         return scope[tag]
 
-    return TAG.sub(repl, text)
+    return ARGO_REF.sub(repl, text)
 
 
 def substitute(value: Any, scope: Mapping[str, str], where: str) -> Any:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from capi_rollout.waiting import wait_until
 from e2e.node.config import Layout
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -125,17 +126,22 @@ def _stale_pod_namespaces() -> list[Path]:
 def destroy(layout: Layout, *, keep_state: bool = False, timeout: float = 30.0) -> list[str]:
     """Remove the node (see the module contract); returns what it removed, for the log."""
     done: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
+    survivors: list[int] = []
+
+    def gone() -> bool:
         victims = set(namespace_pids(layout)) | _cgroup_pids(node_cgroups(layout))
         victims.discard(os.getpid())
         if not victims:
-            break
+            return True
         _kill(victims)
         done.append(f"killed {len(victims)} processes")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"processes of the node survive SIGKILL: {sorted(victims)}")
-        time.sleep(0.2)
+        survivors[:] = sorted(victims)
+        return False
+
+    try:
+        wait_until(gone, timeout=timeout, interval=0.2, what="the node's processes gone")
+    except TimeoutError:
+        raise RuntimeError(f"processes of the node survive SIGKILL: {survivors}") from None
     groups = node_cgroups(layout)
     for group in groups:
         with contextlib.suppress(FileNotFoundError):

@@ -6,7 +6,7 @@ Contract:
   built by ``make node-tools``); empty means a node can run. It reads the machine and changes nothing.
 - :func:`node_bin_dir` is where ``tools/build.sh node`` puts the node's binaries for the pins,
   :func:`events_bin_dir` where ``tools/events.sh`` puts Argo Events' and CoreDNS (imported on every node;
-  installed only by the tests that need them, :meth:`e2e.node_backend.NodeBackend.install_argo_events`).
+  installed only by the tests that need them, :meth:`e2e.backends.node.NodeBackend.install_argo_events`).
 - :func:`build_images` builds (or finds cached) every image archive; it runs outside the namespace, where PyPI is
   reachable for the step image's wheels.
 - :func:`run_inside` runs in the namespace: the node's ``resolv.conf`` over ``/etc/resolv.conf`` (in the private

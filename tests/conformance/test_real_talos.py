@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from capi_rollout.adapters.talos import SyncTalosClient, parse_talosconfig
-from e2e.backends import docker_available
+from e2e.backends.selection import docker_available
 from tests.conformance.contract import expect_configured, expect_maintenance, expect_reboot_accepted, wait_for_stage
 from tests.conformance.judge import talosctl, talosctl_version
 

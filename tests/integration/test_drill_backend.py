@@ -15,8 +15,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from e2e.backends.existing import ClusterBackend
 from e2e.harness import LEDGER_CRD_PATH, RBAC_PATH, RUNNER, SCALED_PARAMETERS, TEMPLATE_PATH, Stage
-from e2e.kind_backend import ClusterBackend
 from envtest import LocalAPIServer, client_from_kubeconfig, rest
 
 

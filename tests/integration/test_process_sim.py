@@ -1,6 +1,6 @@
 """The e2e harness's remote simulator handle on the real local API server: ``python -m sim run --output json`` in a
 child process, known to the test only by its JSON-lines output and the API server — what the simulator pod in kind
-or a drill cluster is known by (``e2e.kind_backend.SimDeployment`` shares the same ``RemoteSim`` logic)."""
+or a drill cluster is known by (``e2e.backends.sim_pod.SimDeployment`` shares the same ``RemoteSim`` logic)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.backends import docker_available
+from e2e.backends.selection import docker_available
 
 pytestmark = pytest.mark.kind
 
@@ -25,7 +25,7 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     ok, why = docker_available()
     if not ok:
         pytest.skip(f"kind backend needs a Docker engine: {why}")
-    from e2e.kind_backend import KindBackend
+    from e2e.backends.kind import KindBackend
 
     backend = KindBackend(tmp_path_factory.mktemp("kind"), cluster_name="capi-rollout-sim-selftest")
     try:
@@ -35,7 +35,7 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 def test_workflow_pods_reach_every_fake_talos_node_through_its_service(kind: object, tmp_path: Path) -> None:
-    from e2e.kind_backend import KindBackend
+    from e2e.backends.kind import KindBackend
     from sim.scenario_format import load
 
     assert isinstance(kind, KindBackend)

@@ -15,7 +15,7 @@ import pytest
 
 from capi_rollout.workflow import template
 from e2e.argo_local import (
-    ExecutorOptions,
+    InterpreterOptions,
     KillStep,
     MutexRegistry,
     UnsupportedConstruct,
@@ -23,8 +23,8 @@ from e2e.argo_local import (
     check_supported,
     run_workflow,
 )
-from e2e.argo_local.executor import DEADLINE_MESSAGE, EVICTED_MESSAGE
 from e2e.argo_local.model import node_id
+from e2e.argo_local.pod import DEADLINE_MESSAGE, EVICTED_MESSAGE
 
 
 def wft(templates: list[dict[str, Any]], *, entrypoint: str = "main", params: list[dict[str, Any]] | None = None,
@@ -52,12 +52,12 @@ def steps(name: str, *items: tuple[str, str, dict[str, str]]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def opts(tmp_path: Path) -> ExecutorOptions:
-    return ExecutorOptions(results_dir=tmp_path / "results", mutexes=MutexRegistry(), kill_grace=0.2,
+def opts(tmp_path: Path) -> InterpreterOptions:
+    return InterpreterOptions(results_dir=tmp_path / "results", mutexes=MutexRegistry(), kill_grace=0.2,
                            safety_timeout=60)
 
 
-def run(template: dict[str, Any], opts: ExecutorOptions, params: dict[str, str] | None = None,
+def run(template: dict[str, Any], opts: InterpreterOptions, params: dict[str, str] | None = None,
         name: str = "toy-1") -> WorkflowRun:
     return run_workflow(template, params or {}, opts, name=name, namespace="argo", uid="uid-1")
 
@@ -65,7 +65,8 @@ def run(template: dict[str, Any], opts: ExecutorOptions, params: dict[str, str] 
 # --- parameters -----------------------------------------------------------------------------------------
 
 
-def test_a_required_parameter_without_value_fails_the_workflow_like_argo_before_any_step(opts: ExecutorOptions) -> None:
+def test_a_required_parameter_without_value_fails_the_workflow_like_argo_before_any_step(
+        opts: InterpreterOptions) -> None:
     t = wft([py("main", "print('ran')")], params=[{"name": "who"}, {"name": "greeting", "value": "hi"}])
     r = run(t, opts)
     assert r.phase == "Failed"
@@ -73,7 +74,7 @@ def test_a_required_parameter_without_value_fails_the_workflow_like_argo_before_
     assert r.nodes == {}
 
 
-def test_defaults_apply_and_submitted_values_win(opts: ExecutorOptions) -> None:
+def test_defaults_apply_and_submitted_values_win(opts: InterpreterOptions) -> None:
     t = wft(
         [py("main", "print('{{workflow.parameters.greeting}}, {{workflow.parameters.who}}')")],
         params=[{"name": "who"}, {"name": "greeting", "value": "hi"}],
@@ -84,7 +85,7 @@ def test_defaults_apply_and_submitted_values_win(opts: ExecutorOptions) -> None:
     assert r.parameters == {"who": "bob", "greeting": "hi"}
 
 
-def test_an_enum_miss_is_an_invalid_spec(opts: ExecutorOptions) -> None:
+def test_an_enum_miss_is_an_invalid_spec(opts: InterpreterOptions) -> None:
     t = wft([py("main", "pass")], params=[{"name": "mode", "value": "a", "enum": ["a", "b"]}])
     r = run(t, opts, {"mode": "c"})
     assert (r.phase, r.message) == ("Failed", "invalid spec: spec.arguments.mode.value should be present in "
@@ -94,7 +95,7 @@ def test_an_enum_miss_is_an_invalid_spec(opts: ExecutorOptions) -> None:
 # --- substitution, scripts, outputs ----------------------------------------------------------------------
 
 
-def test_script_runs_as_command_plus_args_plus_the_staged_source_path(opts: ExecutorOptions) -> None:
+def test_script_runs_as_command_plus_args_plus_the_staged_source_path(opts: InterpreterOptions) -> None:
     source = "import json, sys; print(json.dumps(sys.argv))"
     t = wft([{"name": "main", "script": {"image": "x", "command": ["python"], "args": ["-u"], "source": source}}])
     r = run(t, opts)
@@ -107,7 +108,7 @@ def test_script_runs_as_command_plus_args_plus_the_staged_source_path(opts: Exec
     assert str(staged).startswith(str(opts.results_dir / "toy-1" / "pods"))
 
 
-def test_globals_inputs_and_env_are_substituted(opts: ExecutorOptions) -> None:
+def test_globals_inputs_and_env_are_substituted(opts: InterpreterOptions) -> None:
     child = {
         "name": "show",
         "inputs": {"parameters": [{"name": "x"}, {"name": "y", "default": "dflt"}]},
@@ -128,7 +129,7 @@ def test_globals_inputs_and_env_are_substituted(opts: ExecutorOptions) -> None:
     assert r.node("s").result == "toy-1/argo/uid-1 argo P-x dflt /k/config"
 
 
-def test_outputs_pass_between_steps_and_pod_tmp_is_a_private_per_attempt_directory(opts: ExecutorOptions) -> None:
+def test_outputs_pass_between_steps_and_pod_tmp_is_a_private_per_attempt_directory(opts: InterpreterOptions) -> None:
     marker = f"/tmp/argo-local-test-{time.time_ns()}"
     produce = {
         "name": "produce",
@@ -152,7 +153,8 @@ def test_outputs_pass_between_steps_and_pod_tmp_is_a_private_per_attempt_directo
     assert any(n.startswith(f"env OUT: {marker} -> ") for n in r.node("a").notes)
 
 
-def test_runner_source_is_the_inputs_json_and_outputs_land_in_the_mapped_hera_directory(opts: ExecutorOptions) -> None:
+def test_runner_source_is_the_inputs_json_and_outputs_land_in_the_mapped_hera_directory(
+        opts: InterpreterOptions) -> None:
     # Hera's runner: `python -m hera.workflows.runner -e mod:fn <staged source>`, source "{{inputs.parameters}}".
     reader = ("import json, os, sys\nins = json.load(open(sys.argv[-1]))\n"
               "d = os.environ['hera__outputs_directory'] + '/parameters'\nos.makedirs(d, exist_ok=True)\n"
@@ -166,13 +168,13 @@ def test_runner_source_is_the_inputs_json_and_outputs_land_in_the_mapped_hera_di
         {"name": "a", "default": "1", "value": "1"}, {"name": "b", "value": "x"}]
 
 
-def test_a_missing_output_file_without_default_is_an_error(opts: ExecutorOptions) -> None:
+def test_a_missing_output_file_without_default_is_an_error(opts: InterpreterOptions) -> None:
     tmpl = py("main", "pass", outputs={"parameters": [{"name": "v", "valueFrom": {"path": "/tmp/nope"}}]})
     r = run(wft([tmpl]), opts)
     assert (r.phase, r.message) == ("Error", "open /tmp/nope: no such file or directory")
 
 
-def test_container_templates_run_command_plus_args_and_nonzero_exit_fails_like_argo(opts: ExecutorOptions) -> None:
+def test_container_templates_run_command_plus_args_and_nonzero_exit_fails_like_argo(opts: InterpreterOptions) -> None:
     tmpl = {"name": "main", "container": {"image": "x", "command": ["python", "-c"],
                                           "args": ["import sys; print('out'); sys.exit(3)"]}}
     r = run(wft([tmpl]), opts)
@@ -182,7 +184,7 @@ def test_container_templates_run_command_plus_args_and_nonzero_exit_fails_like_a
     assert "\nout\n# end: Exited, exit code 3" in Path(n.log_path or "").read_text()
 
 
-def test_output_is_streamed_live_with_the_step_name_and_saved_per_step(opts: ExecutorOptions) -> None:
+def test_output_is_streamed_live_with_the_step_name_and_saved_per_step(opts: InterpreterOptions) -> None:
     lines: list[str] = []
     opts.echo = lines.append
     r = run(wft([steps("main", ("hello", "say", {})), py("say", "print('one'); print('two')")]), opts)
@@ -206,7 +208,7 @@ def _exit_probe() -> dict[str, Any]:
     }
 
 
-def test_exit_handler_runs_after_a_failure_and_sees_status_and_failures(opts: ExecutorOptions) -> None:
+def test_exit_handler_runs_after_a_failure_and_sees_status_and_failures(opts: InterpreterOptions) -> None:
     t = wft([steps("main", ("ok", "good", {}), ("boom", "bad", {}), ("never", "good", {})),
              py("good", "pass"), py("bad", "raise SystemExit(2)"), _exit_probe()], onExit="report")
     r = run(t, opts)
@@ -227,19 +229,19 @@ def test_exit_handler_runs_after_a_failure_and_sees_status_and_failures(opts: Ex
     assert r.exit_outputs == {"status": "n/a"}
 
 
-def test_exit_handler_after_success_sees_succeeded_and_the_quoted_null(opts: ExecutorOptions) -> None:
+def test_exit_handler_after_success_sees_succeeded_and_the_quoted_null(opts: InterpreterOptions) -> None:
     probe = py("report", "print(repr('''{{workflow.failures}}'''), '{{workflow.status}}')")
     r = run(wft([py("main", "pass"), probe], hooks={"exit": {"template": "report"}}), opts)
     assert r.phase == "Succeeded"
     assert r.node("toy-1.onExit").result == "'\"null\"' Succeeded"
 
 
-def test_a_failing_exit_handler_fails_a_succeeded_workflow(opts: ExecutorOptions) -> None:
+def test_a_failing_exit_handler_fails_a_succeeded_workflow(opts: InterpreterOptions) -> None:
     r = run(wft([py("main", "pass"), py("bye", "raise SystemExit(1)")], onExit="bye"), opts)
     assert (r.phase, r.message) == ("Failed", "main: Error (exit code 1)")
 
 
-def test_a_missing_input_is_a_node_error(opts: ExecutorOptions) -> None:
+def test_a_missing_input_is_a_node_error(opts: InterpreterOptions) -> None:
     t = wft([steps("main", ("s", "needs", {})), py("needs", "pass", inputs={"parameters": [{"name": "x"}]})])
     r = run(t, opts)
     assert r.node("s").phase == "Error"
@@ -250,7 +252,7 @@ def test_a_missing_input_is_a_node_error(opts: ExecutorOptions) -> None:
 # --- deadlines, retries, faults -------------------------------------------------------------------------
 
 
-def test_active_deadline_seconds_kills_a_sleeping_step_with_argos_message(opts: ExecutorOptions) -> None:
+def test_active_deadline_seconds_kills_a_sleeping_step_with_argos_message(opts: InterpreterOptions) -> None:
     t = wft([py("main", "import time; print('start', flush=True); time.sleep(30)", activeDeadlineSeconds=1)])
     started = time.monotonic()
     r = run(t, opts)
@@ -260,7 +262,7 @@ def test_active_deadline_seconds_kills_a_sleeping_step_with_argos_message(opts: 
     assert r.node("toy-1").exit_code == 128 + 15
 
 
-def test_retry_limit_counts_retries_after_the_first_attempt(opts: ExecutorOptions) -> None:
+def test_retry_limit_counts_retries_after_the_first_attempt(opts: InterpreterOptions) -> None:
     t = wft([steps("main", ("flaky", "fail", {})), py("fail", "raise SystemExit(1)", retryStrategy={"limit": "2"})])
     r = run(t, opts)
     assert [n.display_name for n in r.attempts("flaky")] == ["flaky(0)", "flaky(1)", "flaky(2)"]
@@ -269,7 +271,7 @@ def test_retry_limit_counts_retries_after_the_first_attempt(opts: ExecutorOption
     assert r.phase == "Failed"
 
 
-def test_a_retry_that_succeeds_stops_retrying_and_passes_outputs(opts: ExecutorOptions) -> None:
+def test_a_retry_that_succeeds_stops_retrying_and_passes_outputs(opts: InterpreterOptions) -> None:
     t = wft([py("main", "import sys; print('attempt {{retries}}'); sys.exit(0 if {{retries}} >= 1 else 1)",
                 retryStrategy={"limit": 3, "retryPolicy": "Always"})])
     r = run(t, opts)
@@ -278,7 +280,7 @@ def test_a_retry_that_succeeds_stops_retrying_and_passes_outputs(opts: ExecutorO
     assert r.node("toy-1").result == "attempt 1"
 
 
-def test_a_killed_attempt_is_an_error_retried_by_always_but_not_by_on_failure(opts: ExecutorOptions) -> None:
+def test_a_killed_attempt_is_an_error_retried_by_always_but_not_by_on_failure(opts: InterpreterOptions) -> None:
     body = "import time; print('working', flush=True); time.sleep({{retries}} == 0 and 30 or 0)"
     for policy, expected in (("Always", ["Error", "Succeeded"]), ("OnFailure", ["Error"])):
         t = wft([steps("main", ("wait", "w", {})), py("w", body, retryStrategy={"limit": 2, "retryPolicy": policy})])
@@ -298,7 +300,7 @@ LOSABLE = "import sys, time; print('attempt {{retries}}', flush=True); c = {{inp
           "if {{retries}} == 0 and c < 0: time.sleep(30)\nsys.exit(c if {{retries}} == 0 and c >= 0 else 0)"
 
 
-def product_retry_run(opts: ExecutorOptions, code: int, how: str | None = None, name: str = "toy-r") -> WorkflowRun:
+def product_retry_run(opts: InterpreterOptions, code: int, how: str | None = None, name: str = "toy-r") -> WorkflowRun:
     t = wft([steps("main", ("phase", "p", {"code": str(code)})),
              py("p", LOSABLE, inputs={"parameters": [{"name": "code"}]}, retryStrategy=PRODUCT_RETRY)])
     opts.faults = [KillStep("phase", after=0.5, attempt=0, how=how)] if how else []
@@ -313,7 +315,7 @@ def product_retry_run(opts: ExecutorOptions, code: int, how: str | None = None, 
         ("evict", "Failed", 137, EVICTED_MESSAGE),
     ],
 )
-def test_the_product_retry_survives_a_pod_lost_every_way_once(opts: ExecutorOptions, how: str, phase: str,
+def test_the_product_retry_survives_a_pod_lost_every_way_once(opts: InterpreterOptions, how: str, phase: str,
                                                               exit_code: int | None, message: str) -> None:
     r = product_retry_run(opts, -1, how, name=f"toy-{how}")
     first, second = r.attempts("phase")
@@ -323,7 +325,7 @@ def test_the_product_retry_survives_a_pod_lost_every_way_once(opts: ExecutorOpti
 
 
 @pytest.mark.parametrize("code", [1, 2])
-def test_the_product_retry_never_repeats_a_steps_own_failure(opts: ExecutorOptions, code: int) -> None:
+def test_the_product_retry_never_repeats_a_steps_own_failure(opts: InterpreterOptions, code: int) -> None:
     r = product_retry_run(opts, code, name=f"toy-exit{code}")
     (only,) = r.attempts("phase")
     assert (only.phase, only.exit_code) == ("Failed", code)
@@ -331,7 +333,7 @@ def test_the_product_retry_never_repeats_a_steps_own_failure(opts: ExecutorOptio
     assert r.phase == "Failed"
 
 
-def test_the_product_retry_never_repeats_a_deadline_kill(opts: ExecutorOptions) -> None:
+def test_the_product_retry_never_repeats_a_deadline_kill(opts: InterpreterOptions) -> None:
     t = wft([py("main", "import time; time.sleep(30)", activeDeadlineSeconds=1, retryStrategy=PRODUCT_RETRY)])
     r = run(t, opts)
     (only,) = r.attempts("toy-1")
@@ -339,7 +341,7 @@ def test_the_product_retry_never_repeats_a_deadline_kill(opts: ExecutorOptions) 
     assert r.node("toy-1").message == "retryStrategy.expression evaluated to false"
 
 
-def test_a_graceful_deletion_on_every_attempt_spends_exactly_the_budget(opts: ExecutorOptions) -> None:
+def test_a_graceful_deletion_on_every_attempt_spends_exactly_the_budget(opts: InterpreterOptions) -> None:
     t = wft([steps("main", ("phase", "p", {"code": "-1"})),
              py("p", LOSABLE.replace("{{retries}} == 0 and c < 0", "c < 0"),
                 inputs={"parameters": [{"name": "code"}]}, retryStrategy=PRODUCT_RETRY)])
@@ -349,7 +351,7 @@ def test_a_graceful_deletion_on_every_attempt_spends_exactly_the_budget(opts: Ex
     assert (r.node("phase").phase, r.node("phase").message) == ("Failed", "No more retries left")
 
 
-def test_backoff_is_waited_even_when_the_attempt_is_not_retried(opts: ExecutorOptions) -> None:
+def test_backoff_is_waited_even_when_the_attempt_is_not_retried(opts: InterpreterOptions) -> None:
     # operator.go processNodeRetries: the backoff deadline is checked before the policy and the expression.
     strategy = {**PRODUCT_RETRY, "backoff": {"duration": "1", "factor": 2}}
     t = wft([py("main", "raise SystemExit(1)", retryStrategy=strategy)])
@@ -365,7 +367,7 @@ def test_an_expression_outside_the_subset_is_refused_before_anything_runs() -> N
         check_supported(t)
 
 
-def test_backoff_waits_between_attempts(opts: ExecutorOptions) -> None:
+def test_backoff_waits_between_attempts(opts: InterpreterOptions) -> None:
     t = wft([py("main", "raise SystemExit(1)", retryStrategy={"limit": 1, "backoff": {"duration": "1", "factor": 2}})])
     r = run(t, opts)
     a0, a1 = r.attempts("toy-1")
@@ -375,7 +377,7 @@ def test_backoff_waits_between_attempts(opts: ExecutorOptions) -> None:
 # --- mutexes -----------------------------------------------------------------------------------------------
 
 
-def test_a_workflow_mutex_serialises_runs_of_the_same_key_only(opts: ExecutorOptions) -> None:
+def test_a_workflow_mutex_serialises_runs_of_the_same_key_only(opts: InterpreterOptions) -> None:
     t = wft([py("main", "import time; time.sleep(0.6)")], params=[{"name": "cluster"}],
             synchronization={"mutexes": [{"name": "{{workflow.parameters.cluster}}"}]})
     runs: dict[str, WorkflowRun] = {}
@@ -429,7 +431,7 @@ def test_every_unimplemented_construct_is_refused_with_its_field_path() -> None:
     assert ".spec.securityContext" not in text  # accepted: a Kubernetes-level concern
 
 
-def test_accepted_fields_are_listed_in_the_run_events(opts: ExecutorOptions) -> None:
+def test_accepted_fields_are_listed_in_the_run_events(opts: InterpreterOptions) -> None:
     t = wft([py("main", "pass", podSpecPatch="{}", metrics={"prometheus": []})], securityContext={"runAsUser": 1})
     r = run(t, opts)
     assert r.phase == "Succeeded"
@@ -452,21 +454,21 @@ def test_an_expression_tag_is_refused() -> None:
         ("print('{{inputs.parameters.x}}')", "failed to resolve {{inputs.parameters.x}}"),
     ],
 )
-def test_an_unresolved_reference_is_an_invalid_spec_before_any_step_runs(opts: ExecutorOptions, source: str,
+def test_an_unresolved_reference_is_an_invalid_spec_before_any_step_runs(opts: InterpreterOptions, source: str,
                                                                          message: str) -> None:
     r = run(wft([py("main", source)]), opts)
     assert r.phase == "Failed" and r.message.startswith("invalid spec: ") and message in r.message
     assert r.nodes == {}
 
 
-def test_a_step_cannot_reference_a_later_step(opts: ExecutorOptions) -> None:
+def test_a_step_cannot_reference_a_later_step(opts: InterpreterOptions) -> None:
     t = wft([steps("main", ("a", "echo", {"x": "{{steps.b.outputs.result}}"}), ("b", "echo", {"x": "1"})),
              py("echo", "print('{{inputs.parameters.x}}')", inputs={"parameters": [{"name": "x"}]})])
     r = run(t, opts)
     assert r.phase == "Failed" and "failed to resolve {{steps.b.outputs.result}}" in r.message
 
 
-def test_a_service_account_other_than_the_token_holder_is_refused(opts: ExecutorOptions) -> None:
+def test_a_service_account_other_than_the_token_holder_is_refused(opts: InterpreterOptions) -> None:
     opts.service_account = "capi-rollout-runner"
     with pytest.raises(ValueError, match="'someone-else' but the local executor was given the token of"):
         run(wft([py("main", "pass")], serviceAccountName="someone-else"), opts)
@@ -476,12 +478,12 @@ def test_a_service_account_other_than_the_token_holder_is_refused(opts: Executor
     assert ok.phase == "Succeeded"
 
 
-def test_a_command_that_cannot_start_is_a_node_error(opts: ExecutorOptions) -> None:
+def test_a_command_that_cannot_start_is_a_node_error(opts: InterpreterOptions) -> None:
     r = run(wft([{"name": "main", "container": {"image": "x", "command": ["/nonexistent/tool"]}}]), opts)
     assert r.phase == "Error" and r.message.startswith("failed to start /nonexistent/tool")
 
 
-def test_text_is_an_argo_like_tree(opts: ExecutorOptions) -> None:
+def test_text_is_an_argo_like_tree(opts: InterpreterOptions) -> None:
     r = run(wft([steps("main", ("one", "ok", {})), py("ok", "pass")]), opts)
     text = r.text()
     assert "Status:      Succeeded" in text
@@ -521,7 +523,7 @@ def build() -> WorkflowTemplate:
 '''
 
 
-def test_a_hera_rendered_template_runs_its_runner_scripts_for_real(opts: ExecutorOptions, tmp_path: Path) -> None:
+def test_a_hera_rendered_template_runs_its_runner_scripts_for_real(opts: InterpreterOptions, tmp_path: Path) -> None:
     import importlib
     import sys
 
@@ -543,7 +545,7 @@ def test_a_hera_rendered_template_runs_its_runner_scripts_for_real(opts: Executo
     assert failing.node("consume").message == "No more retries left"
 
 
-def test_a_step_without_deadline_is_still_bounded_by_the_executors_safety_timeout(opts: ExecutorOptions) -> None:
+def test_a_step_without_deadline_is_still_bounded_by_the_executors_safety_timeout(opts: InterpreterOptions) -> None:
     opts.safety_timeout = 0.5
     started = time.monotonic()
     r = run(wft([py("main", "import time; time.sleep(30)")]), opts)
@@ -552,7 +554,7 @@ def test_a_step_without_deadline_is_still_bounded_by_the_executors_safety_timeou
     assert r.message.startswith("local executor: step ran longer than the safety timeout of 0.5s")
 
 
-def test_a_template_mutex_serialises_that_template_across_runs(opts: ExecutorOptions) -> None:
+def test_a_template_mutex_serialises_that_template_across_runs(opts: InterpreterOptions) -> None:
     t = wft([steps("main", ("crit", "critical", {})),
              py("critical", "import time; time.sleep(0.5)", synchronization={"mutexes": [{"name": "remediate"}]})])
     runs: list[WorkflowRun] = []
@@ -565,7 +567,7 @@ def test_a_template_mutex_serialises_that_template_across_runs(opts: ExecutorOpt
     assert first.finished is not None and second.started is not None and second.started >= first.finished
 
 
-def test_each_attempt_has_its_own_log_and_pod_root(opts: ExecutorOptions) -> None:
+def test_each_attempt_has_its_own_log_and_pod_root(opts: InterpreterOptions) -> None:
     r = run(wft([py("main", "print('try {{retries}}'); raise SystemExit(1)", retryStrategy={"limit": 1})]), opts)
     logs = [Path(n.log_path or "") for n in r.attempts("toy-1")]
     assert [p.name for p in logs] == ["toy-1(0).log", "toy-1(1).log"]
@@ -574,7 +576,7 @@ def test_each_attempt_has_its_own_log_and_pod_root(opts: ExecutorOptions) -> Non
     assert roots == {n.id for n in r.attempts("toy-1")}
 
 
-def test_backoff_can_be_scaled_and_the_scaling_is_recorded(opts: ExecutorOptions) -> None:
+def test_backoff_can_be_scaled_and_the_scaling_is_recorded(opts: InterpreterOptions) -> None:
     opts.backoff_scale = 0.1
     t = wft([py("main", "raise SystemExit(1)", retryStrategy={"limit": 1, "backoff": {"duration": "3s"}})])
     r = run(t, opts)

@@ -10,16 +10,11 @@ from typing import Any
 import pytest
 
 from e2e.argo_local import run_from_argo_workflow
-from e2e.backends import LocalBackend, docker_available, load_manifests, select_backend
-from e2e.kind_backend import (
-    ARGO_MODULE,
-    argo_kustomization,
-    build_argo_install,
-    module_zip,
-    override_images,
-    rehome,
-    workflow_object,
-)
+from e2e.backends.argo_install import ARGO_MODULE, argo_kustomization, build_argo_install, module_zip
+from e2e.backends.base import load_manifests
+from e2e.backends.existing import override_images, rehome, workflow_object
+from e2e.backends.local import LocalBackend
+from e2e.backends.selection import docker_available, select_backend
 
 # --- selection ---------------------------------------------------------------------------------------------
 
@@ -88,8 +83,8 @@ def test_rehome_moves_namespaced_objects_and_binding_subjects_into_the_throwaway
 
 
 def test_a_drill_never_overwrites_the_deployed_rbac_and_knows_what_it_added_outside_its_namespace() -> None:
+    from e2e.backends.existing import outside
     from e2e.harness import RBAC_PATH
-    from e2e.kind_backend import outside
 
     shipped = load_manifests([RBAC_PATH])
     roles = {d["metadata"]["name"] for d in shipped if d["kind"] == "ClusterRole"}
@@ -168,7 +163,7 @@ def test_the_kind_backend_runs_a_toy_template_through_a_real_argo_controller(tmp
     ok, why = docker_available()
     if not ok:
         pytest.skip(f"kind backend needs a Docker engine: {why}")
-    from e2e.kind_backend import KindBackend
+    from e2e.backends.kind import KindBackend
 
     backend = KindBackend(tmp_path, cluster_name="argo-local-selftest")
     try:

@@ -11,8 +11,9 @@ import pytest
 
 from e2e.argo_local import KillStep, run_from_argo_workflow
 from e2e.argo_local.model import pod_name
+from e2e.backends.existing import image_overrides, kill_due, serves_capi_line
+from e2e.backends.sim_pod import simulator_documents
 from e2e.harness import RUNNER, Stage, Venue, per_cluster_binding, simulator_for
-from e2e.kind_backend import image_overrides, kill_due, serves_capi_line, simulator_documents
 from e2e.simhandles import settled
 from sim.deploy import SIM_IMAGE
 from sim.scenario_format import load
@@ -161,7 +162,7 @@ def test_the_runner_is_bound_in_the_simulator_namespace_as_the_stage_runner_name
 
 
 def test_a_simulator_pod_is_alive_until_its_container_exits_once() -> None:
-    from e2e.kind_backend import container_alive
+    from e2e.backends.sim_pod import container_alive
 
     def pod(**status: Any) -> dict[str, Any]:
         return {"status": {"containerStatuses": [{"name": "simulator", "restartCount": 0, **status}]}}
@@ -175,7 +176,7 @@ def test_a_simulator_pod_is_alive_until_its_container_exits_once() -> None:
 
 
 def test_a_remote_run_prints_each_step_attempt_and_the_workflow_when_their_phase_changes() -> None:
-    from e2e.kind_backend import progress_lines
+    from e2e.backends.existing import progress_lines
 
     seen: dict[str, str] = {}
     running = run_from_argo_workflow(_workflow(_pod("a", "control-plane(0)", "Running", "2027-01-15T08:00:00Z")))
@@ -188,7 +189,7 @@ def test_a_remote_run_prints_each_step_attempt_and_the_workflow_when_their_phase
 
 
 def test_a_drill_copies_the_deployed_template_without_what_the_server_owns() -> None:
-    from e2e.kind_backend import template_copy
+    from e2e.backends.existing import template_copy
 
     live = {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate",
             "metadata": {"name": "capi-rollout", "namespace": "argo", "uid": "u-1", "resourceVersion": "42",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from e2e.kind_backend import (
+from e2e.backends.argo_install import (
     ARGO_EVENTS_CRDS,
     ARGO_EVENTS_IMAGE,
     ARGO_EVENTS_MODULE,
@@ -152,7 +152,7 @@ def test_the_events_overlay_builds_with_the_pinned_kustomize_into_argo_events() 
     assert by_kind["Sensor"]["spec"].get("eventBusName", "default") == "default"
 
 
-# --- the node's adaptation (e2e.node_backend.node_argo_events) ----------------------------------------------
+# --- the node's adaptation (e2e.backends.node.node_argo_events) ----------------------------------------------
 
 
 def _controller_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def _controller_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_the_node_never_pulls_argo_events_images_and_idles_the_jetstream_side_containers(
         install: list[dict[str, Any]]) -> None:
-    from e2e.node_backend import IDLE_SIDE_IMAGE, node_argo_events
+    from e2e.backends.node import IDLE_SIDE_IMAGE, node_argo_events
     from envtest import assets
 
     jetstream = newest_release(jetstream_versions(install))
@@ -188,7 +188,7 @@ def test_the_node_never_pulls_argo_events_images_and_idles_the_jetstream_side_co
 
 
 def test_the_node_refuses_a_jetstream_version_it_has_no_nats_server_for(install: list[dict[str, Any]]) -> None:
-    from e2e.node_backend import node_argo_events
+    from e2e.backends.node import node_argo_events
 
     with pytest.raises(ValueError, match=r"NATS_SERVER_VERSION in tools/versions\.env to v2\.10\.29"):
         node_argo_events(install, jetstream_version="2.10.29", nats_version="v2.9.16")
@@ -201,8 +201,8 @@ def test_the_node_dns_is_the_kubernetes_coredns_addon_filled_in_without_a_forwar
 
     import yaml
 
-    from e2e.kind_backend import module_zip
-    from e2e.node_backend import DNS_ADDON, cluster_dns
+    from e2e.backends.argo_install import module_zip
+    from e2e.backends.node import DNS_ADDON, cluster_dns
     from envtest import assets
 
     version = assets.versions()["KUBERNETES_VERSION"]

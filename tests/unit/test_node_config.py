@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from e2e.backends.node import node_capi_line
 from e2e.node import config, netns
 from e2e.node.archive import ImageConfig, layer_from_files, write_archive
 from e2e.node.config import Layout
-from e2e.node_backend import node_capi_line
 
 
 def layout(tmp_path: Path) -> Layout:
@@ -137,7 +137,7 @@ def test_the_node_namespace_has_no_route_out_and_teardown_leaves_nothing(tmp_pat
 
 
 def test_the_controller_environment_is_set_on_the_workflow_controller_container_only() -> None:
-    from e2e.kind_backend import with_controller_env
+    from e2e.backends.argo_install import with_controller_env
 
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "workflow-controller"},
                   "spec": {"template": {"spec": {"containers": [

@@ -361,7 +361,7 @@ def test_the_sim_image_is_tagged_with_the_package_version() -> None:
 
 def test_kind_builds_the_step_and_the_simulator_image_from_their_dockerfiles() -> None:
     from capi_rollout.workflow.image import IMAGE
-    from e2e.kind_backend import images_to_build
+    from e2e.backends.kind import images_to_build
 
     built = images_to_build()
     assert built == [(IMAGE, "Dockerfile"), (sim_image(), "sim/Dockerfile")]
@@ -370,7 +370,7 @@ def test_kind_builds_the_step_and_the_simulator_image_from_their_dockerfiles() -
 
 
 def test_kind_runs_the_scenario_in_the_simulator_namespace() -> None:
-    from e2e.kind_backend import simulator_documents
+    from e2e.backends.sim_pod import simulator_documents
 
     docs = simulator_documents("cp-stall-recover-after-reboot", "sim-kind-1", image="img:1", trigger_after=2)
     namespaced = [d for d in docs if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding")]
@@ -381,7 +381,7 @@ def test_kind_runs_the_scenario_in_the_simulator_namespace() -> None:
 
 
 def test_kind_waits_for_the_pod_the_talosconfig_and_one_service_per_machine() -> None:
-    from e2e.kind_backend import simulator_ready
+    from e2e.backends.sim_pod import simulator_ready
 
     ready = {"status": {"readyReplicas": 1}}
     assert simulator_ready(deployment=None, talosconfig=True, services=4, machines=4)[0] is False
@@ -399,7 +399,7 @@ def test_the_probe_job_mounts_the_talosconfig_and_its_script_probes_every_endpoi
     import subprocess
     import sys
 
-    from e2e.kind_backend import PROBE_SCRIPT, talos_probe_job
+    from e2e.backends.sim_pod import PROBE_SCRIPT, talos_probe_job
 
     job = talos_probe_job("sim-kind-1", "demo", image="img:1")
     pod = job["spec"]["template"]["spec"]

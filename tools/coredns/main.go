@@ -1,5 +1,5 @@
 // CoreDNS with the plugins of the Kubernetes module's cluster/addons/dns/coredns Corefile, for the real node's
-// cluster DNS (tools/events.sh builds it; e2e/node_backend.py installs it). Upstream's coredns.go imports every
+// cluster DNS (tools/events.sh builds it; e2e/backends/node.py installs it). Upstream's coredns.go imports every
 // plugin (core/plugin); this imports only those, the way CoreDNS documents a custom build. Directive order is
 // CoreDNS's own (core/dnsserver.Directives).
 package main

@@ -3,10 +3,10 @@
 Contract: runs inside the node that ``python -m e2e.node run -- ...`` started (``E2E_CLUSTER=node``,
 ``KUBECONFIG``, ``E2E_NODE_KUBECTL`` and ``E2E_NODE_ENGINE`` set by it; see :mod:`e2e.node`). It is the kind
 backend without kind: Argo Workflows is installed from the pinned module's manifests as an Argo user would
-(:meth:`KindBackend.install_argo`: its own ServiceAccount and RBAC, images pinned to the same version, which the
-node imported from binaries built from the same module), the simulator runs as a pod behind its per-node
-Services, steps run as pods under the runner ServiceAccount's projected token, and faults are played on pods
-through the API server. Argo Events (the trigger tests) is the kind install too, adapted to a node without a
+(:func:`e2e.backends.argo_install.install_argo`: its own ServiceAccount and RBAC, images pinned to the same
+version, which the node imported from binaries built from the same module), the simulator runs as a pod behind
+its per-node Services, steps run as pods under the runner ServiceAccount's projected token, and faults are played
+on pods through the API server. Argo Events (the trigger tests) is the kind install too, adapted to a node without a
 registry by :func:`node_argo_events` (pull policy, the JetStream side containers), after the cluster DNS its pods
 need to find the EventBus by name: CoreDNS from the Kubernetes module's own addon manifest (:func:`cluster_dns`).
 The node holds one CAPI
@@ -24,7 +24,10 @@ from typing import Any
 
 import yaml
 
-from e2e.kind_backend import ClusterBackend, KindBackend
+from capi_rollout.userfiles import manifest_objects
+from e2e.backends.argo_install import module_zip
+from e2e.backends.existing import ClusterBackend
+from e2e.backends.kind import KindBackend
 
 CAPI_LINE_ENV = "E2E_NODE_CAPI_LINE"
 # The JetStream StatefulSet's config reloader (github.com/nats-io/nack) and metrics exporter
@@ -45,7 +48,7 @@ def cluster_dns(base: str, *, dns_ip: str, domain: str) -> list[dict[str, Any]]:
     cluster domain get no answer from the node."""
     text = (base.replace("__DNS__SERVER__", dns_ip).replace("__DNS__DOMAIN__", domain)
             .replace("__DNS__MEMORY__LIMIT__", DNS_MEMORY_LIMIT))
-    docs = [d for d in yaml.safe_load_all(text) if d]
+    docs = [obj for _, obj in manifest_objects(text, DNS_ADDON)]
     (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "coredns"]
     corefile = config["data"]["Corefile"]
     start = corefile.index("forward . /etc/resolv.conf")
@@ -111,7 +114,7 @@ class NodeBackend(KindBackend):
         if not env.get("E2E_NODE_ENGINE") or not env.get("KUBECONFIG"):
             raise RuntimeError("E2E_CLUSTER=node runs inside a node: use `python -m e2e.node run -- pytest e2e` "
                                "(or `make e2e`)")
-        self.repo_root = repo_root or Path(__file__).resolve().parents[1]
+        self.repo_root = repo_root or Path(__file__).resolve().parents[2]
         self.cache = cache or assets.cache_dir()
         self.argo_version = argo_version or assets.versions()["ARGO_WORKFLOWS_VERSION"]
         self.keep = keep
@@ -132,7 +135,6 @@ class NodeBackend(KindBackend):
     def install_cluster_dns(self, timeout: float = 300) -> None:
         import zipfile
 
-        from e2e.kind_backend import module_zip
         from e2e.node.setup import default_layout
         from envtest import assets
 
@@ -141,8 +143,8 @@ class NodeBackend(KindBackend):
             base = z.read(f"k8s.io/kubernetes@{version}/{DNS_ADDON}").decode()
         layout = default_layout()
         self.apply(cluster_dns(base, dns_ip=layout.dns_ip, domain=layout.cluster_domain))
-        self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={int(timeout)}s",
-                     timeout=timeout + 30)
+        self.client.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
+                            f"--timeout={int(timeout)}s", timeout=timeout + 30)
         self._cluster_dns = True
 
     def adapt_argo_events(self, docs: list[dict[str, Any]], jetstream_version: str) -> list[dict[str, Any]]:

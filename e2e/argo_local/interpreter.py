@@ -1,10 +1,10 @@
-"""The strict local executor: run a rendered Argo WorkflowTemplate on this machine the way Argo v4 runs it.
+"""The local Argo interpreter: run a rendered Argo WorkflowTemplate on this machine the way Argo v4 runs it.
 
 Contract: :func:`run_workflow` (or :func:`execute` on a pre-made :class:`WorkflowRun`) takes the template dict,
-the submitted parameters and :class:`ExecutorOptions`, runs the entrypoint, then the exit handler, and returns
-the completed :class:`WorkflowRun`; it also writes ``workflow.txt``/``workflow.json`` and one log per attempt
-under ``<results_dir>/<workflow name>/``. It raises :class:`UnsupportedConstruct` before running anything if
-the template uses a construct it does not implement (see :mod:`e2e.argo_local.spec`).
+the submitted parameters and :class:`~e2e.argo_local.options.InterpreterOptions`, runs the entrypoint, then the
+exit handler, and returns the completed :class:`WorkflowRun`; it also writes ``workflow.txt``/``workflow.json``
+and one log per attempt under ``<results_dir>/<workflow name>/``. It raises :class:`UnsupportedConstruct` before
+running anything if the template uses a construct it does not implement (see :mod:`e2e.argo_local.spec`).
 
 Semantics follow argoproj/argo-workflows v4 (workflow/controller/operator.go, steps.go, workflowpod.go,
 workflow/common/util.go, workflow/executor/executor.go):
@@ -23,7 +23,8 @@ workflow/common/util.go, workflow/executor/executor.go):
   ``force`` (grace 0 / lost node: SIGKILL, the pod object is gone) -> Error ``pod deleted`` with no exit code;
   ``graceful`` (``kubectl delete pod``, a drain, an API eviction: SIGTERM, SIGKILL after ``kill_grace``; the
   kubelet marks the pod Failed) -> Failed ``main: Error (exit code 143)``; ``evict`` (node-pressure eviction:
-  SIGKILL, the kubelet's pod message wins in ``inferFailedReason``) -> Failed :data:`EVICTED_MESSAGE`, 137;
+  SIGKILL, the kubelet's pod message wins in ``inferFailedReason``) -> Failed
+  :data:`e2e.argo_local.pod.EVICTED_MESSAGE`, 137;
 * ``retryStrategy`` (operator.go ``processNodeRetries``): ``limit`` counts retries after the first attempt;
   after a failed attempt the ``backoff`` (``duration * factor^(n-1)`` capped by ``cap``) is waited while
   ``n <= limit`` *before* anything is decided; then ``retryPolicy`` (OnFailure retries Failed only, OnError
@@ -37,32 +38,17 @@ workflow/common/util.go, workflow/executor/executor.go):
 * ``synchronization.mutexes`` (workflow and template level): real in-process locks keyed by
   ``<namespace>/Mutex/<substituted name>``; a waiting run stays Pending.
 
-What differs from a pod, on purpose and only here:
-
-* pod paths under the declared prefixes (``/tmp`` by default, and ``/argo/staging``) live under a per-attempt
-  root: output paths, the staged script, and command/args/env values that are such a path (whole value) are
-  rewritten, and each rewrite is listed in the node's ``notes``;
-* the environment is built, not inherited: PATH (the venv's bin first), HOME and TMPDIR inside the attempt
-  root, LANG, ``PYTHONUNBUFFERED=1`` (live logs), ``KUBECONFIG`` (the runner ServiceAccount's token instead of
-  the in-cluster mount), ``hera__outputs_directory=/tmp/hera-outputs`` (Hera's default, so the rewrite rule
-  above maps it), the caller's extra variables, then the template's ``env``;
-* ``image`` is recorded, not pulled: ``python``/``python3`` commands run the given interpreter (the venv), so
-  steps run the project's real package; the working directory is the attempt root;
-* a step without ``activeDeadlineSeconds`` is still bounded by ``safety_timeout`` (node Error);
-* ACCEPTED fields (security contexts, podSpecPatch, volumes, metadata, ...) are not applied.
+What differs from a pod, on purpose and only here, is :mod:`e2e.argo_local.pod`'s contract.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import signal
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +67,10 @@ from e2e.argo_local.model import (
     Node,
     WorkflowRun,
     node_id,
-    pod_name,
 )
-from e2e.argo_local.mutex import DEFAULT_REGISTRY, MutexRegistry, MutexTimeout, mutex_key
-from e2e.argo_local.process import DEADLINE_EXCEEDED, EXITED, KILLED, run_attempt
+from e2e.argo_local.mutex import MutexTimeout, mutex_key
+from e2e.argo_local.options import InterpreterOptions
+from e2e.argo_local.pod import Pods
 from e2e.argo_local.spec import (
     Acceptance,
     InvalidSpec,
@@ -96,58 +82,11 @@ from e2e.argo_local.spec import (
 )
 from e2e.argo_local.substitute import ExpressionRefused, UnresolvedReference, go_quote, substitute, substitute_text
 
-SCRIPT_PATH = "/argo/staging/script"
-STAGING_PREFIX = "/argo/staging"
-HERA_OUTPUTS = "/tmp/hera-outputs"
-DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
-POD_DELETED_MESSAGE = "pod deleted"
-# What the kubelet writes into pod.status.message for a node-pressure eviction (Argo keeps it as the node message).
-EVICTED_MESSAGE = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. "
-FORCE, GRACEFUL, EVICT = "force", "graceful", "evict"
-
 _WORKFLOW_PHASE = {SUCCEEDED: SUCCEEDED, FAILED: FAILED, ERROR: ERROR, "Skipped": SUCCEEDED, "Omitted": SUCCEEDED}
-
-
-@dataclass(frozen=True)
-class KillStep:
-    """Fault injection: lose attempt ``attempt`` of step ``step`` (display name) ``after`` seconds in, ``how``:
-    ``force`` (SIGKILL, pod gone), ``graceful`` (SIGTERM then SIGKILL, pod Failed) or ``evict`` (see module doc)."""
-
-    step: str
-    after: float
-    attempt: int = 0
-    how: str = FORCE
-
-    def __post_init__(self) -> None:
-        if self.how not in (FORCE, GRACEFUL, EVICT):
-            raise ValueError(f"KillStep.how: {self.how!r} is not one of {FORCE}, {GRACEFUL}, {EVICT}")
-
-
-@dataclass
-class ExecutorOptions:
-    results_dir: Path
-    kubeconfig: Path | None = None
-    # The ServiceAccount whose token ``kubeconfig`` carries; every leaf must run as it (None: no token, no check).
-    service_account: str | None = None
-    python: str = sys.executable
-    env: Mapping[str, str] = field(default_factory=dict)
-    echo: Callable[[str], None] | None = None
-    faults: Sequence[KillStep] = ()
-    pod_prefixes: tuple[str, ...] = ("/tmp",)
-    safety_timeout: float = 900.0
-    kill_grace: float = 1.0
-    mutex_timeout: float = 600.0
-    # Multiplies retryStrategy.backoff waits (1.0 = Argo's real durations); a declared, logged difference.
-    backoff_scale: float = 1.0
-    mutexes: MutexRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
 
 
 class StepError(Exception):
     """A node ends in Error with this message (Argo marks the node Error on such template errors)."""
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._()\[\]-]+", "_", name)
 
 
 def _go_duration(value: Any) -> float:
@@ -165,16 +104,15 @@ def _param_json(params: Sequence[Mapping[str, Any]]) -> str:
 
 
 class _Execution:
-    def __init__(self, wft: Mapping[str, Any], run: WorkflowRun, opts: ExecutorOptions, acceptance: Acceptance):
+    def __init__(self, wft: Mapping[str, Any], run: WorkflowRun, opts: InterpreterOptions, acceptance: Acceptance):
         self.spec: Mapping[str, Any] = wft["spec"]
         self.tmpls = templates_by_name(self.spec)
         self.run = run
         self.opts = opts
         self.acceptance = acceptance
         self.dir = Path(opts.results_dir) / run.name
-        self.work = self.dir / "pods"
+        self.pods = Pods(run, opts, self.dir)
         self.globals: dict[str, str] = {}
-        self.prefixes = (*opts.pod_prefixes, STAGING_PREFIX)
 
     # --- workflow ------------------------------------------------------------------------------------
 
@@ -276,8 +214,7 @@ class _Execution:
         return self.run.add_node(node, parent)
 
     def _end(self, node: Node, phase: str, message: str = "") -> Node:
-        node.phase, node.message, node.finished = phase, message, time.time()
-        return node
+        return node.end(phase, message)
 
     def _template(
         self, tname: str, name: str, display: str, arguments: Mapping[str, str], parent: Node | None,
@@ -418,134 +355,10 @@ class _Execution:
                 if not again:
                     return self._end(node, child.phase, "retryStrategy.expression evaluated to false")
 
-    # --- one attempt (a pod) -------------------------------------------------------------------------
-
-    def _pod_path(self, root: Path, path: str) -> Path | None:
-        for prefix in self.prefixes:
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                return root / path.lstrip("/")
-        return None
-
-    def _map_value(self, root: Path, value: str, what: str, notes: list[str]) -> str:
-        local = self._pod_path(root, value) if value.startswith("/") else None
-        if local is None:
-            return value
-        notes.append(f"{what}: {value} -> {local}")
-        return str(local)
-
     def _attempt(self, tmpl: Mapping[str, Any], name: str, display: str, parent: Node | None,
                  scope: Mapping[str, str], *, retries: int, step: str) -> Node:
-        tname = tmpl["name"]
-        node = self._new_node(name, display, POD, tname, parent)
-        root = self.work / node.id
-        log_path = self.dir / f"{_safe(name)}.log"
-        node.log_path = str(log_path)
-        pod_scope = {**scope, "pod.name": pod_name(self.run.name, name, tname), "retries": str(retries)}
-        kind = "script" if "script" in tmpl else "container"
-        skip = ("name", "retryStrategy", "synchronization", "metrics")  # handled elsewhere / recorded only
-        body_src = {k: v for k, v in tmpl.items() if k not in skip}
-        try:
-            body = substitute(body_src, pod_scope, f"templates.{tname}")
-        except (UnresolvedReference, ExpressionRefused) as exc:
-            return self._end(node, ERROR, str(exc))
-        ctr = body[kind]
-        node.notes.append(f"image {ctr.get('image', '?')} not pulled: runs on this machine")
-        for d in ("home", "tmp", "argo/staging"):
-            (root / d).mkdir(parents=True, exist_ok=True)
-        argv = [self._map_value(root, str(a), "argv", node.notes) for a in [*ctr["command"], *(ctr.get("args") or [])]]
-        if argv[0] in ("python", "python3"):
-            node.notes.append(f"argv[0] {argv[0]} -> {self.opts.python}")
-            argv[0] = self.opts.python
-        if kind == "script" and ctr.get("source"):
-            script = root / SCRIPT_PATH.lstrip("/")
-            script.write_text(ctr["source"])
-            script.chmod(0o755)
-            argv.append(str(script))
-        env = self._env(root, ctr, node, pod_scope)
-        deadline = None
-        if body.get("activeDeadlineSeconds") is not None:
-            try:
-                deadline = float(int(str(body["activeDeadlineSeconds"])))
-            except ValueError:
-                bad = body["activeDeadlineSeconds"]
-                return self._end(node, ERROR, f"activeDeadlineSeconds: not an integer: {bad!r}")
-        fault = next((f for f in self.opts.faults if f.step == step and f.attempt == retries), None)
-        kill_after = fault.after if fault is not None else None
-        kill_signal = signal.SIGTERM if fault is not None and fault.how == GRACEFUL else signal.SIGKILL
-        if fault is not None:
-            self.run.note(f"fault: {display} will be lost ({fault.how}: {signal.Signals(kill_signal).name}) "
-                          f"after {fault.after:g}s")
-        try:
-            outcome = run_attempt(
-                argv, env=env, cwd=root, log_path=log_path, prefix=f"[{self.run.name} {display}]",
-                echo=self.opts.echo, deadline=deadline, kill_after=kill_after,
-                safety_timeout=self.opts.safety_timeout, grace=self.opts.kill_grace, kill_signal=kill_signal,
-            )
-        except OSError as exc:  # the kubelet's StartError: the container never ran
-            return self._end(node, ERROR, f"failed to start {argv[0]}: {exc.strerror or exc}")
-        node.started, node.exit_code = outcome.started, outcome.exit_code
-        if outcome.how == KILLED and fault is not None:
-            node.finished = outcome.finished
-            if fault.how == FORCE:  # the pod object is gone: Argo never sees main's exit code
-                node.exit_code = None
-                return self._end(node, ERROR, POD_DELETED_MESSAGE)
-            if fault.how == EVICT:
-                return self._end(node, FAILED, EVICTED_MESSAGE)
-            return self._end(node, FAILED, f"main: Error (exit code {outcome.exit_code})")
-        if outcome.how == DEADLINE_EXCEEDED:
-            phase, message = FAILED, DEADLINE_MESSAGE
-        elif outcome.how == EXITED:
-            phase, message = (SUCCEEDED, "") if outcome.exit_code == 0 else (
-                FAILED, f"main: Error (exit code {outcome.exit_code})")
-        else:
-            phase, message = ERROR, (f"local executor: step ran longer than the safety timeout of "
-                                     f"{self.opts.safety_timeout:g}s (the template sets no activeDeadlineSeconds)")
-        node.result = outcome.stdout[:-1] if outcome.stdout.endswith("\n") else outcome.stdout
-        missing = self._read_outputs(body, root, node)
-        if phase == SUCCEEDED and missing:
-            phase, message = ERROR, missing
-        node.finished = outcome.finished
-        return self._end(node, phase, message)
-
-    def _env(self, root: Path, ctr: Mapping[str, Any], node: Node, scope: Mapping[str, str]) -> dict[str, str]:
-        python_bin = str(Path(self.opts.python).parent)
-        env: dict[str, str] = {
-            "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(root / "home"),
-            "TMPDIR": str(root / "tmp"),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "hera__outputs_directory": self._map_value(root, HERA_OUTPUTS, "env hera__outputs_directory", node.notes),
-        }
-        if self.opts.kubeconfig is not None:
-            env["KUBECONFIG"] = str(self.opts.kubeconfig)
-        env.update(self.opts.env)
-        for e in ctr.get("env") or []:
-            if "valueFrom" in e:
-                path = e["valueFrom"]["fieldRef"]["fieldPath"]
-                env[e["name"]] = self.run.namespace if path == "metadata.namespace" else scope["pod.name"]
-            else:
-                env[e["name"]] = self._map_value(root, str(e.get("value", "")), f"env {e['name']}", node.notes)
-        return env
-
-    def _read_outputs(self, body: Mapping[str, Any], root: Path, node: Node) -> str:
-        """Read output parameters into ``node.outputs``; returns an error message for the first missing one."""
-        problem = ""
-        for p in (body.get("outputs") or {}).get("parameters") or []:
-            vf = p["valueFrom"]
-            local = self._pod_path(root, vf["path"])
-            if local is None:
-                problem = problem or (f"outputs.parameters.{p['name']}: path {vf['path']} is outside the pod paths the "
-                                      f"local executor maps ({', '.join(self.prefixes)})")
-                continue
-            if local.is_file():
-                value = local.read_text()
-                node.outputs[p["name"]] = value[:-1] if value.endswith("\n") else value
-            elif vf.get("default") is not None:
-                node.outputs[p["name"]] = str(vf["default"])
-            else:
-                problem = problem or f"open {vf['path']}: no such file or directory"
-        return problem
+        node = self._new_node(name, display, POD, tmpl["name"], parent)
+        return self.pods.attempt(node, tmpl, scope, retries=retries, step=step)
 
 
 def new_run(name: str | None = None, namespace: str = "argo", parameters: Mapping[str, str] | None = None,
@@ -559,7 +372,7 @@ def new_run(name: str | None = None, namespace: str = "argo", parameters: Mappin
     )
 
 
-def execute(wft: Mapping[str, Any], run: WorkflowRun, options: ExecutorOptions) -> WorkflowRun:
+def execute(wft: Mapping[str, Any], run: WorkflowRun, options: InterpreterOptions) -> WorkflowRun:
     """Run ``wft`` into the given ``run`` (refusing unsupported constructs first); returns ``run`` completed."""
     acceptance = check_supported(wft)
     run.results_dir = Path(options.results_dir) / run.name
@@ -570,7 +383,7 @@ def execute(wft: Mapping[str, Any], run: WorkflowRun, options: ExecutorOptions) 
 def run_workflow(
     wft: Mapping[str, Any],
     parameters: Mapping[str, str],
-    options: ExecutorOptions,
+    options: InterpreterOptions,
     *,
     name: str | None = None,
     namespace: str = "argo",
@@ -580,7 +393,7 @@ def run_workflow(
     return execute(wft, new_run(name, namespace, parameters, uid), options)
 
 
-def start(wft: Mapping[str, Any], run: WorkflowRun, options: ExecutorOptions) -> threading.Thread:
+def start(wft: Mapping[str, Any], run: WorkflowRun, options: InterpreterOptions) -> threading.Thread:
     """Run in a background thread (the backends' ``submit``); refusal is raised here, before the thread starts."""
     check_supported(wft)
 
