@@ -35,7 +35,7 @@ lock:
 	$(COMPILE) --output-file requirements/build.txt requirements/build.in requirements/constraints.in
 
 # kube-apiserver + etcd built from pinned Go modules, and the pinned upstream CRDs (cached, keyed by version);
-# talosctl, one per pinned Talos line, the judge of the simulated Talos API (tests/conformance).
+# talosctl, one per pinned Talos line, the judge of the simulated Talos API (tests/sim/conformance).
 tools: setup
 	bash tools/build.sh
 	bash tools/talosctl.sh
@@ -93,10 +93,10 @@ demo: setup tools
 endif
 
 # The engine's evaluation over a 5,000-Machine snapshot, then one simulator with 1,000 Machines at 60x and the
-# runner rolling them on the local API server (tests.bench_scale, about 5 minutes).
+# runner rolling them on the local API server (tests.bench.scale, about 5 minutes).
 bench: setup tools
-	$(BIN)/python -m tests.bench
-	$(BIN)/python -m tests.bench_scale
+	$(BIN)/python -m tests.bench.engine
+	$(BIN)/python -m tests.bench.scale
 
 # The step image (needs a Docker engine); its name and tag come from the package version.
 image: setup

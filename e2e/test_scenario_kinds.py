@@ -8,7 +8,7 @@ with its own workflow parameters (durations scaled by ``e2e.harness``), on the s
   CAPI's MachineSet preflight checks) — the run succeeds, the workers rolled only after the control plane;
 * ``flap-during-stall``: an old control-plane node flaps while the first new one really stalls. The stalled
   Machine is remediated and the flapping one never is. (The engine's rule that a flap back to an earlier state is
-  not progress is proven in tests/unit/test_decide.py. Here the overlap depends on the backend: on the real node
+  not progress is proven in tests/product/test_decide.py. Here the overlap depends on the backend: on the real node
   the workflow reaches the phase ~17 s after the trigger, when the 10-minute flap at 60x is over. A flap that is
   still running when the stall is declared can make the etcd quorum guard refuse — two control-plane Machines
   NotReady at that instant — and the phase fail: a known limit.)

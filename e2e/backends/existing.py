@@ -21,7 +21,7 @@ throwaway namespace) through one :class:`~e2e.backends.cluster.ClusterClient`:
 Pure helpers (:func:`workflow_object`, :func:`override_images`, :func:`rehome`, :func:`outside`,
 :func:`image_overrides`, :func:`serves_capi_line`, :func:`kill_due`, :func:`progress_lines`,
 :func:`template_copy`) carry the decisions and are unit-tested; install, localize and cleanup run against the real
-local API server (``tests/integration/test_drill_backend.py``).
+local API server (``tests/e2e/test_drill_backend.py``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from capi_rollout.domain.state import ClusterState
 from capi_rollout.ledger_store import MemoryLedgerStore
 from capi_rollout.rollout_loop import RolloutLoop
 from tests.fakes import Clock, FakeCache, FakeControlPlaneController, FakeKube, FakeTalos
-from tests.unit.test_runner_sequences import T0, check_golden
+from tests.product.test_runner_sequences import T0, check_golden
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Contract: each ``expect_*`` function takes the product's :class:`SyncTalosClient`, the node's address (``host`` or
 ``host:port``) and the node's Talos tag, runs the product's calls and asserts what real Talos answers. The
-simulator half (tests/conformance/test_contract_sim.py) and the real-Talos half (test_real_talos.py, Docker only)
+simulator half (tests/sim/conformance/test_contract_sim.py) and the real-Talos half (test_real_talos.py, Docker only)
 call the same functions, so both are held to one standard.
 """
 

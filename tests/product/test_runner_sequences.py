@@ -22,7 +22,7 @@ from capi_rollout.rollout_loop import RolloutLoop
 from capi_rollout.step_table import StepFailed
 from tests.fakes import Clock, FakeControlPlaneController, FakeKube, FakeTalos, FakeWatch
 
-GOLDEN = Path(__file__).parent.parent / "golden"
+GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 

@@ -1,5 +1,5 @@
 """The product's Talos client against the simulator, held to the same contract as against real Talos
-(tests/conformance/contract.py; the real-Talos half is test_real_talos.py and needs a Docker engine)."""
+(tests/sim/conformance/contract.py; the real-Talos half is test_real_talos.py and needs a Docker engine)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from capi_rollout.adapters.talos import SyncTalosClient, parse_talosconfig
 from sim.pki import ClusterPKI
 from sim.talos import FakeTalosFleet
-from tests.conformance.contract import expect_configured, expect_maintenance, expect_reboot_accepted
+from tests.sim.conformance.contract import expect_configured, expect_maintenance, expect_reboot_accepted
 
 TAGS = ["v1.12.1", "v1.13.0"]  # the pinned talosctl lines (tools/versions.env), as the real-Talos half uses
 

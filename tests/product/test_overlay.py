@@ -14,7 +14,7 @@ import yaml
 
 from capi_rollout.domain.params import DEFAULTS
 from capi_rollout.workflow import template
-from tests.lua_filter import script_fires
+from tests.product.lua_filter import script_fires
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGEMENT = ROOT / "overlay" / "management"

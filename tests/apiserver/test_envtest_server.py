@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
 from envtest.processes import ProcessFailedError
-from tests.integration.procs import live_processes_mentioning
+from tests.apiserver.procs import live_processes_mentioning
 
 pytestmark = pytest.mark.apiserver
 

@@ -1,7 +1,7 @@
 """The Sensor fires only for a change that makes CAPI roll Machines: its shipped Lua filter, run on Lua 5.1.
 
 The script under test is the text the kustomize-built Sensor carries (not a copy), run by
-:mod:`tests.lua_filter` the way Argo Events v1.9.11 runs a dependency ``script`` filter. The events are what the
+:mod:`tests.product.lua_filter` the way Argo Events v1.9.11 runs a dependency ``script`` filter. The events are what the
 resource EventSource dispatches for an UPDATE (``ResourceEventData``: type, body, oldBody, group, version,
 resource) of the shipped homelab MachineDeployment and a TalosControlPlane as the API server returns them
 (metadata with uid, resourceVersion, generation, managedFields; a status).
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.lua_filter import LuaScriptError, script_fires
-from tests.unit.test_overlay import MANAGEMENT, by_kind, kustomize_build, load
+from tests.product.lua_filter import LuaScriptError, script_fires
+from tests.product.test_overlay import MANAGEMENT, by_kind, kustomize_build, load
 
 Obj = dict[str, Any]
 

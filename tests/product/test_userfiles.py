@@ -12,7 +12,7 @@ from capi_rollout import lint
 from capi_rollout.adapters.talos.config import TalosConfigError, parse_talosconfig
 from capi_rollout.cli import build_parser
 from capi_rollout.userfiles import MAX_ALIASES, load_json, load_yaml, load_yaml_all
-from tests.unit.test_cli_bad_input import alias_bomb
+from tests.product.test_cli_bad_input import alias_bomb
 
 
 def test_a_small_alias_bomb_in_max_surge_is_refused_in_little_time_and_memory(tmp_path) -> None:  # type: ignore[no-untyped-def]

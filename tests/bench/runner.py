@@ -1,4 +1,4 @@
-"""``python -m tests.bench_runner ARGS``: ``capi-rollout ARGS`` with counters, for ``tests.bench_scale``.
+"""``python -m tests.bench.runner ARGS``: ``capi-rollout ARGS`` with counters, for ``tests.bench.scale``.
 
 Counts every Kubernetes API request the process makes (each urllib3 request of the kubernetes client; a watch
 stream counts once), times each evaluation of the rollout loop (``Runner.observe``: reading the objects into the

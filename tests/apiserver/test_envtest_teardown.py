@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from envtest import assets
-from tests.integration.procs import live_processes_mentioning
+from tests.apiserver.procs import live_processes_mentioning
 
 pytestmark = pytest.mark.apiserver
 

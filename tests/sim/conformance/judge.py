@@ -5,7 +5,7 @@ Contract: :func:`talosctl` finds the binary ``make tools`` built for a Talos lin
 against one endpoint (``-e`` and ``-n`` the node's address, as an operator does) and returns exit code, stdout
 and stderr. The ``check_*`` functions are pure: a :class:`Run` and what real Talos would answer in, a list of
 problems out (empty = indistinguishable from Talos for that command). They hold the simulator and a real Talos
-node (tests/conformance/test_real_talos.py) to one standard.
+node (tests/sim/conformance/test_real_talos.py) to one standard.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The product's Talos client against real Talos in a container, held to the contract the simulator meets
-(tests/conformance/contract.py; the simulator half is test_contract_sim.py).
+(tests/sim/conformance/contract.py; the simulator half is test_contract_sim.py).
 
 Needs a Docker engine (GitHub Actions' ubuntu runners have one) and the talosctl of ``make tools`` (to generate a
 machine config); skipped, with the reason, without either. Per pinned Talos line the image is
@@ -23,8 +23,8 @@ import pytest
 
 from capi_rollout.adapters.talos import SyncTalosClient, parse_talosconfig
 from e2e.backends.selection import docker_available
-from tests.conformance.contract import expect_configured, expect_maintenance, expect_reboot_accepted, wait_for_stage
-from tests.conformance.judge import talosctl, talosctl_version
+from tests.sim.conformance.contract import expect_configured, expect_maintenance, expect_reboot_accepted, wait_for_stage
+from tests.sim.conformance.judge import talosctl, talosctl_version
 
 pytestmark = pytest.mark.kind
 

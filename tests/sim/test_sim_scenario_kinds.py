@@ -17,7 +17,7 @@ from capi_rollout.adapters.talos import ProbeState
 from sim.scenario import Scenario
 from sim.scenario_format import load
 from sim.simulator import Simulator
-from tests.integration.test_sim_scenarios import FAST, WAIT, completed, cond, make, sget, talos
+from tests.sim.test_sim_scenarios import FAST, WAIT, completed, cond, make, sget, talos
 
 __all__ = ["make"]  # the fixture, re-used
 

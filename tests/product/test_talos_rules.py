@@ -15,8 +15,8 @@ from capi_rollout.domain.state import ClusterState, NodeStatus
 from capi_rollout.step_table import StepFailed
 from capi_rollout.summary import build_summary, render_table
 from tests import builders as b
-from tests.unit.test_decide import PARAMS, T0, cp_state, healthy_cp, settled
-from tests.unit.test_runner_sequences import make
+from tests.product.test_decide import PARAMS, T0, cp_state, healthy_cp, settled
+from tests.product.test_runner_sequences import make
 
 
 def report(state: ClusterState, **kw: Any) -> Any:

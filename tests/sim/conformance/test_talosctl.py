@@ -14,7 +14,7 @@ import pytest
 
 from sim.pki import ClusterPKI
 from sim.talos import FakeTalosFleet, RebootStages
-from tests.conformance.judge import (
+from tests.sim.conformance.judge import (
     Talosctl,
     check_handshake_refused,
     check_machine_status_yaml,

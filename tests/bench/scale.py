@@ -1,15 +1,15 @@
-"""``python -m tests.bench_scale``: one simulator process, 1,000 Machines, the rollout engine watching, at 60x.
+"""``python -m tests.bench.scale``: one simulator process, 1,000 Machines, the rollout engine watching, at 60x.
 
 On the real local API server (``envtest``) it builds one cluster of 3 control-plane Machines and 20
 MachineDeployments (997 workers; maxSurge 0 / maxUnavailable 1, the strategy the engine accepts), with the fake
 Talos API of every node, triggers a TCP + MachineDeployment change (both at once) and runs ``capi-rollout run``
-(through ``tests.bench_runner``, which counts its requests and times its evaluations) in a child process until it
+(through ``tests.bench.runner``, which counts its requests and times its evaluations) in a child process until it
 ends. It reports the machines simulated, the simulator's passes (count, passes/s, pass time), the API requests per
 minute of the simulator and of the runner, the runner's evaluation time (``observe`` = objects into domain views,
 ``decide``) and peak memory, and whether the whole rollout completed. Figures are for people (README); nothing here
 is asserted by a test.
 
-    python -m tests.bench_scale [--machines 1000] [--deployments 20] [--timings default|fast] [--time-scale 60]
+    python -m tests.bench.scale [--machines 1000] [--deployments 20] [--timings default|fast] [--time-scale 60]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def run(machines: int, deployments: int, timings: str, scale: float, timeout: fl
             sim.trigger_rollout()
             started = time.monotonic()
             proc = subprocess.run(
-                [sys.executable, "-m", "tests.bench_runner", "run", *params, "--kubeconfig",
+                [sys.executable, "-m", "tests.bench.runner", "run", *params, "--kubeconfig",
                  str(server.kubeconfig_path)],
                 env={**os.environ, "BENCH_RUNNER_STATS": str(stats_file)}, capture_output=True, text=True,
                 timeout=timeout)
@@ -147,7 +147,7 @@ def run(machines: int, deployments: int, timings: str, scale: float, timeout: fl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.bench_scale")
+    p = argparse.ArgumentParser(prog="python -m tests.bench.scale")
     p.add_argument("--machines", type=int, default=1000)
     p.add_argument("--deployments", type=int, default=20)
     p.add_argument("--timings", choices=("default", "fast"), default="default")

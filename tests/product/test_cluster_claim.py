@@ -1,6 +1,6 @@
 """One rollout per cluster: the claim decision (pure) and the runner's resolve waiting on it (a fake claim store).
 
-The real store against a real API server with the runner's own token is in tests/integration/test_claim.py.
+The real store against a real API server, with the runner's own token, is tested in tests/product/test_rbac.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The Sensor's admission policy on the real API server, with the Sensor's real token: it may create Workflows of
-the capi-rollout template with the two cluster parameters, and nothing else; nobody else is matched."""
+"""The Sensor's rights on the real API server, with the Sensor's real token: RBAC lets it create Workflows in argo
+and nothing else, and the admission policy lets it create only Workflows of the capi-rollout template with the two
+cluster parameters; nobody else is matched."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from capi_rollout.waiting import wait_until
+from capi_rollout.workflow import rbac
 from envtest import LocalAPIServer, assets, client_from_kubeconfig, rest
+from tests.product.access import allowed, http_status
 
 pytestmark = pytest.mark.apiserver
 
 EVENTS_RBAC = assets.REPO_ROOT / "overlay" / "management" / "capi-rollout" / "rbac.yaml"
-ARGO, SENSOR_NAMESPACE, SENSOR = "argo", "argo-events", "capi-rollout-sensor"
+ARGO, SENSOR_NAMESPACE, SENSOR, RUNNER = "argo", "argo-events", "capi-rollout-sensor", "capi-rollout-runner"
 WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{ARGO}/workflows"
 GOOD = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
         "metadata": {"generateName": "capi-rollout-", "namespace": ARGO},
@@ -99,3 +102,32 @@ def test_the_policy_matches_only_the_sensor(apiserver: LocalAPIServer, sensor: A
     status, name = _create(apiserver.admin, bad)  # an operator may still run anything RBAC lets them
     assert status == 200, name
     rest.request_json(apiserver.admin, "DELETE", f"{WORKFLOWS}/{name}")
+
+
+def test_the_sensor_creates_workflows_in_argo_and_nothing_else(
+    apiserver: LocalAPIServer, sensor: ApiClient, kube_namespace: str
+) -> None:
+    assert allowed(sensor, "create", "argoproj.io", "workflows", ARGO)
+    for verb in ("get", "list", "watch", "update", "patch", "delete"):
+        assert not allowed(sensor, verb, "argoproj.io", "workflows", ARGO), verb
+    for namespace in (kube_namespace, SENSOR_NAMESPACE, ""):
+        assert not allowed(sensor, "create", "argoproj.io", "workflows", namespace), namespace
+    for group, resource in (("argoproj.io", "workflowtemplates"), ("argoproj.io", "cronworkflows"),
+                            ("argoproj.io", "clusterworkflowtemplates"), ("argoproj.io", "workfloweventbindings"),
+                            ("argoproj.io", "workflowtaskresults"), ("", "pods"), ("", "configmaps"),
+                            ("", "secrets"), ("", "serviceaccounts"), ("batch", "jobs"),
+                            (rbac.LEDGER_GROUP, rbac.LEDGER_PLURAL)):
+        for verb in ("create", "update", "patch"):
+            assert not allowed(sensor, verb, group, resource, ARGO), (verb, resource)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": ARGO},
+           "spec": {"serviceAccountName": RUNNER, "containers": [{"name": "x", "image": "busybox"}]}}
+    assert http_status(lambda: rest.request_json(sensor, "POST", f"/api/v1/namespaces/{ARGO}/pods",
+                                             body=pod)) == 403
+    workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"generateName": "capi-rollout-", "namespace": ARGO},
+                "spec": {"workflowTemplateRef": {"name": "capi-rollout"},
+                         "arguments": {"parameters": [{"name": "clusterName", "value": "c1"}]}}}
+    workflows = f"/apis/argoproj.io/v1alpha1/namespaces/{ARGO}/workflows"
+    created = rest.request_json(sensor, "POST", workflows, body=workflow)
+    assert created["metadata"]["name"].startswith("capi-rollout-")
+    rest.request_json(apiserver.admin, "DELETE", f"{workflows}/{created['metadata']['name']}")

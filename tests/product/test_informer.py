@@ -16,7 +16,7 @@ from capi_rollout.ledger_store import MemoryLedgerStore
 from capi_rollout.rollout_loop import RolloutLoop
 from envtest.server import LocalAPIServer
 from sim import objects as o
-from tests.integration.test_kube_adapter import seed
+from tests.product.test_kube_adapter import seed
 
 pytestmark = pytest.mark.apiserver
 

@@ -1,7 +1,7 @@
 """The RBAC and the ledger CRD are rendered from Python (``capi_rollout.workflow.rbac``) and committed;
 ``render --cluster`` narrows the runner's Secret reads to named clusters with ``resourceNames``.
 
-What the rendered rules allow on a real API server with real tokens is tests/integration/test_rbac.py's part.
+What the rendered rules allow on a real API server with real tokens is tests/product/test_rbac.py's part.
 """
 
 from __future__ import annotations
