@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from capi_rollout import kustomize
 from capi_rollout.domain.params import DEFAULTS
+from capi_rollout.userfiles import manifest_objects
 from capi_rollout.workflow import template
 from tests.product.lua_filter import script_fires
 
@@ -23,23 +23,21 @@ CAPI_GROUPS = {"cluster.x-k8s.io", "controlplane.cluster.x-k8s.io", "bootstrap.c
 
 
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
-    """`kustomize build` with the binary `make tools` builds, else `kubectl kustomize` (both offline)."""
+    """`kustomize build` (the product's one runner of it) with the binary `make tools` builds, else what it finds
+    (`kubectl kustomize`); both offline."""
+    env = dict(os.environ)
     try:
-        from envtest.assets import kustomize
+        from envtest.assets import kustomize as built
 
-        command = [str(kustomize()), "build"]
+        env["KUSTOMIZE"] = str(built())
     except Exception:
-        kubectl = shutil.which("kubectl")
-        if kubectl is None:
+        if kustomize.command(env) is None:
             pytest.fail("no kustomize: run `make tools` (or install kubectl)")
-        command = [kubectl, "kustomize"]
-    proc = subprocess.run([*command, str(directory)], capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return [obj for _, obj in manifest_objects(kustomize.build(directory, env), f"{directory} (kustomize build)")]
 
 
 def load(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return [obj for _, obj in manifest_objects(path.read_text(), str(path))]
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
