@@ -189,3 +189,28 @@ def test_the_argo_events_images_have_the_upstream_tags_and_the_binaries_where_ar
     assert "nats-server" in found["docker.io/library/nats:2.10.29"][1]
     assert found["registry.k8s.io/coredns/coredns:v1.14.6"] == (["/coredns"], {"coredns", "etc/passwd", "etc/group",
                                                                               "tmp/.keep"})
+
+
+@pytest.mark.parametrize("target", ["e2e", "demo"])
+def test_make_says_a_node_cannot_run_here_before_it_builds_anything(target: str) -> None:
+    """As a non-root user (root is mapped to uid 1000 in a user namespace), ``make e2e``/``make demo`` print the
+    one line of the node check first and exit non-zero, without starting the long builds of tools/."""
+    import os
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "E2E_CLUSTER")}
+    argv = ["make", "--no-print-directory", target]
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None:
+            pytest.skip("unshare (util-linux) is needed to run make as a non-root user")
+        argv = ["unshare", "--user", "--map-user=1000", "--map-group=1000", *argv]
+    done = subprocess.run(argv, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode != 0, done.stdout
+    assert "tools/" not in done.stdout, done.stdout
+    first = next(line for line in lines if not line.startswith(".venv/") and not line.startswith("python3 -m"))
+    assert first.startswith("cannot run a real node here: a real node needs root"), done.stdout
+    assert "Alternative: E2E_CLUSTER=kind" in first and "Docker engine" in first
