@@ -214,3 +214,115 @@ def test_make_says_a_node_cannot_run_here_before_it_builds_anything(target: str)
     first = next(line for line in lines if not line.startswith(".venv/") and not line.startswith("python3 -m"))
     assert first.startswith("cannot run a real node here: a real node needs root"), done.stdout
     assert "Alternative: E2E_CLUSTER=kind" in first and "Docker engine" in first
+
+
+ROOT_ONLY = pytest.mark.skipif(not Path("/run").exists() or __import__("os").geteuid() != 0,
+                               reason="making a network namespace and cgroups needs root on Linux")
+
+
+def _test_layout(tmp_path: Path, tag: str) -> Layout:
+    import os
+
+    name = f"capi-rollout-test-{tag}-{os.getpid()}"
+    return Layout(state=tmp_path / "node", netns=name, cgroup_root=name)
+
+
+def _a_cgroup_controller() -> Path:
+    """A v1 controller hierarchy (pids, memory or cpu), or the v2 root."""
+    for name in ("pids", "memory", "cpu"):
+        if (netns.CGROUP_ROOT / name / "cgroup.procs").exists():
+            return netns.CGROUP_ROOT / name
+    return netns.CGROUP_ROOT
+
+
+@ROOT_ONLY
+def test_teardown_ends_the_processes_in_the_namespace_and_in_the_node_cgroups_and_removes_both(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    lay = _test_layout(tmp_path, "destroy")
+    group = _a_cgroup_controller() / lay.cgroup_root / "pod-test" / "container"
+    netns.create(lay)
+    lay.state.mkdir(parents=True)
+    in_ns = subprocess.Popen(["nsenter", f"--net=/run/netns/{lay.netns}", "--", "sleep", "600"])
+    in_cgroup = subprocess.Popen(["sleep", "600"])
+    try:
+        group.mkdir(parents=True)
+        (group / "cgroup.procs").write_text(f"{in_cgroup.pid}\n")
+        deadline = __import__("time").monotonic() + 10
+        while in_ns.pid not in netns.namespace_pids(lay):
+            assert __import__("time").monotonic() < deadline, "the sleeping process never entered the namespace"
+        assert group in netns.node_cgroups(lay)
+
+        done = netns.destroy(lay)
+
+        assert in_ns.wait(timeout=10) == -9 and in_cgroup.wait(timeout=10) == -9, done
+        assert not (_a_cgroup_controller() / lay.cgroup_root).exists(), done
+        assert netns.node_cgroups(lay) == [] and not netns.exists(lay) and not lay.state.exists(), done
+    finally:
+        for proc in (in_ns, in_cgroup):
+            proc.kill()
+            proc.wait()
+        netns.destroy(lay)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_LAUNCHER = """
+import sys
+from pathlib import Path
+from e2e.node import __main__ as launcher, netns, setup
+from e2e.node.config import Layout
+
+lay = Layout(state=Path(sys.argv[1]), netns=sys.argv[2], cgroup_root=sys.argv[2])
+setup.missing = lambda **_: []
+setup.build_images = lambda: []
+launcher.STOP_GRACE = 1.0
+# the command inside: a shell that ignores SIGINT, so only the teardown can end its sleep
+netns.enter_argv = lambda layout, argv: ["nsenter", f"--net=/run/netns/{layout.netns}", "--",
+                                         "sh", "-c", "trap '' INT; sleep 600"]
+sys.exit(launcher._run(lay, ["unused"], keep=False))
+"""
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("signum", [15, 1], ids=["SIGTERM", "SIGHUP"])
+def test_a_launcher_stopped_by_a_signal_tears_the_node_down(tmp_path: Path, signum: int) -> None:
+    """A CI timeout (SIGTERM) or a closed terminal (SIGHUP) ends ``python -m e2e.node run`` through the same
+    teardown as Ctrl-C: nothing of the node is left (processes, namespace, state)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    lay = _test_layout(tmp_path, f"signal{signum}")
+    repo = Path(__file__).resolve().parents[2]
+    log_file = tmp_path / "launcher.log"
+    with log_file.open("w") as log_out:
+        launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(lay.state), lay.netns], cwd=repo,
+                                    stderr=log_out)
+    try:
+        deadline = time.monotonic() + 30
+        while len(netns.namespace_pids(lay)) < 2:  # the shell and its sleep
+            assert launcher.poll() is None and time.monotonic() < deadline, "the launcher never ran its command"
+            time.sleep(0.1)
+        inside = netns.namespace_pids(lay)
+
+        os.kill(launcher.pid, signum)
+        launcher.wait(timeout=90)
+        log = log_file.read_text()
+
+        assert launcher.returncode == 128 + signum, log
+        assert f"stopped by signal {signum}" in log
+        assert not netns.exists(lay) and not lay.state.exists(), log
+        assert not [pid for pid in inside if _alive(pid)], log
+    finally:
+        launcher.kill()
+        launcher.wait()
+        netns.destroy(lay)
