@@ -2,8 +2,10 @@
 
 Contract:
 - :func:`missing` lists, one sentence each, what this machine lacks for a node (not Linux, not root, a kernel
-  without network namespaces/veth/bridge, a missing command such as ``runc`` or the CNI plugins, binaries not yet
-  built by ``make node-tools``); empty means a node can run. It reads the machine and changes nothing.
+  without network namespaces, veth pairs, bridges, the iptables nat table, conntrack or kube-proxy's iptables
+  matches, tried in a throwaway namespace: :func:`kernel_problems`; a missing command such as ``runc`` or the CNI
+  plugins, binaries not yet built by ``make node-tools``); empty means a node can run. It changes nothing on the
+  machine (the probe namespace is deleted).
 - :func:`node_bin_dir` is where ``tools/build.sh node`` puts the node's binaries for the pins,
   :func:`events_bin_dir` where ``tools/events.sh`` puts Argo Events' and CoreDNS (imported on every node;
   installed only by the tests that need them, :meth:`e2e.node_backend.NodeBackend.install_argo_events`).
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from e2e.node import config
@@ -87,7 +90,7 @@ def missing(*, built: bool = True) -> list[str]:
     if not Path("/sys/fs/cgroup").is_dir():
         problems.append("no cgroup file system at /sys/fs/cgroup")
     if not problems and shutil.which("ip") is not None:
-        problems += _veth_problem()
+        problems += kernel_problems()
     events_dir = events_bin_dir(assets.versions(), assets.cache_dir())
     absent_binaries = [*binaries().missing(), *(str(events_dir / b) for b in EVENTS_BINARIES
                                                  if not os.access(events_dir / b, os.X_OK))] if built else []
@@ -97,18 +100,46 @@ def missing(*, built: bool = True) -> list[str]:
     return problems
 
 
-def _veth_problem() -> list[str]:
-    """Can this kernel make a network namespace with a veth pair in it (tried in a throwaway namespace)?"""
+# What the node's kernel must do, each tried in a throwaway namespace: (what is missing if it fails, argv; ``{ns}``
+# is the probe namespace). The iptables ones need the command (`make node-tools` installs it) and run inside.
+KERNEL_PROBES: tuple[tuple[str, list[str]], ...] = (
+    ("veth pairs (the node's interface)",
+     ["ip", "-n", "{ns}", "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]),
+    ("bridge interfaces (the pod network, CNI bridge plugin)",
+     ["ip", "-n", "{ns}", "link", "add", "probe-br0", "type", "bridge"]),
+    ("the iptables nat table (kube-proxy's Services, the bridge plugin's masquerade)",
+     ["iptables", "-w", "5", "-t", "nat", "-L", "-n"]),
+    ("connection tracking (the iptables conntrack match kube-proxy uses)",
+     ["iptables", "-w", "5", "-t", "filter", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j",
+      "DROP"]),
+    ("the iptables comment and statistic matches and the MASQUERADE target (kube-proxy)",
+     ["iptables", "-w", "5", "-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "probe", "-m",
+      "statistic", "--mode", "random", "--probability", "0.5", "-j", "MASQUERADE"]),
+)
+
+
+def kernel_problems(run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+                    which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """What the kernel cannot do for a node (:data:`KERNEL_PROBES`, tried in a throwaway network namespace that is
+    always deleted), one sentence each; empty if it can do everything."""
     probe = f"capi-rollout-probe-{os.getpid()}"
     try:
-        for argv in (["ip", "netns", "add", probe],
-                     ["ip", "-n", probe, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]):
-            done = subprocess.run(argv, capture_output=True, text=True)
+        done = run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        if done.returncode != 0:
+            return [f"the kernel cannot make network namespaces ({done.stderr.strip()})"]
+        problems = []
+        for what, template in KERNEL_PROBES:
+            argv = [a.replace("{ns}", probe) for a in template]
+            if argv[0] == "iptables":
+                if which("iptables") is None:
+                    continue
+                argv = ["ip", "netns", "exec", probe, *argv]
+            done = run(argv, capture_output=True, text=True)
             if done.returncode != 0:
-                return [f"the kernel cannot make network namespaces with veth pairs ({done.stderr.strip()})"]
-        return []
+                problems.append(f"this kernel lacks {what} ({done.stderr.strip()[:200]})")
+        return problems
     finally:
-        subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+        run(["ip", "netns", "delete", probe], capture_output=True, text=True)
 
 
 def argo_module_dir() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -326,3 +327,55 @@ def test_a_launcher_stopped_by_a_signal_tears_the_node_down(tmp_path: Path, sign
         launcher.kill()
         launcher.wait()
         netns.destroy(lay)
+
+
+class _FakeProbes:
+    """``subprocess.run`` for the kernel probes: every command succeeds except those containing ``fail``."""
+
+    def __init__(self, fail: str | None) -> None:
+        self.fail = fail
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        self.calls.append(argv)
+        failed = self.fail is not None and self.fail in " ".join(argv)
+        return subprocess.CompletedProcess(argv, 1 if failed else 0, "", "probe refused" if failed else "")
+
+
+@pytest.mark.parametrize(("fail", "named"), [
+    ("netns add", "the kernel cannot make network namespaces (probe refused)"),
+    ("type veth", "this kernel lacks veth pairs (the node's interface) (probe refused)"),
+    ("type bridge", "this kernel lacks bridge interfaces (the pod network, CNI bridge plugin) (probe refused)"),
+    ("-L -n", "this kernel lacks the iptables nat table"),
+    ("conntrack", "this kernel lacks connection tracking (the iptables conntrack match kube-proxy uses)"),
+    ("statistic", "this kernel lacks the iptables comment and statistic matches and the MASQUERADE target"),
+], ids=["netns", "veth", "bridge", "nat", "conntrack", "kube-proxy matches"])
+def test_each_missing_kernel_piece_is_named_in_one_sentence_and_the_probe_namespace_is_deleted(
+        fail: str, named: str) -> None:
+    from e2e.node import setup
+
+    run = _FakeProbes(fail)
+    (problem,) = setup.kernel_problems(run=run, which=lambda _: "/usr/sbin/iptables")
+    assert problem.startswith(named), problem
+    assert run.calls[-1][:3] == ["ip", "netns", "delete"]
+    assert all(c[:4] == ["ip", "netns", "exec", run.calls[0][3]] for c in run.calls if "iptables" in c)
+
+
+def test_a_kernel_that_does_everything_has_no_problem_and_iptables_waits_for_make_node_tools() -> None:
+    from e2e.node import setup
+
+    run = _FakeProbes(None)
+    assert setup.kernel_problems(run=run, which=lambda _: "/usr/sbin/iptables") == []
+    assert len(run.calls) == 2 + len(setup.KERNEL_PROBES)
+    without = _FakeProbes("iptables")
+    assert setup.kernel_problems(run=without, which=lambda _: None) == []  # not tried without the command
+
+
+@ROOT_ONLY
+def test_this_kernel_passes_the_probes_and_they_leave_no_namespace() -> None:
+    from e2e.node import setup
+
+    before = Path("/run/netns").iterdir() if Path("/run/netns").is_dir() else iter(())
+    names = {p.name for p in before}
+    assert setup.kernel_problems() == []
+    assert {p.name for p in Path("/run/netns").iterdir()} == names
