@@ -74,14 +74,18 @@ test: setup tools lint
 	$(BIN)/pytest tests --tb=short
 
 ifeq ($(E2E_CLUSTER),node)
-e2e: setup tools node-tools
+# The node check comes first (one line, exit 1 where a node cannot run), before the long builds; with -j too.
+ifneq ($(filter e2e demo,$(MAKECMDGOALS)),)
+tools node-tools: | node-check
+endif
+e2e: node-check setup tools node-tools
 	mkdir -p results
 	E2E_NODE_CAPI_LINE=v1.14 $(BIN)/python -m e2e.node run -- $(E2E_PYTEST) -k "not v1.10" \
 	  --junitxml=results/e2e-junit.xml
 	E2E_NODE_CAPI_LINE=v1.10 $(BIN)/python -m e2e.node run -- $(E2E_PYTEST) -k "v1.10" \
 	  --junitxml=results/e2e-junit-v110.xml
 
-demo: setup tools node-tools
+demo: node-check setup tools node-tools
 	$(BIN)/python -m e2e.node run -- $(BIN)/python -m e2e.demo
 else
 e2e: setup tools

@@ -4,6 +4,7 @@ pytest_plugins = ["envtest.pytest_plugin"]
 
 
 # --- e2e backends (appended by the executor/backends helper; see e2e/README.md) ------------------------------
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -29,11 +30,21 @@ def e2e_results_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def e2e_backend_name() -> str:
-    """``E2E_CLUSTER`` if set, else kind where Docker answers, else local."""
+def e2e_backend_name(pytestconfig: pytest.Config) -> str:
+    """``E2E_CLUSTER`` if set, else kind where Docker answers, else local; said on the console (past the capture)."""
     name, why = select_backend(os.environ)
-    _live(f"e2e backend: {name} ({why})")
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        _live(backend_banner(name, why))
     return name
+
+
+def backend_banner(name: str, why: str) -> str:
+    """The suite's first line: which backend runs, and for ``local`` that it is not the real engine."""
+    if name == "local":
+        return (f"e2e backend: local ({why}): the fast template check, a local emulator of Argo Workflows, NOT the "
+                "real Argo engine (the proof is `make e2e` on a real node, E2E_CLUSTER=node)")
+    return f"e2e backend: {name} ({why})"
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,11 @@ Contract: ``make demo`` runs ``python -m e2e.demo`` inside a real one-node Kuber
 and the rendered WorkflowTemplate from ``overlay/``, the simulator as a pod with
 ``sim/scenarios/cp-stall-recover-after-reboot.yaml`` (durations scaled, see ``e2e.harness``); it triggers the
 rollout like a GitOps change and the real Argo engine runs the template, each step a pod under the runner
-ServiceAccount's token. With ``E2E_CLUSTER=local`` (or without a node) it starts a local API server and runs the
-template through the local executor (the fast template check), each step a real process. Step output is printed live;
+ServiceAccount's token. ``E2E_CLUSTER=kind`` (``make demo`` with a Docker engine) does the same on a kind cluster.
+With ``E2E_CLUSTER=local`` (or unset) it starts a local API server and runs the template through the local emulator
+of Argo (the fast template check, not the real engine: it says so), each step a real process. Any other
+``E2E_CLUSTER``, or kind without a Docker engine, ends it in one line before anything starts (exit 2, 1). Step
+output is printed live;
 at the end come the summary table and the timeline, and everything is left under ``results/demo/``, the picture of
 the rollout (``rollout.svg``: a timeline per Machine) beside the summary.
 Exit status 0 when the workflow succeeded, 1 otherwise, 130 on Ctrl-C. Everything it started (API server,
@@ -44,17 +47,44 @@ def _step_line(line: str) -> None:
     _say("   " + _PREFIX.sub("[", line))
 
 
+LOCAL_ENGINE = ("the local emulator of Argo on a local API server: the fast template check, NOT the real Argo "
+                "engine")
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@contextlib.contextmanager
-def _stage(results: Path, capi_line: str) -> Iterator[tuple[Stage, bool]]:
-    """(the stage, whether it runs on the real node); the local API server and executor otherwise."""
-    if os.environ.get("E2E_CLUSTER") == "node":
-        from e2e.backends.node import NodeBackend
+DEMO_BACKENDS = ("node", "kind", "local")
 
-        backend = NodeBackend(results, echo=_step_line)
+
+def _backend(env: dict[str, str]) -> str:
+    """The demo's engine from ``E2E_CLUSTER`` (unset: local). Anything it cannot run ends the demo in one line
+    before anything starts: exit 2 for a name it does not play, 1 for kind without a Docker engine."""
+    name = env.get("E2E_CLUSTER", "").strip() or "local"
+    if name not in DEMO_BACKENDS:
+        print(f"python -m e2e.demo: E2E_CLUSTER={name!r} is not a demo engine: use node (a real node, the default "
+              "of `make demo`), kind (a Docker engine) or local (the fast template check)", file=sys.stderr)
+        raise SystemExit(2)
+    if name == "kind":
+        from e2e.backends.selection import docker_available
+
+        ok, why = docker_available()
+        if not ok:
+            print(f"python -m e2e.demo: E2E_CLUSTER=kind needs a Docker engine ({why}); on Linux as root "
+                  "`make demo` runs a real node instead", file=sys.stderr)
+            raise SystemExit(1)
+    return name
+
+
+@contextlib.contextmanager
+def _stage(results: Path, capi_line: str, name: str) -> Iterator[tuple[Stage, bool]]:
+    """(the stage, whether it runs on a real Argo engine: the node or kind); the local API server and the
+    emulator (the fast template check) otherwise."""
+    if name in ("node", "kind"):
+        from e2e.backends.selection import make_backend
+
+        backend = make_backend(name, results_dir=results, echo=_step_line)
         try:
             backend.install_capi_crds(capi_line)
             stage = Stage.on_cluster(backend, scenario_dir=results)
@@ -90,14 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
 
+    name = _backend(dict(os.environ))
     started = time.monotonic()
     results = args.results.resolve()
     scenario = scaled(args.scenario)
     _say(f"capi-rollout demo: {scenario.description}")
-    engine = os.environ.get("E2E_NODE_ENGINE") or "the local Argo executor on a local API server"
+    engine = {"node": os.environ.get("E2E_NODE_ENGINE") or "a real node",
+              "kind": "Argo Workflows on a kind cluster",
+              "local": LOCAL_ENGINE}[name]
     _say(f"1/4 starting Argo Workflows ({engine}) with the CAPI {scenario.capi_line} CRDs...")
     try:
-        with _stage(results, scenario.capi_line) as (stage, _):
+        with _stage(results, scenario.capi_line, name) as (stage, _):
             _say(f"    ready after {time.monotonic() - started:.1f}s")
             _say("2/4 installed the RolloutLedger CRD, the runner RBAC and the rendered WorkflowTemplate "
                  "(overlay/.../argo-workflows/)")

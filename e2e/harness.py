@@ -63,6 +63,14 @@ TEMPLATE_PATH = OVERLAY / "capi-rollout-workflowtemplate.yaml"
 RBAC_PATH = OVERLAY / "capi-rollout-rbac.yaml"
 LEDGER_CRD_PATH = OVERLAY / "capi-rollout-ledger-crd.yaml"  # the RolloutLedger kind the runner keeps its ledger in
 RUNNER_NAMESPACE, RUNNER = "argo", "capi-rollout-runner"
+
+
+def overlay_build() -> str:
+    """``kustomize build`` of :data:`OVERLAY` with the pinned kustomize of ``make tools`` (``$KUSTOMIZE`` wins)."""
+    from capi_rollout import kustomize
+    from envtest import assets
+
+    return kustomize.build(OVERLAY, env={"KUSTOMIZE": str(assets.kustomize()), **os.environ})
 PER_CLUSTER_ROLE = "capi-rollout-cluster-namespace"
 
 # Simulated seconds at 60x: a machine boots in 33 simulated seconds (~0.55 s wall), a deletion takes ~0.1 s,
@@ -201,8 +209,9 @@ class Stage:
     def on_cluster(cls, backend: ClusterBackend, *, scenario_dir: Path | None = None, settle_timeout: float = 120.0,
                    template: Mapping[str, Any] | None = None) -> Stage:
         """A kind or drill cluster: ``backend`` runs the template with its Argo; simulators run there as pods.
-        ``template``: the WorkflowTemplate to play (a drill's copy of the deployed one), else the rendered file."""
-        backend.install([LEDGER_CRD_PATH, RBAC_PATH, template if template is not None else TEMPLATE_PATH])
+        ``template``: the WorkflowTemplate to play (a drill's copy of the deployed one), else the overlay as users
+        apply it: ``kustomize build`` of ``overlay/management/argo-workflows`` (the pinned kustomize)."""
+        backend.install([LEDGER_CRD_PATH, RBAC_PATH, template] if template is not None else [overlay_build()])
 
         def start_simulator(scenario: Scenario) -> SimHandle:
             return backend.deploy_simulator(scenario, namespace=scenario.namespace)

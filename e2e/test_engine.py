@@ -1,11 +1,18 @@
-"""What only a real Argo engine can show: its controller dying mid-phase, and ``argo stop`` vs ``argo terminate``.
+"""What only a real Argo engine can show: its controller dying mid-phase, ``argo stop`` vs ``argo terminate``, the
+custom metrics as the controller emits them, and (on the real node) a namespace with no way out.
 
 These play on a cluster backend (the real node by default, kind, a drill): the workflow-controller is a pod
-there. The local emulator has no controller to kill and no shutdown strategy, so it skips them and says why.
+there. The local emulator has no controller to kill, no shutdown strategy and no metrics, so it skips them and says
+why; the namespace test needs the real node (``E2E_CLUSTER=node``).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import os
+import re
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -13,8 +20,9 @@ from typing import Any, cast
 import pytest
 
 from capi_rollout.waiting import wait_until
-from e2e.argo_local import WorkflowRun, run_from_argo_workflow
+from e2e.argo_local import KillStep, WorkflowRun, run_from_argo_workflow
 from e2e.harness import Stage, parameters, scaled
+from e2e.node import netns
 from e2e.simhandles import SimHandle
 
 pytestmark = pytest.mark.e2e
@@ -135,3 +143,125 @@ def test_16_argo_stop_writes_the_summary_and_argo_terminate_skips_it(
     else:
         assert out.summary is None, "terminate skips the exit handler: no summary"
         assert not out.run.attempts("summary"), out.run.text()
+
+
+# ------------------------------------------------------------------------------------------ custom metrics
+
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _controller_metrics(backend: Any) -> list[tuple[str, dict[str, str], float]]:
+    """The running workflow-controller's /metrics (port 9090, HTTPS by Argo's default), through the API server's
+    pod proxy: ``(name, labels, value)`` per sample."""
+    from kubernetes import client
+
+    (pod,) = [p for p in _controller_pods(backend) if (p.get("status") or {}).get("phase") == "Running"]
+    text = client.CoreV1Api(backend.api).connect_get_namespaced_pod_proxy_with_path(
+        f"https:{pod['metadata']['name']}:9090", "argo", "metrics")
+    samples = []
+    for line in str(text).splitlines():
+        match = _SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            samples.append((match[1], dict(_LABEL.findall(match[2] or "")), float(match[3])))
+    return samples
+
+
+def _metric(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> list[float]:
+    return [v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items())]
+
+
+def test_17_custom_metrics_count_each_remediation_once_across_a_retried_step(
+        request: pytest.FixtureRequest, stage: Stage) -> None:
+    """Argo emits a template's metrics per attempt; the counters live on the summary step, so a control-plane step
+    lost mid-phase and retried (scenario 12) still counts each remediation once. No ``MetricsError`` condition."""
+    backend = _cluster_stage(stage)
+    s = scaled("cp-stall-provisioning-never")
+    out = stage.run(request.node.name, s, parameters(s, maxRemediations="2", controlPlaneTimeout="150s"),
+                    faults=[KillStep("control-plane", after=11.0, attempt=0)])
+
+    assert len(out.run.attempts("control-plane")) == 2, out.run.text()
+    assert out.summary is not None and out.summary["remediations"] == 2, out.run.text()
+    from kubernetes import client
+
+    obj = client.CustomObjectsApi(backend.api).get_namespaced_custom_object(*ARGO, backend.namespace, "workflows",
+                                                                           out.run.name)
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    assert not [c for c in conditions if c.get("type") == "MetricsError"], conditions
+    cluster = {"cluster_namespace": out.run.parameters["clusterNamespace"],
+               "cluster_name": out.run.parameters["clusterName"]}
+    samples: list[tuple[str, dict[str, str], float]] = []
+
+    def scraped() -> bool:  # the summary's metrics appear when the controller has seen the step end
+        samples[:] = _controller_metrics(backend)
+        return bool(_metric(samples, "argo_workflows_capi_rollout_result_total", **cluster))
+
+    wait_until(scraped, timeout=60, interval=0.5, what="the summary's metrics on the controller's /metrics")
+    names = sorted({n for n, _, _ in samples if n.startswith("argo_workflows_capi_rollout_")})
+    print(f"custom metrics scraped: {names}")
+    assert _metric(samples, "argo_workflows_capi_rollout_remediations_total", **cluster) == [2.0], names
+    assert _metric(samples, "argo_workflows_capi_rollout_result_total", result="Failed", **cluster) == [1.0]
+    # The histogram is emitted per attempt: both control-plane attempts are in it.
+    attempts = _metric(samples, "argo_workflows_capi_rollout_phase_duration_seconds_count", phase="control-plane",
+                       **cluster)
+    assert sum(attempts) == 2, [x for x in samples if x[0].startswith("argo_workflows_capi_rollout_phase")]
+
+
+# ------------------------------------------------------------------------------------------ no way out
+
+
+def _node_layout() -> Any:
+    if os.environ.get("E2E_CLUSTER") != "node":
+        pytest.skip("needs the real node (E2E_CLUSTER=node): the test runs inside its network namespace")
+    from e2e.node.setup import default_layout
+
+    return default_layout()
+
+
+def _json(*argv: str) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], json.loads(subprocess.run(argv, check=True, capture_output=True,
+                                                                text=True).stdout or "[]"))
+
+
+def _address(endpoint: str) -> str:
+    """The address of an ``ss`` endpoint (``10.0.0.1:80``, ``[::1]:53``, ``*:10250``, ``127.0.0.53%lo:53``)."""
+    host = endpoint.rsplit(":", 1)[0].strip("[]").split("%", 1)[0]
+    return "0.0.0.0" if host == "*" else host
+
+
+def test_18_the_live_node_namespace_has_no_route_out_and_nothing_listens_or_dials_outside(stage: Stage) -> None:
+    """After the bridge, kube-proxy, containerd and the pods set the namespace up (the stage has run pods): no
+    default route, no route to an address outside the node's, pods' and Services' ranges, no address outside them
+    on any interface, and every socket (listening or connected) bound to and talking to such addresses only."""
+    layout = _node_layout()
+    inside = [ipaddress.ip_network(n, strict=False) for n in (
+        f"{layout.node_ip}/{layout.node_prefix}", layout.pod_cidr, layout.service_cidr, "127.0.0.0/8", "::1/128",
+        "fe80::/10", "ff00::/8", "224.0.0.0/4")]
+
+    def is_inside(address: str) -> bool:
+        net = ipaddress.ip_network(address, strict=False)
+        mapped = getattr(net.network_address, "ipv4_mapped", None)  # ::ffff:a.b.c.d, a dual-stack socket's view
+        if mapped is not None:
+            net = ipaddress.ip_network(mapped)
+        return net.network_address.is_unspecified or any(
+            net.version == n.version and net.network_address in n and net.prefixlen >= n.prefixlen for n in inside)
+
+    routes = _json("ip", "-json", "-4", "route", "show", "table", "all") + \
+        _json("ip", "-json", "-6", "route", "show", "table", "all")
+    assert routes and netns.route_out(routes) == [], netns.route_out(routes)
+    assert not [r for r in routes if r.get("dst") == "default" or not is_inside(str(r["dst"]))], routes
+    links = _json("ip", "-json", "addr", "show")
+    addresses = [a["local"] for link in links for a in link.get("addr_info", [])]
+    assert any(a == layout.node_ip for a in addresses) and any(
+        ipaddress.ip_address(a) in ipaddress.ip_network(layout.pod_cidr) for a in addresses), addresses
+    assert [a for a in addresses if not is_inside(a)] == [], addresses  # so a wildcard listener is inside too
+    sockets = []
+    for flags in ("-Hltn", "-Hlun", "-Htan", "-Huan"):
+        out = subprocess.run(["ss", flags], check=True, capture_output=True, text=True).stdout
+        sockets += [(flags, line.split()[3], line.split()[4]) for line in out.splitlines() if line.strip()]
+    assert any(flags == "-Hltn" and _address(local) == layout.node_ip for flags, local, _ in sockets), sockets
+    outside = [(f, local, peer) for f, local, peer in sockets
+               if not is_inside(_address(local)) or (peer not in ("*:*", "0.0.0.0:*", "[::]:*")
+                                                     and not is_inside(_address(peer)))]
+    assert outside == [], outside

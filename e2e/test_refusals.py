@@ -147,6 +147,7 @@ def test_11_missing_or_foreign_secret_unknown_cluster_and_bad_parameters_fail_cl
     _refused(unknown, "cannot resolve the cluster: Cluster nope not found", failed_step="resolve")
     (reason,) = _refused(bad, "invalid parameters", failed_step="resolve")["reasons"]
     assert "maxRemediations: must be a whole number ≥ 0, got '-1'" in reason and "pollInterval:" in reason
+    assert "rebootMode: must be one of powercycle, default, force, got 'bogus'" in reason
     assert bad.ledger is None, "bad parameters are refused before anything is read or written"
     for out in (missing, foreign, unknown):
         assert out.ledger is not None and out.ledger["phases"] == {} and not out.ledger.get("targets")
@@ -178,5 +179,7 @@ def refusals(stage: Stage) -> dict[str, Outcome]:
     case("missing-secret", scaled("happy"), _delete_talosconfig)
     case("foreign-secret", scaled("happy"), _relabel_talosconfig)
     case("unknown-cluster", scaled("happy"), clusterName="nope")
-    case("bad-parameters", scaled("happy"), maxRemediations="-1", pollInterval="soon")
+    # rebootMode is outside the template's enum: Argo does not enforce it (the Workflow carries its own parameter
+    # list), so the product's own check must refuse it.
+    case("bad-parameters", scaled("happy"), maxRemediations="-1", pollInterval="soon", rebootMode="bogus")
     return dict(zip(cases, stage.run_concurrently(list(cases.values())), strict=True))

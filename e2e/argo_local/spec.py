@@ -292,17 +292,13 @@ def _check_template(
 
 
 def merge_arguments(spec: Mapping[str, Any], submitted: Mapping[str, str]) -> dict[str, str]:
-    """Workflow parameters after Argo's merge (submitted win, template order first) and validation."""
+    """Workflow parameters after Argo's merge and validation, as for a Workflow with a ``workflowTemplateRef``
+    (``util.MergeParameters`` in ``ValidateWorkflow``, Argo v4.0.2): the Workflow's own parameters (the submitted
+    ones, name and value only) come first and win whole; the template's other parameters follow. So the template's
+    ``enum`` is checked only for a parameter left at the template's value, never for a submitted one."""
     declared = list((spec.get("arguments") or {}).get("parameters") or [])
-    merged: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for p in declared:
-        q = dict(p)
-        if p["name"] in submitted:
-            q["value"] = str(submitted[p["name"]])
-        merged.append(q)
-        seen.add(p["name"])
-    merged.extend({"name": k, "value": str(v)} for k, v in submitted.items() if k not in seen)
+    merged: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in submitted.items()]
+    merged.extend(dict(p) for p in declared if p["name"] not in submitted)
     prefix = "spec.arguments."
     for p in merged:
         name = p["name"]

@@ -9,7 +9,9 @@ Usage::
 ``run`` prints each step and its duration. CMD runs inside the namespace with ``KUBECONFIG`` (the admin
 kubeconfig), ``E2E_CLUSTER=node``, ``E2E_NODE_STATE`` (the state directory) and ``E2E_NODE_ENGINE`` (one line
 naming the engine) set; its exit code is ``run``'s. Whatever CMD did, the node is torn down afterwards (unless
-``--keep``) and a second ``run`` always starts clean. One node runs on a machine at a time: ``run`` and ``down``
+``--keep``) and a second ``run`` always starts clean. Ctrl-C (SIGINT), SIGTERM (a CI timeout, ``timeout``) and
+SIGHUP stop CMD and the node and go through the same teardown; ``run`` then exits 128 + the signal's number.
+One node runs on a machine at a time: ``run`` and ``down``
 hold an exclusive lock (``/var/tmp/capi-rollout-node.lock``); a second checkout waits for it and says so.
 Where a node cannot run here, ``run`` and ``check`` say
 what is missing and that kind (``E2E_CLUSTER=kind``, with a Docker engine) is the alternative, and exit 1.
@@ -18,6 +20,7 @@ what is missing and that kind (``E2E_CLUSTER=kind``, with a Docker engine) is th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import signal
@@ -114,20 +117,50 @@ def _run(layout: Layout, cmd: list[str], *, keep: bool) -> int:
     layout.state.mkdir(parents=True)
     layout.resolv_conf.write_text(config.render_resolv_conf(layout))
     setup.write_image_list(layout, images)
-    netns.create(layout)
-    child = subprocess.Popen(netns.enter_argv(layout, [sys.executable, "-m", "e2e.node", "inside", "--", *cmd]))
+    child: subprocess.Popen[bytes] | None = None
+    stopped = _Stopped()
+    previous = {sig: signal.signal(sig, stopped.handler) for sig in STOP_SIGNALS}
     try:
+        netns.create(layout)
+        child = subprocess.Popen(netns.enter_argv(layout, [sys.executable, "-m", "e2e.node", "inside", "--", *cmd]))
         code = child.wait()
     except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        code = child.wait()
+        code = 128 + stopped.signum
+        print(f"[node] stopped by signal {stopped.signum}: stopping the command and the node", file=sys.stderr,
+              flush=True)
+        if child is not None:
+            child.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=STOP_GRACE)
     finally:
-        if child.poll() is None:
+        if child is not None and child.poll() is None:
             child.kill()
             child.wait()
-        for line in netns.destroy(layout, keep_state=keep):
-            print(f"[node] teardown: {line}", file=sys.stderr)
+        for sig in STOP_SIGNALS:  # a second signal during the teardown must not cut it short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            for line in netns.destroy(layout, keep_state=keep):
+                print(f"[node] teardown: {line}", file=sys.stderr)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return code
+
+
+# Ctrl-C, a CI timeout or `timeout` (SIGTERM), a closed terminal (SIGHUP): the same teardown.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_GRACE = 60.0  # seconds the command and the node get to stop after the signal, before SIGKILL and teardown
+
+
+class _Stopped:
+    """The signal that stopped the run (SIGINT unless another one came)."""
+
+    def __init__(self) -> None:
+        self.signum = int(signal.SIGINT)
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.signum = signum
+        raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

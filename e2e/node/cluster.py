@@ -253,6 +253,12 @@ class Node:
         except (OSError, ValueError):
             return None
 
+    def node_info(self) -> dict[str, object]:
+        """The Node's ``status.nodeInfo`` as the running kubelet reports it (kubelet and container runtime versions)."""
+        node = self._get(f"/api/v1/nodes/{self.layout.node_name}") or {}
+        info = (node.get("status") or {}).get("nodeInfo") or {}  # type: ignore[union-attr]
+        return dict(info)
+
     def _node_ready(self) -> bool:
         node = self._get(f"/api/v1/nodes/{self.layout.node_name}")
         if node is None:

@@ -15,10 +15,12 @@ Contract:
   file capability, which these archives do not carry): :func:`events_images`.
 - The step image and the simulator image: the project's Dockerfile's inputs on Debian bookworm's own Python 3.11
   (a ``debootstrap --variant=minbase --include=python3`` root file system, a ``python`` link as in the official
-  image), then ``pip install --no-index`` of wheels of this checkout with its pinned dependencies (``pip wheel``),
-  user 65532, ``HOME=/tmp``, ``ENTRYPOINT capi-rollout`` / ``python -m sim``. The simulator image adds the
-  ``[sim]`` extra. The root file system is cached per Debian suite under ``$CAPI_ROLLOUT_CACHE/images``; the
-  wheel layer is rebuilt when the checkout's package changes.
+  image), then ``pip install --no-index`` of the wheels both Dockerfiles install: every pin of
+  ``requirements/runtime.txt`` (``pip wheel --require-hashes --no-deps -r``; it holds the ``[sim]`` extra's too)
+  and this checkout's package (``--no-deps``), checked to be exactly the lock (:func:`lock_difference`); user
+  65532, ``HOME=/tmp``, ``ENTRYPOINT capi-rollout`` / ``python -m sim``. The root file system is cached per Debian
+  suite under ``$CAPI_ROLLOUT_CACHE/images``; an image is keyed by the lock and its wheels' content, so it is
+  rebuilt when the lock or the checkout's package changes.
 - :func:`build_all` returns ``docker save`` archives (:mod:`e2e.node.archive`) to import with ``ctr``.
 Each build step prints what it builds and how long it took.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,24 +151,64 @@ def binary_image(cache: Path, *, tag: str, binary: Path, entrypoint: str, user: 
     return ImageArchive(tag, out)
 
 
-def wheels(repo: Path, python: str, out: Path, extras: str = "") -> Path:
-    """Wheels of this checkout (``.[extras]``) and its pinned dependencies, built with the project's pip."""
+LOCK = Path("requirements/runtime.txt")  # both images' dependencies, as both Dockerfiles install them
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins(text: str) -> dict[str, str]:
+    """``{name: version}`` of a pip-compile lock (``name==version \\`` lines; hashes and comments skipped)."""
+    return {_normalize(m[1]): m[2] for m in map(_PIN.match, text.splitlines()) if m}
+
+
+def wheel_pins(wheel_dir: Path) -> dict[str, str]:
+    """``{name: version}`` of the wheels in ``wheel_dir`` (from their file names)."""
+    return {_normalize(w.name.split("-")[0]): w.name.split("-")[1] for w in wheel_dir.glob("*.whl")}
+
+
+def lock_difference(wheels: Mapping[str, str], lock: Mapping[str, str], project: str = "capi-rollout") -> list[str]:
+    """How a wheel set differs from the lock plus the project's own wheel (empty: it is exactly the lock)."""
+    problems = [f"{name}: {wheels.get(name, 'missing')} instead of the lock's {version}"
+                for name, version in sorted(lock.items()) if wheels.get(name) != version]
+    problems += [f"{name} {version} is not in the lock" for name, version in sorted(wheels.items())
+                 if name not in lock and name != project]
+    if project not in wheels:
+        problems.append(f"no {project} wheel")
+    return problems
+
+
+def wheels(repo: Path, python: str, out: Path) -> Path:
+    """The wheels the Dockerfiles install: every pin of :data:`LOCK`, each checked against its hash, and this
+    checkout's package built without dependencies (nor build isolation: hatchling comes from the dev lock). Raises
+    if the set is not exactly the lock plus the package."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    spec = f".[{extras}]" if extras else "."
-    subprocess.run([python, "-m", "pip", "wheel", "-q", "--wheel-dir", str(out), spec], cwd=repo, check=True)
+    pip = [python, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(out)]
+    subprocess.run([*pip, "--require-hashes", "-r", str(LOCK)], cwd=repo, check=True)
+    subprocess.run([*pip, "--no-build-isolation", "."], cwd=repo, check=True)
+    problems = lock_difference(wheel_pins(out), lock_pins((repo / LOCK).read_text()))
+    if problems:
+        raise RuntimeError(f"the step image's wheels are not {LOCK}: {'; '.join(problems)}")
     return out
 
 
-def python_image(cache: Path, *, repo: Path, python: str, tag: str, extras: str,
+def image_key(lock: bytes, wheel_dir: Path) -> str:
+    """A Python image's cache key: the lock's bytes and every wheel's name and content."""
+    digest = hashlib.sha256(lock)
+    for wheel in sorted(wheel_dir.iterdir()):
+        digest.update(wheel.name.encode() + hashlib.sha256(wheel.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def python_image(cache: Path, *, repo: Path, python: str, tag: str,
                  entrypoint: list[str], cmd: list[str]) -> ImageArchive:
     base = rootfs(cache)
     work = cache / "images" / "work" / tag.replace("/", "_").replace(":", "_")
-    built = wheels(repo, python, work / "wheels", extras)
-    digest = hashlib.sha256()
-    for wheel in sorted(built.iterdir()):
-        digest.update(wheel.name.encode() + hashlib.sha256(wheel.read_bytes()).digest())
-    key = digest.hexdigest()[:16]
+    built = wheels(repo, python, work / "wheels")
+    key = image_key((repo / LOCK).read_bytes(), built)
     out = cache / "images" / f"{tag.rsplit('/', 1)[-1].replace(':', '-')}-{key}.image.tar"
     if out.exists():
         return ImageArchive(tag, out)
@@ -241,8 +284,7 @@ def build_all(cache: Path, binaries: Mapping[str, Path], *, repo: Path, argo_mod
         binary_image(cache, tag=f"quay.io/argoproj/workflow-controller:{argo_version}",
                      binary=binaries["workflow-controller"], entrypoint="workflow-controller",
                      user=str(ARGO_UID), argo_module=argo_module),
-        python_image(cache, repo=repo, python=python, tag=step_image, extras="",
-                     entrypoint=["capi-rollout"], cmd=["--help"]),
-        python_image(cache, repo=repo, python=python, tag=sim_image, extras="sim",
-                     entrypoint=["python", "-m", "sim"], cmd=["scenarios"]),
+        python_image(cache, repo=repo, python=python, tag=step_image, entrypoint=["capi-rollout"], cmd=["--help"]),
+        python_image(cache, repo=repo, python=python, tag=sim_image, entrypoint=["python", "-m", "sim"],
+                     cmd=["scenarios"]),
     ]

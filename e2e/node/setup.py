@@ -2,26 +2,31 @@
 
 Contract:
 - :func:`missing` lists, one sentence each, what this machine lacks for a node (not Linux, not root, a kernel
-  without network namespaces/veth/bridge, a missing command such as ``runc`` or the CNI plugins, binaries not yet
-  built by ``make node-tools``); empty means a node can run. It reads the machine and changes nothing.
+  without network namespaces, veth pairs, bridges, the iptables nat table, conntrack or kube-proxy's iptables
+  matches, tried in a throwaway namespace: :func:`kernel_problems`; a missing command such as ``runc`` or the CNI
+  plugins, binaries not yet built by ``make node-tools``); empty means a node can run. It changes nothing on the
+  machine (the probe namespace is deleted).
 - :func:`node_bin_dir` is where ``tools/build.sh node`` puts the node's binaries for the pins,
   :func:`events_bin_dir` where ``tools/events.sh`` puts Argo Events' and CoreDNS (imported on every node;
   installed only by the tests that need them, :meth:`e2e.backends.node.NodeBackend.install_argo_events`).
 - :func:`build_images` builds (or finds cached) every image archive; it runs outside the namespace, where PyPI is
   reachable for the step image's wheels.
 - :func:`run_inside` runs in the namespace: the node's ``resolv.conf`` over ``/etc/resolv.conf`` (in the private
-  mount namespace only), the :class:`~e2e.node.cluster.Node` started, the command run with the node's
-  environment, the node stopped whatever happened.
+  mount namespace only), the :class:`~e2e.node.cluster.Node` started, its engine line printed from what the running
+  node reports (:func:`running_versions`; exit 1 if that is not what tools/versions.env pins), the command run
+  with the node's environment, the node stopped whatever happened.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from e2e.node import config
@@ -87,7 +92,7 @@ def missing(*, built: bool = True) -> list[str]:
     if not Path("/sys/fs/cgroup").is_dir():
         problems.append("no cgroup file system at /sys/fs/cgroup")
     if not problems and shutil.which("ip") is not None:
-        problems += _veth_problem()
+        problems += kernel_problems()
     events_dir = events_bin_dir(assets.versions(), assets.cache_dir())
     absent_binaries = [*binaries().missing(), *(str(events_dir / b) for b in EVENTS_BINARIES
                                                  if not os.access(events_dir / b, os.X_OK))] if built else []
@@ -97,18 +102,46 @@ def missing(*, built: bool = True) -> list[str]:
     return problems
 
 
-def _veth_problem() -> list[str]:
-    """Can this kernel make a network namespace with a veth pair in it (tried in a throwaway namespace)?"""
+# What the node's kernel must do, each tried in a throwaway namespace: (what is missing if it fails, argv; ``{ns}``
+# is the probe namespace). The iptables ones need the command (`make node-tools` installs it) and run inside.
+KERNEL_PROBES: tuple[tuple[str, list[str]], ...] = (
+    ("veth pairs (the node's interface)",
+     ["ip", "-n", "{ns}", "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]),
+    ("bridge interfaces (the pod network, CNI bridge plugin)",
+     ["ip", "-n", "{ns}", "link", "add", "probe-br0", "type", "bridge"]),
+    ("the iptables nat table (kube-proxy's Services, the bridge plugin's masquerade)",
+     ["iptables", "-w", "5", "-t", "nat", "-L", "-n"]),
+    ("connection tracking (the iptables conntrack match kube-proxy uses)",
+     ["iptables", "-w", "5", "-t", "filter", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j",
+      "DROP"]),
+    ("the iptables comment and statistic matches and the MASQUERADE target (kube-proxy)",
+     ["iptables", "-w", "5", "-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "probe", "-m",
+      "statistic", "--mode", "random", "--probability", "0.5", "-j", "MASQUERADE"]),
+)
+
+
+def kernel_problems(run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+                    which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """What the kernel cannot do for a node (:data:`KERNEL_PROBES`, tried in a throwaway network namespace that is
+    always deleted), one sentence each; empty if it can do everything."""
     probe = f"capi-rollout-probe-{os.getpid()}"
     try:
-        for argv in (["ip", "netns", "add", probe],
-                     ["ip", "-n", probe, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]):
-            done = subprocess.run(argv, capture_output=True, text=True)
+        done = run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        if done.returncode != 0:
+            return [f"the kernel cannot make network namespaces ({done.stderr.strip()})"]
+        problems = []
+        for what, template in KERNEL_PROBES:
+            argv = [a.replace("{ns}", probe) for a in template]
+            if argv[0] == "iptables":
+                if which("iptables") is None:
+                    continue
+                argv = ["ip", "netns", "exec", probe, *argv]
+            done = run(argv, capture_output=True, text=True)
             if done.returncode != 0:
-                return [f"the kernel cannot make network namespaces with veth pairs ({done.stderr.strip()})"]
-        return []
+                problems.append(f"this kernel lacks {what} ({done.stderr.strip()[:200]})")
+        return problems
     finally:
-        subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+        run(["ip", "netns", "delete", probe], capture_output=True, text=True)
 
 
 def argo_module_dir() -> Path:
@@ -141,11 +174,50 @@ def write_image_list(layout: Layout, archives: list[Path]) -> None:
     layout.path(IMAGE_LIST).write_text("".join(f"{p}\n" for p in archives))
 
 
-def engine_line() -> str:
-    pins = assets.versions()
-    return (f"engine: Argo Workflows {pins['ARGO_WORKFLOWS_VERSION']} workflow-controller + argoexec on kubelet "
-            f"{pins['KUBERNETES_VERSION']}, containerd {pins['CONTAINERD_VERSION']} (a real node in the network "
-            "namespace the harness made)")
+def engine_line(versions: Mapping[str, str]) -> str:
+    """The one line naming the engine, from the versions the running node reports (:func:`running_versions`)."""
+    return (f"engine: Argo Workflows {versions['workflow-controller']} workflow-controller + argoexec "
+            f"{versions['argoexec']} on kubelet {versions['kubelet']}, containerd {versions['containerd']} (a real "
+            "node in the network namespace the harness made)")
+
+
+def _version(text: str, pattern: str) -> str:
+    match = re.search(pattern, text, re.MULTILINE)
+    return match[1] if match else f"unknown ({' '.join(text.split())[:80]!r})"
+
+
+def parse_versions(node_info: Mapping[str, object], controller: str, argoexec: str) -> dict[str, str]:
+    """Versions as the node's status reports them (``kubeletVersion``, ``containerRuntimeVersion``) and as the Argo
+    binaries of the images say (``workflow-controller version``, ``argoexec version``), build metadata dropped."""
+    runtime = str(node_info.get("containerRuntimeVersion", ""))
+    containerd = runtime.removeprefix("containerd://")
+    return {
+        "kubelet": str(node_info.get("kubeletVersion", "unknown")),
+        "containerd": (containerd if containerd.startswith("v") else f"v{containerd}")
+        if runtime.startswith("containerd://") else f"unknown ({runtime!r})",
+        "workflow-controller": _version(controller, r"^workflow-controller: (v[^\s+]+)"),
+        "argoexec": _version(argoexec, r"^argoexec: (v[^\s+]+)"),
+    }
+
+
+def version_mismatches(versions: Mapping[str, str], pins: Mapping[str, str]) -> list[str]:
+    """Where the running engine is not what tools/versions.env pins (empty: it is)."""
+    wanted = {"kubelet": pins["KUBERNETES_VERSION"], "containerd": pins["CONTAINERD_VERSION"],
+              "workflow-controller": pins["ARGO_WORKFLOWS_VERSION"], "argoexec": pins["ARGO_WORKFLOWS_VERSION"]}
+    return [f"{name} reports {versions.get(name)}, tools/versions.env pins {want}" for name, want in wanted.items()
+            if versions.get(name) != want]
+
+
+def running_versions(node: Node) -> dict[str, str]:
+    """What the running node reports: its Node's ``status.nodeInfo`` (the kubelet's own report, with the runtime
+    version containerd gave it over CRI), and the Argo binaries the images were built from."""
+    bin_dir = node_bin_dir(assets.versions(), assets.cache_dir())
+
+    def say(binary: str) -> str:
+        done = subprocess.run([str(bin_dir / binary), "version"], capture_output=True, text=True, timeout=60)
+        return done.stdout + done.stderr
+
+    return parse_versions(node.node_info(), say("workflow-controller"), say("argoexec"))
 
 
 def run_inside(layout: Layout, cmd: list[str]) -> int:
@@ -158,9 +230,16 @@ def run_inside(layout: Layout, cmd: list[str]) -> int:
     except BaseException as error:
         print(f"[node] the node did not start: {error}", file=sys.stderr)
         return 1
+    versions = running_versions(node)
+    mismatches = version_mismatches(versions, assets.versions())
+    if mismatches:
+        print(f"[node] the running engine is not the pinned one: {'; '.join(mismatches)}", file=sys.stderr)
+        node.stop()
+        return 1
+    line = engine_line(versions)
     env = dict(os.environ, KUBECONFIG=str(layout.kubeconfig), E2E_CLUSTER="node", E2E_NODE_STATE=str(layout.state),
-               E2E_NODE_ENGINE=engine_line(), E2E_NODE_KUBECTL=str(node.binaries.kubectl))
-    print(engine_line(), file=sys.stderr, flush=True)
+               E2E_NODE_ENGINE=line, E2E_NODE_KUBECTL=str(node.binaries.kubectl))
+    print(line, file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
         return subprocess.call(cmd, env=env)

@@ -45,9 +45,19 @@ def test_defaults_apply_and_submitted_values_win(opts: InterpreterOptions) -> No
     assert r.parameters == {"who": "bob", "greeting": "hi"}
 
 
-def test_an_enum_miss_is_an_invalid_spec(opts: InterpreterOptions) -> None:
-    t = wft([py("main", "pass")], params=[{"name": "mode", "value": "a", "enum": ["a", "b"]}])
+def test_a_submitted_value_outside_the_template_enum_is_accepted_as_argo_does(opts: InterpreterOptions) -> None:
+    """A Workflow with a workflowTemplateRef carries its own parameter list (name and value): Argo merges it over the
+    template's and never checks the template's ``enum`` against it (the product's own check has to refuse it)."""
+    t = wft([py("main", "print('{{workflow.parameters.mode}}')")],
+            params=[{"name": "mode", "value": "a", "enum": ["a", "b"]}])
     r = run(t, opts, {"mode": "c"})
+    assert r.phase == "Succeeded", r.text()
+    assert r.node("toy-1").result == "c" and r.parameters == {"mode": "c"}
+
+
+def test_a_template_value_outside_its_own_enum_is_an_invalid_spec(opts: InterpreterOptions) -> None:
+    t = wft([py("main", "pass")], params=[{"name": "mode", "value": "z", "enum": ["a", "b"]}])
+    r = run(t, opts, {})
     assert (r.phase, r.message) == ("Failed", "invalid spec: spec.arguments.mode.value should be present in "
                                               "spec.arguments.mode.enum list")
 

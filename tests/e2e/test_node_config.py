@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -189,3 +190,193 @@ def test_the_argo_events_images_have_the_upstream_tags_and_the_binaries_where_ar
     assert "nats-server" in found["docker.io/library/nats:2.10.29"][1]
     assert found["registry.k8s.io/coredns/coredns:v1.14.6"] == (["/coredns"], {"coredns", "etc/passwd", "etc/group",
                                                                               "tmp/.keep"})
+
+
+@pytest.mark.parametrize("target", ["e2e", "demo"])
+def test_make_says_a_node_cannot_run_here_before_it_builds_anything(target: str) -> None:
+    """As a non-root user (root is mapped to uid 1000 in a user namespace), ``make e2e``/``make demo`` print the
+    one line of the node check first and exit non-zero, without starting the long builds of tools/."""
+    import os
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "E2E_CLUSTER")}
+    argv = ["make", "--no-print-directory", target]
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None:
+            pytest.skip("unshare (util-linux) is needed to run make as a non-root user")
+        argv = ["unshare", "--user", "--map-user=1000", "--map-group=1000", *argv]
+    done = subprocess.run(argv, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode != 0, done.stdout
+    for build in ("tools/build.sh", "tools/talosctl.sh", "tools/node.sh", "tools/events.sh"):  # the long builds
+        assert build not in done.stdout, done.stdout
+    first = next(line for line in lines if not line.startswith(".venv/") and not line.startswith("python3 -m"))
+    assert first.startswith("cannot run a real node here: a real node needs root"), done.stdout
+    assert "Alternative: E2E_CLUSTER=kind" in first and "Docker engine" in first
+
+
+ROOT_ONLY = pytest.mark.skipif(not Path("/run").exists() or __import__("os").geteuid() != 0,
+                               reason="making a network namespace and cgroups needs root on Linux")
+
+
+def _test_layout(tmp_path: Path, tag: str) -> Layout:
+    import os
+
+    name = f"capi-rollout-test-{tag}-{os.getpid()}"
+    return Layout(state=tmp_path / "node", netns=name, cgroup_root=name)
+
+
+def _a_cgroup_controller() -> Path:
+    """A v1 controller hierarchy (pids, memory or cpu), or the v2 root."""
+    for name in ("pids", "memory", "cpu"):
+        if (netns.CGROUP_ROOT / name / "cgroup.procs").exists():
+            return netns.CGROUP_ROOT / name
+    return netns.CGROUP_ROOT
+
+
+@ROOT_ONLY
+def test_teardown_ends_the_processes_in_the_namespace_and_in_the_node_cgroups_and_removes_both(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    lay = _test_layout(tmp_path, "destroy")
+    group = _a_cgroup_controller() / lay.cgroup_root / "pod-test" / "container"
+    netns.create(lay)
+    lay.state.mkdir(parents=True)
+    in_ns = subprocess.Popen(["nsenter", f"--net=/run/netns/{lay.netns}", "--", "sleep", "600"])
+    in_cgroup = subprocess.Popen(["sleep", "600"])
+    try:
+        group.mkdir(parents=True)
+        (group / "cgroup.procs").write_text(f"{in_cgroup.pid}\n")
+        deadline = __import__("time").monotonic() + 10
+        while in_ns.pid not in netns.namespace_pids(lay):
+            assert __import__("time").monotonic() < deadline, "the sleeping process never entered the namespace"
+        assert group in netns.node_cgroups(lay)
+
+        done = netns.destroy(lay)
+
+        assert in_ns.wait(timeout=10) == -9 and in_cgroup.wait(timeout=10) == -9, done
+        assert not (_a_cgroup_controller() / lay.cgroup_root).exists(), done
+        assert netns.node_cgroups(lay) == [] and not netns.exists(lay) and not lay.state.exists(), done
+    finally:
+        for proc in (in_ns, in_cgroup):
+            proc.kill()
+            proc.wait()
+        netns.destroy(lay)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_LAUNCHER = """
+import sys
+from pathlib import Path
+from e2e.node import __main__ as launcher, netns, setup
+from e2e.node.config import Layout
+
+lay = Layout(state=Path(sys.argv[1]), netns=sys.argv[2], cgroup_root=sys.argv[2])
+setup.missing = lambda **_: []
+setup.build_images = lambda: []
+launcher.STOP_GRACE = 1.0
+# the command inside: a shell that ignores SIGINT, so only the teardown can end its sleep
+netns.enter_argv = lambda layout, argv: ["nsenter", f"--net=/run/netns/{layout.netns}", "--",
+                                         "sh", "-c", "trap '' INT; sleep 600"]
+sys.exit(launcher._run(lay, ["unused"], keep=False))
+"""
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("signum", [15, 1], ids=["SIGTERM", "SIGHUP"])
+def test_a_launcher_stopped_by_a_signal_tears_the_node_down(tmp_path: Path, signum: int) -> None:
+    """A CI timeout (SIGTERM) or a closed terminal (SIGHUP) ends ``python -m e2e.node run`` through the same
+    teardown as Ctrl-C: nothing of the node is left (processes, namespace, state)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    lay = _test_layout(tmp_path, f"signal{signum}")
+    repo = Path(__file__).resolve().parents[2]
+    log_file = tmp_path / "launcher.log"
+    with log_file.open("w") as log_out:
+        launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(lay.state), lay.netns], cwd=repo,
+                                    stderr=log_out)
+    try:
+        deadline = time.monotonic() + 30
+        while len(netns.namespace_pids(lay)) < 2:  # the shell and its sleep
+            assert launcher.poll() is None and time.monotonic() < deadline, "the launcher never ran its command"
+            time.sleep(0.1)
+        inside = netns.namespace_pids(lay)
+
+        os.kill(launcher.pid, signum)
+        launcher.wait(timeout=90)
+        log = log_file.read_text()
+
+        assert launcher.returncode == 128 + signum, log
+        assert f"stopped by signal {signum}" in log
+        assert not netns.exists(lay) and not lay.state.exists(), log
+        assert not [pid for pid in inside if _alive(pid)], log
+    finally:
+        launcher.kill()
+        launcher.wait()
+        netns.destroy(lay)
+
+
+class _FakeProbes:
+    """``subprocess.run`` for the kernel probes: every command succeeds except those containing ``fail``."""
+
+    def __init__(self, fail: str | None) -> None:
+        self.fail = fail
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        self.calls.append(argv)
+        failed = self.fail is not None and self.fail in " ".join(argv)
+        return subprocess.CompletedProcess(argv, 1 if failed else 0, "", "probe refused" if failed else "")
+
+
+@pytest.mark.parametrize(("fail", "named"), [
+    ("netns add", "the kernel cannot make network namespaces (probe refused)"),
+    ("type veth", "this kernel lacks veth pairs (the node's interface) (probe refused)"),
+    ("type bridge", "this kernel lacks bridge interfaces (the pod network, CNI bridge plugin) (probe refused)"),
+    ("-L -n", "this kernel lacks the iptables nat table"),
+    ("conntrack", "this kernel lacks connection tracking (the iptables conntrack match kube-proxy uses)"),
+    ("statistic", "this kernel lacks the iptables comment and statistic matches and the MASQUERADE target"),
+], ids=["netns", "veth", "bridge", "nat", "conntrack", "kube-proxy matches"])
+def test_each_missing_kernel_piece_is_named_in_one_sentence_and_the_probe_namespace_is_deleted(
+        fail: str, named: str) -> None:
+    from e2e.node import setup
+
+    run = _FakeProbes(fail)
+    (problem,) = setup.kernel_problems(run=run, which=lambda _: "/usr/sbin/iptables")
+    assert problem.startswith(named), problem
+    assert run.calls[-1][:3] == ["ip", "netns", "delete"]
+    assert all(c[:4] == ["ip", "netns", "exec", run.calls[0][3]] for c in run.calls if "iptables" in c)
+
+
+def test_a_kernel_that_does_everything_has_no_problem_and_iptables_waits_for_make_node_tools() -> None:
+    from e2e.node import setup
+
+    run = _FakeProbes(None)
+    assert setup.kernel_problems(run=run, which=lambda _: "/usr/sbin/iptables") == []
+    assert len(run.calls) == 2 + len(setup.KERNEL_PROBES)
+    without = _FakeProbes("iptables")
+    assert setup.kernel_problems(run=without, which=lambda _: None) == []  # not tried without the command
+
+
+@ROOT_ONLY
+def test_this_kernel_passes_the_probes_and_they_leave_no_namespace() -> None:
+    from e2e.node import setup
+
+    before = Path("/run/netns").iterdir() if Path("/run/netns").is_dir() else iter(())
+    names = {p.name for p in before}
+    assert setup.kernel_problems() == []
+    assert {p.name for p in Path("/run/netns").iterdir()} == names
