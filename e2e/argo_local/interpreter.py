@@ -9,8 +9,10 @@ running anything if the template uses a construct it does not implement (see :mo
 Semantics follow argoproj/argo-workflows v4 (workflow/controller/operator.go, steps.go, workflowpod.go,
 workflow/common/util.go, workflow/executor/executor.go):
 
-* parameters: ``spec.arguments`` merged with the submitted ones; a missing value or an enum miss ends the
-  Workflow Failed with ``invalid spec: ...`` before any step, as does an unresolvable ``{{tag}}``;
+* parameters: the submitted ones merged over ``spec.arguments`` as Argo does for a workflowTemplateRef (a
+  submitted value wins whole, so the template's ``enum`` only binds a value left at the template's); a missing
+  value or such an enum miss ends the Workflow Failed with ``invalid spec: ...`` before any step, as does an
+  unresolvable ``{{tag}}``;
 * ``steps``: groups in order, one step per group (parallel groups are refused); a failed/errored step fails its
   group (``child '<id>' failed``) and the steps node with the same message;
 * ``script``: the substituted source is staged at ``/argo/staging/script`` (mode 0755) and the argv is
