@@ -325,7 +325,8 @@ class RolloutLoop:
                     try:
                         record = remediator.remediate(action, owner=owner, reboot_mode=self.params.reboot_mode,
                                                     now=now)
-                    except RemediationAborted as exc:  # another attempt acted first: decide again on its ledger
+                    except (RemediationAborted, LedgerConflict) as exc:  # another attempt wrote first (before
+                        # acting: this one did nothing; after: its outcome note is lost, the intent stays): re-read
                         self.say(f"{title}: {exc}")
                         self.recorder.forget()
                         record = self.ledger.phase(phase) or record

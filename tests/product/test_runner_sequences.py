@@ -376,3 +376,35 @@ def test_a_progress_write_that_loses_to_an_older_attempt_rereads_the_ledger_and_
     assert any("the ledger changed under this attempt" in line for line in kube.log)
     stored = KubeLedgerStore(kube, namespace="argo", run_id="wf-race").load()  # type: ignore[arg-type]
     assert stored is not None and stored.phase("control-plane") == record
+
+
+class RivalAfterActing(KubeLedgerStore):
+    """An older attempt writes the ledger between this attempt's remediation intent and its outcome note."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        super().__init__(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        self.raced = False
+
+    def save(self, ledger: Ledger) -> None:
+        record = ledger.phase("control-plane")
+        if not self.raced and record is not None and record.remediations \
+                and record.remediations[-1].outcome != "started":
+            self.raced = True
+            stored = self.rival.load()
+            assert stored is not None
+            self.rival.save(stored)
+        super().save(ledger)
+
+
+def test_an_outcome_note_that_loses_the_race_keeps_the_intent_and_the_phase_goes_on() -> None:
+    kube = FakeKube()
+    talos = FakeTalos()
+    store = RivalAfterActing(kube)
+    runner, kube, _, _ = make({1: "not-ready"}, kube=kube, store=store)
+    runner.talos_factory = lambda _: talos
+    runner.resolve()
+    record = runner.phase("control-plane")
+    assert store.raced and record.result == "succeeded"
+    assert kube.deleted == ["cp-new-1"] and talos.reboots == [("10.0.1.1", "powercycle")]  # acted once
+    assert [r.machine for r in record.remediations] == ["cp-new-1"]  # the intent stayed; counted once
