@@ -41,6 +41,7 @@ from sim.talos.exposure import (
     service_name,
     service_object,
 )
+from sim.talos.services import bindable
 from sim.timeline import Timeline
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -128,7 +129,7 @@ class FakeServiceExposer:
 
     def expose(self, name: str) -> Exposure:
         self._n += 1
-        port = pick_port({x.bind_port for x in self.exposed.values()}, lambda p: _bindable(self.pod_ip, p))
+        port = pick_port({x.bind_port for x in self.exposed.values()}, lambda p: bindable(self.pod_ip, p))
         x = Exposure(f"192.0.2.{self._n}", self.pod_ip, port, (f"{service_name(name)}.ns.svc", self.pod_ip))
         self.exposed[name] = x
         return x
@@ -136,16 +137,6 @@ class FakeServiceExposer:
     def release(self, name: str) -> None:
         self.released.append(name)
         self.exposed.pop(name, None)
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _pod_ip() -> str:
