@@ -273,6 +273,10 @@ class RolloutLoop:
                 cache.wait_until(lambda _: True, min_gap)
             fresh = False  # the next observation must be a LIST (confirm an act; our own write not in the cache)
             while True:
+                if record.result == "succeeded":  # another attempt of this step finished the phase (re-read)
+                    return record
+                if record.result == "failed":
+                    raise StepFailed(record.message)
                 _, tcp, mds, state = self.observe(cache=None if fresh else cache)
                 fresh = False
                 now = self.clock()
@@ -300,12 +304,7 @@ class RolloutLoop:
                 except LedgerConflict as exc:  # an older attempt still runs and wrote first: go on from its ledger
                     self.say(f"{title}: the ledger changed under this attempt ({exc}): another attempt of this step "
                              "still runs; re-reading it and deciding again")
-                    self.recorder.forget()
-                    record = self.ledger.phase(phase) or record
-                    if record.result == "succeeded":
-                        return record
-                    if record.result == "failed":
-                        raise StepFailed(record.message) from exc
+                    record = self._reread(phase, record)
                     fresh = True
                     continue
                 if action.counters != last_counters or (now - last_said).total_seconds() >= self.params.poll_interval:
@@ -328,8 +327,7 @@ class RolloutLoop:
                     except (RemediationAborted, LedgerConflict) as exc:  # another attempt wrote first (before
                         # acting: this one did nothing; after: its outcome note is lost, the intent stays): re-read
                         self.say(f"{title}: {exc}")
-                        self.recorder.forget()
-                        record = self.ledger.phase(phase) or record
+                        record = self._reread(phase, record)
                         fresh = True
                         continue
                     self.say(f"{title}: remediation recorded: {record.remediations[-1].outcome}")
@@ -341,6 +339,11 @@ class RolloutLoop:
                 rest = min_gap - (self.clock() - now).total_seconds()
                 if rest > 0:
                     self.sleep(rest)  # coalesce bursts of watch events into one evaluation
+
+    def _reread(self, phase: str, record: PhaseRecord) -> PhaseRecord:
+        """After losing a race on the ledger to another attempt of this step: its record of the phase."""
+        self.recorder.forget()
+        return self.ledger.phase(phase) or record
 
     def summary(self, *, workflow_status: str | None = None, workflow_failures: str | None = None,
                 failure: str | None = None) -> dict[str, Any]:

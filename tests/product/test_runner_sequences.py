@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -408,3 +409,27 @@ def test_an_outcome_note_that_loses_the_race_keeps_the_intent_and_the_phase_goes
     assert store.raced and record.result == "succeeded"
     assert kube.deleted == ["cp-new-1"] and talos.reboots == [("10.0.1.1", "powercycle")]  # acted once
     assert [r.machine for r in record.remediations] == ["cp-new-1"]  # the intent stayed; counted once
+
+
+class RivalFinishes(RivalProgress):
+    """The older attempt's write that wins is the phase's end: it already finished the rollout."""
+
+    def save(self, ledger: Ledger) -> None:
+        record = ledger.phase("control-plane")
+        if record is not None:
+            self.saves += 1
+        if not self.raced and self.saves == self.after:
+            self.raced = True
+            stored = self.rival.load()
+            assert stored is not None and record is not None
+            self.rival.save(stored.with_phase(replace(record, result="succeeded", message="rival: complete")))
+        KubeLedgerStore.save(self, ledger)
+
+
+def test_an_attempt_that_loses_to_one_that_finished_the_phase_ends_with_its_result() -> None:
+    kube = FakeKube()
+    store = RivalFinishes(kube, after=2)
+    runner, kube, _, _ = make(kube=kube, store=store)
+    runner.resolve()
+    record = runner.phase("control-plane")
+    assert store.raced and record.result == "succeeded" and record.message == "rival: complete"
