@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from capi_rollout.waiting import wait_until
 from e2e.backends.node import node_capi_line
 from e2e.node import config, netns
 from e2e.node.archive import ImageConfig, layer_from_files, write_archive
@@ -301,7 +302,6 @@ def test_a_launcher_stopped_by_a_signal_tears_the_node_down(tmp_path: Path, sign
     import os
     import subprocess
     import sys
-    import time
 
     lay = _test_layout(tmp_path, f"signal{signum}")
     repo = Path(__file__).resolve().parents[2]
@@ -310,10 +310,11 @@ def test_a_launcher_stopped_by_a_signal_tears_the_node_down(tmp_path: Path, sign
         launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(lay.state), lay.netns], cwd=repo,
                                     stderr=log_out)
     try:
-        deadline = time.monotonic() + 30
-        while len(netns.namespace_pids(lay)) < 2:  # the shell and its sleep
-            assert launcher.poll() is None and time.monotonic() < deadline, "the launcher never ran its command"
-            time.sleep(0.1)
+        def started() -> bool:  # the shell and its sleep run in the namespace
+            assert launcher.poll() is None, f"the launcher ended early: {log_file.read_text()}"
+            return len(netns.namespace_pids(lay)) >= 2
+
+        wait_until(started, timeout=30, interval=0.1, what="the launcher running its command in the namespace")
         inside = netns.namespace_pids(lay)
 
         os.kill(launcher.pid, signum)
