@@ -8,7 +8,8 @@ the same time (``run_concurrently``, fixture ``refusals``); each test asserts on
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -73,10 +74,31 @@ def test_7_maintenance_appearing_mid_rollout_fails_within_one_evaluation(
     assert appeared is not None
     cp = out.phase("control-plane")
     assert cp is not None and cp["result"] == "failed" and MAINTENANCE in cp["message"]
-    latency = _wall(cp["finished"]) - appeared.wall
-    assert 0 <= latency <= 1.0 + 1.5, f"failed {latency:.2f}s after maintenance appeared (pollInterval 1s)"
+    assert _wall(cp["finished"]) >= appeared.wall
+    # "Within one evaluation", counted rather than timed (a loaded machine stretches seconds, not evaluations):
+    # an evaluation already under way when maintenance appeared may still print its wait line; the next fails.
+    late = _progress_lines_after(out.step_log("control-plane"), appeared.wall, "control plane")
+    assert len(late) <= 1, f"{len(late)} evaluations waited after maintenance appeared: {late}"
     assert "demo-cp-3" in summary["reasons"][0]
     _not_started_after(out, "control-plane")
+
+
+def _progress_lines_after(log: str, wall: float, phase: str) -> list[str]:
+    """The phase's wait lines (``[HH:MM:SS] <phase>: n/m machines, ...``) stamped after ``wall``.
+
+    Stamps have whole seconds and the day of ``wall`` (UTC): a line stamped in the second of ``wall`` itself may
+    precede it, so it is not counted.
+    """
+    day = datetime.fromtimestamp(wall, UTC)
+    pattern = re.compile(rf"^\[(\d\d):(\d\d):(\d\d)\] {re.escape(phase)}: \d+/\d+ machines", re.MULTILINE)
+    late = []
+    for m in pattern.finditer(log):
+        stamp = day.replace(hour=int(m[1]), minute=int(m[2]), second=int(m[3]), microsecond=0).timestamp()
+        if stamp < wall - 43200:  # the log crossed midnight UTC after ``wall``
+            stamp += 86400
+        if stamp > wall:
+            late.append(log[m.start():log.find("\n", m.start())])
+    return late
 
 
 def _refused_after_one_remediation(out: Outcome) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def test_stopping_the_cache_ends_every_informer_thread_promptly(apiserver: Local
     with ClusterCache(Kube(apiserver.api_client()), kube_namespace, "eps", label=CLUSTER_NAME_LABEL) as cache:
         assert cache.wait_until(lambda s: True, WAIT)
         start = time.monotonic()
-    assert time.monotonic() - start < 2.0, "open watches must be shut down, not waited out"
+    assert time.monotonic() - start < 10.0, "open watches must be shut down, not waited out (their timeout is 60 s)"
     assert not any(i._thread.is_alive() for i in cache.informers)
     assert not cache.synced
 

@@ -235,7 +235,7 @@ def test_a_silent_endpoint_is_unreachable_within_the_timeout(pki: ClusterPKI) ->
             elapsed = time.monotonic() - started
     assert probe.state is ProbeState.UNREACHABLE
     assert probe.detail == "no answer within 0.2s"
-    assert elapsed < 0.6
+    assert elapsed < 2.0  # the bound, not the default timeout (10 s), ended the call
 
 
 def test_an_address_port_overrides_the_default_port(fleet: FakeTalosFleet, pki: ClusterPKI) -> None:
@@ -392,6 +392,9 @@ def test_a_reboot_the_fake_is_told_to_drop_is_not_observed(fleet: FakeTalosFleet
 def test_without_a_readable_boot_id_the_api_going_away_and_back_confirms_the_reboot(
     fleet: FakeTalosFleet, pki: ClusterPKI
 ) -> None:
+    # Without a boot id only the API's absence proves the reboot: the outage must outlast one probe, which a
+    # loaded machine stretches past the usual 0.1 s.
+    fleet.reboot_downtime = 1.0
     node = fleet.add_node("w-1", talos_version="v1.12.0")
     with SyncTalosClient(config_for(pki, "os:operator"), timeout=TIMEOUT) as operator:
         result = operator.reboot(node.address, "default", node_name="w-1")
