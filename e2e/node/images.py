@@ -22,6 +22,9 @@ Contract:
   suite under ``$CAPI_ROLLOUT_CACHE/images``; an image is keyed by the lock and its wheels' content, so it is
   rebuilt when the lock or the checkout's package changes.
 - :func:`build_all` returns ``docker save`` archives (:mod:`e2e.node.archive`) to import with ``ctr``.
+- The cache keeps the :data:`KEEP_IMAGES` most recently used archives of each image name (a use touches the
+  archive) and deletes older ones: every change of the checkout makes two new ~300 MB Python images, which would
+  otherwise pile up without end (:func:`keep_recent`).
 Each build step prints what it builds and how long it took.
 """
 
@@ -46,6 +49,8 @@ NONROOT_UID = 65532
 ARGO_UID = 8737
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
 DISTROLESS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KEEP_IMAGES = 3  # archives kept per image name: a few checkouts (worktrees, a CI clone) share one cache
+_ARCHIVE = re.compile(r"(?P<name>.+)-[0-9a-f]{16}\.image\.tar")
 
 PASSWD = (
     "root:x:0:0:root:/root:/sbin/nologin\n"
@@ -148,7 +153,33 @@ def binary_image(cache: Path, *, tag: str, binary: Path, entrypoint: str, user: 
         write_archive(out, tags=[tag], layers=[layer],
                       config=ImageConfig(entrypoint=[path], user=user, workdir="/", env={"PATH": DISTROLESS_PATH}))
         layer.path.unlink()
+    keep_recent(out)
     return ImageArchive(tag, out)
+
+
+def keep_recent(used: Path, keep: int = KEEP_IMAGES) -> list[Path]:
+    """Mark the archive ``used`` as just used and delete all but the ``keep`` most recently used archives of the
+    same image name (``<name>-<16 hex key>.image.tar``) beside it; returns what was deleted."""
+    match = _ARCHIVE.fullmatch(used.name)
+    if match is None:
+        raise ValueError(f"{used.name}: not an image archive name (<name>-<16 hex>.image.tar)")
+    os.utime(used)
+    same = []
+    for path in used.parent.iterdir():
+        other = _ARCHIVE.fullmatch(path.name)
+        if other is not None and other["name"] == match["name"] and path != used:
+            try:
+                same.append((path.stat().st_mtime, path))
+            except FileNotFoundError:  # another checkout pruned it meanwhile
+                continue
+    same.sort(reverse=True)
+    deleted = []
+    for _, path in same[max(keep - 1, 0):]:
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    if deleted:
+        log(f"cache: deleted {len(deleted)} older {match['name']} image archive(s), kept the {keep} last used")
+    return deleted
 
 
 LOCK = Path("requirements/runtime.txt")  # both images' dependencies, as both Dockerfiles install them
@@ -211,6 +242,7 @@ def python_image(cache: Path, *, repo: Path, python: str, tag: str,
     key = image_key((repo / LOCK).read_bytes(), built)
     out = cache / "images" / f"{tag.rsplit('/', 1)[-1].replace(':', '-')}-{key}.image.tar"
     if out.exists():
+        keep_recent(out)
         return ImageArchive(tag, out)
 
     def build() -> Path:
@@ -242,6 +274,7 @@ def python_image(cache: Path, *, repo: Path, python: str, tag: str,
             env={"PATH": DISTROLESS_PATH,
                  "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/tmp"}))
         shutil.rmtree(work, ignore_errors=True)
+        keep_recent(out)
         return out
 
     return ImageArchive(tag, _timed(f"image {tag} (Debian {DEBIAN_SUITE} python3 + this checkout's wheels)", build))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,33 @@ def test_the_built_argo_binaries_say_the_pinned_version() -> None:
             for b in ("workflow-controller", "argoexec")}
     versions = setup.parse_versions(NODE_INFO, *(d.stdout + d.stderr for d in said.values()))
     assert versions["workflow-controller"] == versions["argoexec"] == assets.versions()["ARGO_WORKFLOWS_VERSION"]
+
+
+# --- the image cache: the last used archives of each image stay, older ones go -----------------------------
+
+
+def _archive(directory: Path, name: str, n: int, mtime: float) -> Path:
+    path = directory / f"{name}-{n:016x}.image.tar"
+    path.write_bytes(b"x")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_the_cache_keeps_the_last_used_archives_of_each_image_and_deletes_older_ones(tmp_path: Path) -> None:
+    step = [_archive(tmp_path, "capi-rollout-0.1.0", n, 1000.0 + n) for n in range(5)]
+    sim = [_archive(tmp_path, "capi-rollout-sim-0.1.0", n, 1000.0 + n) for n in range(5)]
+    other = tmp_path / "rootfs-bookworm-0fb46148b8d6.tar"
+    other.write_bytes(b"x")
+
+    deleted = images.keep_recent(step[1], keep=3)  # reusing an old one makes it the most recent
+
+    assert sorted(deleted) == sorted([step[0], step[2]])
+    assert [p.exists() for p in step] == [False, True, False, True, True]
+    assert all(p.exists() for p in sim) and other.exists()  # another name, and files that are not archives
+
+
+def test_keeping_one_archive_deletes_every_other_of_that_name(tmp_path: Path) -> None:
+    step = [_archive(tmp_path, "argoexec", n, 1000.0 + n) for n in range(3)]
+    assert sorted(images.keep_recent(step[2], keep=1)) == sorted(step[:2])
+    with pytest.raises(ValueError, match="not an image archive name"):
+        images.keep_recent(tmp_path / "rootfs-bookworm-0fb46148b8d6.tar")
