@@ -82,9 +82,11 @@ def _stage(results: Path, capi_line: str, name: str) -> Iterator[tuple[Stage, bo
     """(the stage, whether it runs on a real Argo engine: the node or kind); the local API server and the
     emulator (the fast template check) otherwise."""
     if name in ("node", "kind"):
+        from e2e.backends.kind import KindBackend
         from e2e.backends.selection import make_backend
 
         backend = make_backend(name, results_dir=results, echo=_step_line)
+        assert isinstance(backend, KindBackend)  # node and kind are both KindBackends (NodeBackend subclasses it)
         try:
             backend.install_capi_crds(capi_line)
             stage = Stage.on_cluster(backend, scenario_dir=results)
@@ -95,7 +97,7 @@ def _stage(results: Path, capi_line: str, name: str) -> Iterator[tuple[Stage, bo
     from envtest import LocalAPIServer
 
     with LocalAPIServer(capi_line=capi_line, extra_crds=EXTRA_CRDS) as server:
-        stage = Stage.local(server, results, echo=_step_line, scenario_dir=results)  # type: ignore[arg-type]
+        stage = Stage.local(server, results, echo=_step_line, scenario_dir=results)
         try:
             yield stage, False
         finally:

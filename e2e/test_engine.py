@@ -187,7 +187,7 @@ def test_17_custom_metrics_count_each_remediation_once_across_a_retried_step(
 
     obj = client.CustomObjectsApi(backend.api).get_namespaced_custom_object(*ARGO, backend.namespace, "workflows",
                                                                            out.run.name)
-    conditions = (obj.get("status") or {}).get("conditions") or []
+    conditions = (cast(dict[str, Any], obj).get("status") or {}).get("conditions") or []
     assert not [c for c in conditions if c.get("type") == "MetricsError"], conditions
     cluster = {"cluster_namespace": out.run.parameters["clusterNamespace"],
                "cluster_name": out.run.parameters["clusterName"]}

@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from e2e.node import config
 from e2e.node.config import Layout
@@ -244,11 +245,11 @@ class Node:
         context.load_cert_chain(str(self.pki["admin_cert"]), str(self.pki["admin_key"]))
         return context
 
-    def _get(self, path: str) -> dict[str, object] | None:
+    def _get(self, path: str) -> dict[str, Any] | None:
         try:
             with urllib.request.urlopen(f"{self.layout.apiserver_url}{path}", timeout=5,
                                         context=self.admin_ssl()) as response:
-                body: dict[str, object] = json.loads(response.read())
+                body: dict[str, Any] = json.loads(response.read())
                 return body
         except (OSError, ValueError):
             return None
@@ -256,14 +257,14 @@ class Node:
     def node_info(self) -> dict[str, object]:
         """The Node's ``status.nodeInfo`` as the running kubelet reports it (kubelet and container runtime versions)."""
         node = self._get(f"/api/v1/nodes/{self.layout.node_name}") or {}
-        info = (node.get("status") or {}).get("nodeInfo") or {}  # type: ignore[union-attr]
+        info = (node.get("status") or {}).get("nodeInfo") or {}
         return dict(info)
 
     def _node_ready(self) -> bool:
         node = self._get(f"/api/v1/nodes/{self.layout.node_name}")
         if node is None:
             return False
-        conditions = (node.get("status") or {}).get("conditions") or []  # type: ignore[union-attr]
+        conditions = (node.get("status") or {}).get("conditions") or []
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PhaseRecord
@@ -22,7 +23,7 @@ from capi_rollout.observation import MachineViews
 from tests import builders as b
 
 
-def snapshot(machines: int) -> dict[str, object]:
+def snapshot(machines: int) -> dict[str, Any]:
     deployments = 50
     objs = [b.machine(f"cp-{i}", cp=True, address=f"10.0.0.{i}") for i in range(5)]
     mds = []
@@ -38,9 +39,9 @@ def snapshot(machines: int) -> dict[str, object]:
             "machines": objs}
 
 
-def stamp(snap: dict[str, object]) -> None:
+def stamp(snap: dict[str, Any]) -> None:
     """Give every Machine a uid and resourceVersion, as the API server does."""
-    for i, m in enumerate(snap["machines"]):  # type: ignore[attr-defined]
+    for i, m in enumerate(snap["machines"]):
         m["metadata"]["resourceVersion"] = str(1000 + i)
 
 
@@ -68,7 +69,7 @@ def main(machines: int = 5000, rounds: int = 50) -> int:
     now = t0 + timedelta(minutes=11)
 
     def evaluate(views: MachineViews | None) -> str:
-        state = ClusterState.from_objects(**snap, views=views)  # type: ignore[arg-type]
+        state = ClusterState.from_objects(**snap, views=views)
         addresses_to_probe(phase="workers", state=state, now=now, params=params)
         return decide(phase="workers", state=state, record=record, nodes={}, now=now, params=params).kind
 
@@ -76,7 +77,7 @@ def main(machines: int = 5000, rounds: int = 50) -> int:
     views = MachineViews()
     evaluate(views)
     warm, _ = timed(rounds, lambda: evaluate(views))
-    print(f"engine evaluation over {len(snap['machines'])} Machines in {len(snap['deployments'])} "  # type: ignore[arg-type]
+    print(f"engine evaluation over {len(snap['machines'])} Machines in {len(snap['deployments'])} "
           f"MachineDeployments, {rounds} rounds each (decision: {kind}); target: median <= 20 ms")
     report("cold (every Machine read afresh):", cold)
     report("warm (a later poll, unchanged Machines reused):", warm)

@@ -22,6 +22,7 @@ import urllib3
 
 from capi_rollout import rollout_loop
 from capi_rollout.cli import main
+from capi_rollout.domain.decide import decide
 
 _lock = threading.Lock()
 stats: dict[str, Any] = {"requests": 0, "observe_ms": [], "decide_ms": [], "started": time.time()}
@@ -48,7 +49,9 @@ def _install() -> None:
 
     urllib3.PoolManager.urlopen = urlopen  # type: ignore[method-assign]
     rollout_loop.RolloutLoop.observe = _timed("observe_ms", rollout_loop.RolloutLoop.observe)  # type: ignore[method-assign]
-    rollout_loop.decide = _timed("decide_ms", rollout_loop.decide)
+    # The loop calls the ``decide`` it imported (``rollout_loop.decide``, not exported): rebind that name, wrapping
+    # the function it is bound to (capi_rollout.domain.decide.decide).
+    setattr(rollout_loop, "decide", _timed("decide_ms", decide))  # noqa: B010
 
 
 def _write() -> None:

@@ -126,7 +126,7 @@ def run(machines: int, deployments: int, timings: str, scale: float, timeout: fl
             errors = list(sim.controllers.errors)
             pass_ms = durations[n0:]
         runner_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]  # kubernetes' ApiClient.close is unannotated
     minutes = wall / 60
     evaluations = [a + b for a, b in zip(runner_stats.get("observe_ms", []), runner_stats.get("decide_ms", []),
                                          strict=False)]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def sparse_file(path: Path, size: int) -> None:
         fh.truncate(size)
 
 
-def snapshot_docs() -> list[dict[str, object]]:
+def snapshot_docs() -> list[dict[str, Any]]:
     return [b.cluster(), b.tcp(), b.md(), b.machine("cp-0", cp=True)]
 
 
@@ -46,7 +47,7 @@ def good_snapshot() -> str:
     return yaml.safe_dump_all(snapshot_docs())
 
 
-def with_doc(index: int, change: Callable[[dict[str, object]], None]) -> str:
+def with_doc(index: int, change: Callable[[dict[str, Any]], None]) -> str:
     docs = snapshot_docs()
     change(docs[index])
     return yaml.safe_dump_all(docs)
@@ -96,15 +97,15 @@ CASES = [
     Case("snapshot metadata a list", [*PLAN, "-f", "{f}"], with_doc(1, lambda d: d.update(metadata=[])),
          expect="metadata must be a mapping"),
     Case("snapshot labels a string", [*PLAN, "-f", "{f}"],
-         with_doc(2, lambda d: d["metadata"].update(labels="homelab")),  # type: ignore[union-attr]
+         with_doc(2, lambda d: d["metadata"].update(labels="homelab")),
          expect="metadata.labels must map strings to strings"),
     Case("snapshot spec a string", [*PLAN, "-f", "{f}"], with_doc(1, lambda d: d.update(spec="3 replicas")),
          expect="spec must be a mapping"),
     Case("snapshot replicas a string", [*PLAN, "-f", "{f}"],
-         with_doc(1, lambda d: d["spec"].update(replicas="three")),  # type: ignore[union-attr]
+         with_doc(1, lambda d: d["spec"].update(replicas="three")),
          expect="spec.replicas must be a whole number"),
     Case("snapshot conditions a mapping", [*PLAN, "-f", "{f}"],
-         with_doc(1, lambda d: d.setdefault("status", {}).update(conditions={"Ready": True})),  # type: ignore[union-attr]
+         with_doc(1, lambda d: d.setdefault("status", {}).update(conditions={"Ready": True})),
          expect="status.conditions must be a list of mappings"),
     Case("snapshot List without items", [*PLAN, "-f", "{f}"], '{"apiVersion": "v1", "kind": "List", "items": 3}',
          expect="without an items list"),

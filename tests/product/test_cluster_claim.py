@@ -79,13 +79,13 @@ def make(claim: FakeClaim, clock: Clock, lines: list[str]) -> tuple[RolloutLoop,
         slept.append(seconds)
         clock.advance(seconds)
 
-    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore(), clock=clock,  # type: ignore[arg-type]
+    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore(), clock=clock,
                     out=lines.append, sleep=sleep, claim=claim)  # type: ignore[arg-type]
     return runner, kube
 
 
 def test_resolve_takes_over_the_claim_of_a_run_that_ended() -> None:
-    clock, lines = Clock(T0), []
+    clock, lines = Clock(T0), list[str]()
     claim = FakeClaim(clock, OTHER, ["Succeeded"])
     runner, _ = make(claim, clock, lines)
     runner.resolve()
@@ -96,7 +96,7 @@ def test_resolve_takes_over_the_claim_of_a_run_that_ended() -> None:
 
 def test_resolve_fails_at_once_without_acting_while_a_live_run_holds_the_claim() -> None:
     """Never wait: a run that got past Argo's mutex holds it, so the holder could not finish while it waited."""
-    clock, lines = Clock(T0), []
+    clock, lines = Clock(T0), list[str]()
     claim = FakeClaim(clock, OTHER, ["Running"])
     runner, kube = make(claim, clock, lines)
     with pytest.raises(StepFailed, match=r"another rollout of default/homelab is running: .*capi-rollout-a") as err:
@@ -109,7 +109,7 @@ def test_resolve_fails_at_once_without_acting_while_a_live_run_holds_the_claim()
 
 
 def test_a_lost_create_race_is_read_again() -> None:
-    clock, lines = Clock(T0), []
+    clock, lines = Clock(T0), list[str]()
     claim = FakeClaim(clock, None, ["Running"], lose_first_write=True)
     runner, _ = make(claim, clock, lines)
     with pytest.raises(StepFailed, match="another rollout"):
@@ -122,7 +122,7 @@ def test_a_lost_create_race_is_read_again() -> None:
 
 
 def test_a_retried_resolve_of_the_holder_goes_straight_on() -> None:
-    clock, lines = Clock(T0), []
+    clock, lines = Clock(T0), list[str]()
     claim = FakeClaim(clock, ME, ["Running"])
     runner, _ = make(claim, clock, lines)
     runner.resolve()
@@ -137,7 +137,7 @@ def test_a_claim_this_tool_did_not_write_stops_resolve_with_its_reason() -> None
             raise ClaimUnusable("RolloutLedger argo/capi-rollout-claim-default-homelab: not a claim capi-rollout "
                                 "wrote (labels or spec.holder missing); delete it if no rollout of this cluster runs")
 
-    clock, lines = Clock(T0), []
+    clock, lines = Clock(T0), list[str]()
     runner, _ = make(Foreign(clock, None, [None]), clock, lines)
     with pytest.raises(StepFailed, match=r"^RolloutLedger argo/capi-rollout-claim-default-homelab: not a claim"):
         runner.resolve()

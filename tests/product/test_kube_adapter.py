@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import pytest
@@ -34,8 +34,8 @@ def seed(server: LocalAPIServer, line: str, namespace: str, cluster: str) -> dic
     md = o.machine_deployment(line, name=f"{cluster}-workers", namespace=namespace, cluster_name=cluster, replicas=1,
                               max_surge=0, max_unavailable=1, strategy="RollingUpdate", template=template)
     server.apply_manifests([o.cluster(line, cluster, namespace), tcp, md], namespace=namespace)
-    created = client.CustomObjectsApi(server.admin).get_namespaced_custom_object(
-        o.TCP_GROUP, o.TCP_VERSION, namespace, "taloscontrolplanes", f"{cluster}-cp")
+    created = cast(dict[str, Any], client.CustomObjectsApi(server.admin).get_namespaced_custom_object(
+        o.TCP_GROUP, o.TCP_VERSION, namespace, "taloscontrolplanes", f"{cluster}-cp"))
     machine = o.machine(line, name=f"{cluster}-cp-a", namespace=namespace, cluster_name=cluster, owner=created,
                         version="v1.34.1", infra_template="t", labels={o.CONTROL_PLANE_LABEL: ""})
     machine["metadata"].pop("finalizers")
@@ -227,7 +227,7 @@ def test_two_attempts_racing_on_one_ledger_remediate_exactly_once(apiserver: Loc
         t.join(timeout=30)
     assert sorted(o.split(": ")[1] for o in outcomes) == ["aborted", "remediated"], outcomes
     assert talos.reboots == [("10.9.0.1", "powercycle")]
-    assert client.CustomObjectsApi(apiserver.admin).list_namespaced_custom_object(
-        "cluster.x-k8s.io", "v1beta2", kube_namespace, "machines")["items"] == [], "deleted, once"
+    assert cast(dict[str, Any], client.CustomObjectsApi(apiserver.admin).list_namespaced_custom_object(
+        "cluster.x-k8s.io", "v1beta2", kube_namespace, "machines"))["items"] == [], "deleted, once"
     final = KubeLedgerStore(kube, namespace=kube_namespace, run_id="wf-race").load()
     assert final is not None and len(final.phase("control-plane").remediations) == 1  # type: ignore[union-attr]

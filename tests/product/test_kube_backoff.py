@@ -23,7 +23,8 @@ def test_conflicts_and_precondition_failures_are_not_retried() -> None:
 
 def test_transient_errors_are_retried_with_capped_backoff() -> None:
     sleeps: list[float] = []
-    outcomes = [ApiException(status=503), ApiException(status=429), ConnectionResetError("reset"), "ok"]
+    outcomes: list[BaseException | str] = [ApiException(status=503), ApiException(status=429),
+                                           ConnectionResetError("reset"), "ok"]
 
     def flaky() -> str:
         item = outcomes.pop(0)

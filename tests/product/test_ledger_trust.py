@@ -96,7 +96,7 @@ def kube_with(data: dict[str, str] | None, *, labels: dict[str, str] | None = No
 
 
 def store(kube: FakeKube) -> KubeLedgerStore:
-    return KubeLedgerStore(kube, namespace="argo", run_id="wf-1", owner=OWNER)  # type: ignore[arg-type]
+    return KubeLedgerStore(kube, namespace="argo", run_id="wf-1", owner=OWNER)
 
 
 def test_the_store_reads_back_what_it_wrote() -> None:
@@ -121,7 +121,7 @@ def test_the_store_refuses_a_ledger_it_did_not_write(kube: FakeKube, problem: st
 def runner(kube: FakeKube, *, cluster: str = "homelab") -> RolloutLoop:
     clock = Clock(T0)
     params = parse_params({"clusterName": cluster, "pollInterval": "30s", "stallTimeout": "10m"})
-    return RolloutLoop(params=params, kube=kube, store=store(kube), talos_factory=lambda _: FakeTalos(), clock=clock,  # type: ignore[arg-type]
+    return RolloutLoop(params=params, kube=kube, store=store(kube), talos_factory=lambda _: FakeTalos(), clock=clock,
                   out=kube.log.append, watch=FakeWatch(clock, []), sleep=lambda _: None)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from capi_rollout.domain.decide import decide
 from capi_rollout.domain.ledger import PhaseRecord
@@ -15,7 +15,17 @@ from tests import builders as b
 
 T0 = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
 PARAMS = parse_params({"clusterName": "homelab"})
-ROLLING_CP = {"generation": 2, "observed": 1, "up_to_date": False}
+
+
+class TcpRollout(TypedDict):
+    """The ``b.tcp`` keywords of a control plane mid-rollout."""
+
+    generation: int
+    observed: int
+    up_to_date: bool
+
+
+ROLLING_CP: TcpRollout = {"generation": 2, "observed": 1, "up_to_date": False}
 
 
 def healthy_cp() -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ def test_only_serving_machines_created_since_the_phase_started_count_as_replaced
 
 def test_capis_up_to_date_condition_counts_and_no_machine_deployment_means_nothing_to_replace() -> None:
     up = b.machine("w-0")
-    up["status"]["conditions"].append({"type": "UpToDate", "status": "True"})  # type: ignore[index]
+    up["status"]["conditions"].append({"type": "UpToDate", "status": "True"})
     state = ClusterState.from_objects(cluster=b.cluster(), control_plane=b.tcp(), deployments=[b.md()],
                                       machines=[up, b.machine("w-1")])
     assert replacement_progress("workers", state, since=STARTED, complete=False).argo == "1/2"

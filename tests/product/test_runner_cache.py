@@ -36,7 +36,7 @@ def make(faulty: dict[int, str] | None = None, *, delivers_writes: bool = True, 
                       freeze_after_waits=freeze_after_waits)
     params = parse_params({"clusterName": "homelab", "pollInterval": "30s", "stallTimeout": "10m",
                            "controlPlaneTimeout": "45m", "maxRemediations": "2"})
-    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore(),  # type: ignore[arg-type]
+    runner = RolloutLoop(params=params, kube=kube, store=MemoryLedgerStore(),
                     talos_factory=lambda _: FakeTalos(), clock=clock, out=kube.log.append, watch=cache,
                     sleep=lambda _: None)
     rig = Rig(runner, kube, cache)

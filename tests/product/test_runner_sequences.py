@@ -114,7 +114,7 @@ def test_a_step_killed_mid_phase_resumes_with_the_same_clock_and_remediation_cou
     kube = FakeKube()
     clock = Clock(T0)
     controller = FakeControlPlaneController(kube, clock, faulty={0: "not-ready", 1: "not-ready", 2: "not-ready"})
-    store = KubeLedgerStore(kube, namespace="argo", run_id="wf-1")  # type: ignore[arg-type]
+    store = KubeLedgerStore(kube, namespace="argo", run_id="wf-1")
     first, *_ = make(store=store, kube=kube, controller=controller, clock=clock, crash_after_waits=40)
     first.resolve()
     with pytest.raises(KeyboardInterrupt):
@@ -123,7 +123,7 @@ def test_a_step_killed_mid_phase_resumes_with_the_same_clock_and_remediation_cou
     before = saved.phase("control-plane")
     assert before is not None and len(before.remediations) == 1 and before.result is None
 
-    retried, *_ = make(store=KubeLedgerStore(kube, namespace="argo", run_id="wf-1"),  # type: ignore[arg-type]
+    retried, *_ = make(store=KubeLedgerStore(kube, namespace="argo", run_id="wf-1"),
                        kube=kube, controller=controller, clock=clock)
     with pytest.raises(StepFailed, match=r"remediation budget exhausted \(2 of 2 used\)"):
         retried.phase("control-plane")
@@ -253,7 +253,7 @@ def test_run_all_rolls_control_plane_then_workers_and_ends_with_the_summary() ->
 
     runner, kube, talos, _ = make({0: "not-ready"})
     kube.mds = []  # no workers: the workers phase completes at once, after the control plane
-    result = run_all(runner.params, kube=kube, loop=runner)  # type: ignore[arg-type]
+    result = run_all(runner.params, kube=kube, loop=runner)
     assert result.ok and result.outputs["result"] == "Succeeded"
     summary = json.loads(result.outputs["summary"])
     assert [summary["phases"][p]["result"] for p in ("control-plane", "workers")] == ["succeeded", "succeeded"]
@@ -268,7 +268,7 @@ def test_run_all_stops_at_the_first_failed_step_and_still_summarises() -> None:
 
     runner, kube, talos, _ = make()
     talos.stages["10.0.0.10"] = "maintenance"
-    result = run_all(runner.params, kube=kube, loop=runner)  # type: ignore[arg-type]
+    result = run_all(runner.params, kube=kube, loop=runner)
     assert not result.ok and "is in Talos maintenance mode" in result.message
     assert json.loads(result.outputs["summary"])["result"] == "Failed"
     assert runner.ledger.phase("control-plane") is None and kube.deleted == []
@@ -279,8 +279,8 @@ class RivalFirst(KubeLedgerStore):
     first remediation intent lands, the rival records the same remediation and acts (delete + reboot)."""
 
     def __init__(self, kube: FakeKube, talos: FakeTalos) -> None:
-        super().__init__(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
-        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        super().__init__(kube, namespace="argo", run_id="wf-race")
+        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")
         self.fake_kube, self.talos, self.raced = kube, talos, False
 
     def save(self, ledger: Ledger) -> None:
@@ -349,8 +349,8 @@ class RivalProgress(KubeLedgerStore):
     next progress write then conflicts (HTTP 409)."""
 
     def __init__(self, kube: FakeKube, *, after: int) -> None:
-        super().__init__(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
-        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        super().__init__(kube, namespace="argo", run_id="wf-race")
+        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")
         self.saves, self.after, self.raced = 0, after, False
 
     def save(self, ledger: Ledger) -> None:
@@ -375,7 +375,7 @@ def test_a_progress_write_that_loses_to_an_older_attempt_rereads_the_ledger_and_
     record = runner.phase("control-plane")
     assert store.raced and record.result == "succeeded"
     assert any("the ledger changed under this attempt" in line for line in kube.log)
-    stored = KubeLedgerStore(kube, namespace="argo", run_id="wf-race").load()  # type: ignore[arg-type]
+    stored = KubeLedgerStore(kube, namespace="argo", run_id="wf-race").load()
     assert stored is not None and stored.phase("control-plane") == record
 
 
@@ -383,8 +383,8 @@ class RivalAfterActing(KubeLedgerStore):
     """An older attempt writes the ledger between this attempt's remediation intent and its outcome note."""
 
     def __init__(self, kube: FakeKube) -> None:
-        super().__init__(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
-        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")  # type: ignore[arg-type]
+        super().__init__(kube, namespace="argo", run_id="wf-race")
+        self.rival = KubeLedgerStore(kube, namespace="argo", run_id="wf-race")
         self.raced = False
 
     def save(self, ledger: Ledger) -> None:

@@ -95,6 +95,11 @@ def _md_tmpl(obj: Obj) -> Obj:
     return spec
 
 
+def _delete_with_version_change(obj: Obj) -> None:
+    _delete(obj)
+    _md_tmpl(obj).update(version="v1.35.0")
+
+
 def _tcp_config(obj: Obj) -> Obj:
     cfg: Obj = obj["spec"]["controlPlaneConfig"]["controlplane"]
     return cfg
@@ -110,7 +115,7 @@ CASES: list[tuple[str, str, Callable[[Obj], None], bool]] = [
      _spec_write(lambda o: o["spec"].update(replicas=5)), False),
     ("MachineDeployment", "delete (deletionTimestamp, finalizers)", _delete, False),
     ("MachineDeployment", "delete together with a version change",
-     lambda o: (_delete(o), _md_tmpl(o).update(version="v1.35.0")), False),
+     _delete_with_version_change, False),
     ("MachineDeployment", "status write", lambda o: o["status"].update(readyReplicas=2, phase="ScalingDown"), False),
     ("MachineDeployment", "label added", lambda o: o["metadata"]["labels"].update(team="infra"), False),
     ("TalosControlPlane", "version bump", _spec_write(lambda o: o["spec"].update(version="v1.35.0")), True),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 import tracemalloc
+from typing import cast
 
 import pytest
 import yaml
@@ -62,9 +64,10 @@ def test_a_talosconfig_alias_bomb_is_a_talosconfig_error() -> None:
 
 def test_no_parser_or_subparser_accepts_an_abbreviated_flag() -> None:
     parser = build_parser()
-    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    subparsers = cast("dict[str, argparse.ArgumentParser]",  # a subparsers action's choices: name -> parser
+                      next(a for a in parser._actions if a.dest == "command").choices)
     assert parser.allow_abbrev is False
-    assert subparsers and all(p.allow_abbrev is False for p in subparsers.values())  # type: ignore[union-attr]
+    assert subparsers and all(p.allow_abbrev is False for p in subparsers.values())
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--clusterName", "c", "--ledger", "argo"])
 

@@ -56,7 +56,7 @@ def call(node: FakeTalosNode, ctx: ssl.SSLContext, path: str, request: Any, repl
                     await s.send_message(request, end=True)
                     if not stream:
                         return await s.recv_message()
-                    out = []
+                    out: list[Any] = []
                     while len(out) < limit and (message := await s.recv_message()) is not None:
                         out.append(message)
                     if len(out) == limit:
@@ -251,8 +251,8 @@ def test_the_event_log_keeps_the_last_thousand_events_like_machined() -> None:
         log.append(machine_pb2.TaskEvent(task=f"t{i}"))
     kept, end = log.since(0)
     assert (len(kept), end) == (CAPACITY, CAPACITY + 5)
-    assert kept[0].payload.task == "t5"  # type: ignore[attr-defined]
-    assert log.since(end - 1)[0][0].payload.task == f"t{CAPACITY + 4}"  # type: ignore[attr-defined]
+    assert kept[0].payload.task == "t5"
+    assert log.since(end - 1)[0][0].payload.task == f"t{CAPACITY + 4}"
     everything, _ = log.tail(machine_pb2.EventsRequest(tail_events=-1))
     assert len(everything) == CAPACITY
 
