@@ -17,8 +17,9 @@ from e2e.backends.selection import docker_available, make_backend, select_backen
 
 
 def _live(line: str) -> None:
-    """Step output, live, past pytest's capture (the suite's progress on the console)."""
-    print(line, file=sys.__stderr__, flush=True)
+    """Step output: the suite's progress. ``make e2e`` runs pytest with ``--capture=tee-sys``, so it reaches the
+    console as it happens and stays in a failing test's report."""
+    print(line, file=sys.stderr, flush=True)
 
 
 @pytest.fixture(scope="session")
