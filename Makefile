@@ -54,8 +54,8 @@ node-check: setup
 # The e2e backend: E2E_CLUSTER=node (default: a real node, both CAPI lines, one node each), kind, existing, local.
 E2E_CLUSTER ?= node
 # --capture=tee-sys: every workflow's step lines reach the console while it runs (a pass takes half an hour), and
-# a failure's report still holds what its test printed.
-E2E_PYTEST  := $(BIN)/pytest e2e --tb=short -p no:cacheprovider --capture=tee-sys
+# a failure's report still holds what its test printed; -v puts each test's name before its lines, its result after.
+E2E_PYTEST  := $(BIN)/pytest e2e -v --tb=short -p no:cacheprovider --capture=tee-sys
 
 # actionlint checks .github/workflows when `make tools` has built it (pinned in tools/versions.env, cached by version).
 ACTIONLINT := $(CAPI_ROLLOUT_CACHE)/bin/actionlint-$(shell sed -n 's/^ACTIONLINT_VERSION=//p' tools/versions.env)/actionlint
