@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from capi_rollout.domain.ledger import Ledger
+from capi_rollout.domain.ledger import Ledger, PhaseRecord
 from capi_rollout.domain.params import parse_params
 from capi_rollout.ledger_store import KubeLedgerStore, MemoryLedgerStore
 from capi_rollout.rollout_loop import RolloutLoop
@@ -360,9 +360,13 @@ class RivalProgress(KubeLedgerStore):
         if not self.raced and self.saves == self.after:
             self.raced = True
             stored = self.rival.load()
-            assert stored is not None
-            self.rival.save(stored)  # the rival's progress write: the resourceVersion moves on
+            assert stored is not None and record is not None
+            self.rival.save(self.rival_write(stored, record))
         super().save(ledger)
+
+    def rival_write(self, stored: Ledger, record: PhaseRecord) -> Ledger:
+        """What the rival writes: its progress, unchanged (the resourceVersion moves on)."""
+        return stored
 
 
 def test_a_progress_write_that_loses_to_an_older_attempt_rereads_the_ledger_and_goes_on() -> None:
@@ -414,16 +418,8 @@ def test_an_outcome_note_that_loses_the_race_keeps_the_intent_and_the_phase_goes
 class RivalFinishes(RivalProgress):
     """The older attempt's write that wins is the phase's end: it already finished the rollout."""
 
-    def save(self, ledger: Ledger) -> None:
-        record = ledger.phase("control-plane")
-        if record is not None:
-            self.saves += 1
-        if not self.raced and self.saves == self.after:
-            self.raced = True
-            stored = self.rival.load()
-            assert stored is not None and record is not None
-            self.rival.save(stored.with_phase(replace(record, result="succeeded", message="rival: complete")))
-        KubeLedgerStore.save(self, ledger)
+    def rival_write(self, stored: Ledger, record: PhaseRecord) -> Ledger:
+        return stored.with_phase(replace(record, result="succeeded", message="rival: complete"))
 
 
 def test_an_attempt_that_loses_to_one_that_finished_the_phase_ends_with_its_result() -> None:
