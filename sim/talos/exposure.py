@@ -102,9 +102,19 @@ def exposure_from_service(service: Mapping[str, Any], *, bind_host: str, bind_po
 
 
 def pick_port(in_use: Collection[int], bindable: Callable[[int], bool], *, first: int = FIRST_POD_PORT,
-              last: int = LAST_POD_PORT) -> int:
-    """The lowest port in ``[first, last]`` not in use and bindable; ``RuntimeError`` when none is left."""
-    for port in range(first, last + 1):
+              last: int = LAST_POD_PORT, after: int | None = None) -> int:
+    """The first port in ``[first, last]`` not in use and bindable, searching from just past ``after`` (the
+    port handed out last) and wrapping round; ``RuntimeError`` when none is left.
+
+    Searching on from the last port, rather than from the lowest, keeps a released node's port unused for as
+    long as the range allows: the released node's Service may still be routed to it for a moment (kube-proxy
+    applies a deleted Service late), and a new node listening there would answer in the old node's name — an
+    address reuse the scenario did not ask for, which the product rightly refuses to trust.
+    """
+    size = last - first + 1
+    start = 0 if after is None or not first <= after <= last else after - first + 1
+    for i in range(size):
+        port = first + (start + i) % size
         if port not in in_use and bindable(port):
             return port
     raise RuntimeError(f"no free port for a fake Talos endpoint in {first}-{last}")

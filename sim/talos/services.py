@@ -1,11 +1,12 @@
 """The in-cluster exposure of fake Talos endpoints: one Kubernetes Service per simulated node.
 
 Contract: :class:`ServiceExposer` implements :class:`sim.talos.exposure.Exposer` with the Kubernetes API (the
-only I/O here). ``expose(machine)`` picks a free port on the pod address, creates the node's ClusterIP Service
-(selector = the simulator pod's labels, port 50000 → that port; labels and owner like the simulator's other
-objects) and returns the Service's ClusterIP as the node address; ``release(machine)`` deletes it;
-``delete_all()`` removes every per-node Service of the namespace (cleanup). A Service left over from an earlier
-run of the same machine name is replaced. Every call is a single bounded API request.
+only I/O here). ``expose(machine)`` picks a free port on the pod address (the next one after the port handed
+out last, so a released port is not reused at once: see :func:`sim.talos.exposure.pick_port`), creates the
+node's ClusterIP Service (selector = the simulator pod's labels, port 50000 → that port; labels and owner like
+the simulator's other objects) and returns the Service's ClusterIP as the node address; ``release(machine)``
+deletes it; ``delete_all()`` removes every per-node Service of the namespace (cleanup). A Service left over
+from an earlier run of the same machine name is replaced. Every call is a single bounded API request.
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ class ServiceExposer:
         self.request_timeout = request_timeout
         self._lock = threading.Lock()
         self._ports: dict[str, int] = {}
+        self._last_port: int | None = None
 
     def expose(self, name: str) -> Exposure:
         with self._lock:
-            port = pick_port(set(self._ports.values()), lambda p: bindable(self.pod_ip, p), first=self.first_port)
+            port = pick_port(set(self._ports.values()), lambda p: bindable(self.pod_ip, p), first=self.first_port,
+                             after=self._last_port)
             self._ports[name] = port
+            self._last_port = port
         try:
             body = service_object(machine=name, namespace=self.namespace, cluster=self.cluster,
                                   selector=self.selector, target_port=port, owner=self.owner())

@@ -83,11 +83,18 @@ def test_the_exposure_of_a_service_is_its_cluster_ip_and_names_the_dns_names_and
         exposure_from_service(headless, bind_host="10.244.0.5", bind_port=50100)
 
 
-def test_ports_are_the_lowest_free_bindable_ones_and_run_out_loudly() -> None:
+def test_ports_are_handed_out_in_turn_so_a_released_port_waits_and_the_range_runs_out_loudly() -> None:
     assert pick_port(set(), lambda p: True, first=50100, last=50110) == 50100
     assert pick_port({50100, 50101}, lambda p: p != 50102, first=50100, last=50110) == 50103
+    # 50101 was released a moment ago: the next node gets 50104, not the lowest free port
+    assert pick_port({50100, 50102, 50103}, lambda p: True, first=50100, last=50110, after=50103) == 50104
+    # past the end it wraps round to the ports released longest ago
+    assert pick_port({50110, 50100}, lambda p: True, first=50100, last=50110, after=50110) == 50101
+    assert pick_port(set(), lambda p: True, first=50100, last=50110, after=7) == 50100  # outside: from the start
     with pytest.raises(RuntimeError, match="no free port"):
         pick_port({1, 2}, lambda p: True, first=1, last=2)
+    with pytest.raises(RuntimeError, match="no free port"):
+        pick_port({1}, lambda p: p != 2, first=1, last=2, after=1)
 
 
 def test_pod_labels_parse_from_the_cli_form_and_bad_items_are_refused() -> None:

@@ -155,12 +155,19 @@ def test_in_service_mode_every_node_is_a_service_whose_cluster_ip_is_the_machine
         reboot = sim.timeline.events("talos.reboot")[0]
         assert (reboot.subject, reboot.details["address"]) == (cps[0].name, svcs[cps[0].name]["spec"]["clusterIP"])
 
+        first_ports = {name: svc["spec"]["ports"][0]["targetPort"] for name, svc in svcs.items()}
         sim.trigger_rollout()
         sim.wait_until(lambda: sim.timeline.first("rollout.completed", sim.controllers.tcp_name), timeout=WAIT)
         # replaced machines' Services are gone and the new machines have theirs
         sim.wait_until(lambda: set(services(admin_api_client, s.namespace)) == set(machine_ips(admin_api_client, s))
                        == {m.name for m in sim.machines() if m.node is not None}, timeout=WAIT)
         assert {"demo-cp-0", "demo-cp-1", "demo-cp-2"}.isdisjoint(services(admin_api_client, s.namespace))
+        # a replaced node's port is not re-bound by its successor (a late kube-proxy would route its old Service
+        # there): the new nodes listen on ports no earlier node used
+        now = services(admin_api_client, s.namespace)
+        released = {port for name, port in first_ports.items() if name not in now}
+        new_ports = {svc["spec"]["ports"][0]["targetPort"] for name, svc in now.items() if name not in first_ports}
+        assert len(released) == 3 and len(new_ports) == 3 and new_ports.isdisjoint(released), (released, new_ports)
     assert services(admin_api_client, s.namespace) == {}
     with pytest.raises(ApiException) as gone:
         client.CoreV1Api(admin_api_client).read_namespaced_secret(f"{s.cluster}-talosconfig", s.namespace)
