@@ -48,7 +48,7 @@ from capi_rollout.domain.decide import addresses_to_probe, decide
 from capi_rollout.domain.ledger import PHASE_TITLES, Ledger, PhaseRecord
 from capi_rollout.domain.model import CLUSTER_NAME_LABEL
 from capi_rollout.domain.params import Params
-from capi_rollout.domain.preflight import preflight
+from capi_rollout.domain.preflight import preflight, still_meant
 from capi_rollout.domain.replacement import replacement_progress
 from capi_rollout.domain.resolve import (
     TALOSCONFIG_KEY,
@@ -224,9 +224,18 @@ class RolloutLoop:
         talos = self.talos()
         validity = talos.client_validity
         versions = dict(talos.versions(addresses)) if self.params.reboot_mode == "force" and addresses else None
-        report = preflight(cluster=cluster, control_plane=tcp, deployments=mds, state=state,
-                           nodes=self.probe(addresses), now=self.clock(), versions=versions,
-                           client_certificate=None if validity is None else (validity.not_before, validity.not_after))
+        certificate = None if validity is None else (validity.not_before, validity.not_after)
+        nodes = self.probe(addresses)
+        report = preflight(cluster=cluster, control_plane=tcp, deployments=mds, state=state, nodes=nodes,
+                           now=self.clock(), versions=versions, client_certificate=certificate)
+        if not report.ok and nodes:
+            # Before stopping the run, observe again: an answer for a Machine deleted while Talos was asked (its
+            # address possibly reused already) speaks for nobody (capi_rollout.domain.preflight.still_meant).
+            cluster, tcp, mds, again = self.observe(with_health_checks=True)
+            nodes, departed = still_meant(state, again, nodes)
+            report = preflight(cluster=cluster, control_plane=tcp, deployments=mds, state=again, nodes=nodes,
+                               now=self.clock(), versions=versions, client_certificate=certificate)
+            report = replace(report, warnings=(*departed, *report.warnings))
         ledger = self.recorder.record_preflight(
             warnings=report.warnings,
             failure=None if report.ok else "preflight failed: " + "; ".join(report.violations))

@@ -174,6 +174,32 @@ def test_preflight_fails_fast_on_a_node_in_maintenance_and_touches_nothing() -> 
     assert runner.ledger.preflight is not None
 
 
+@pytest.mark.parametrize("deleted", [True, False])
+def test_an_untrusted_answer_for_a_machine_deleted_while_preflight_asked_blocks_nothing(deleted: bool) -> None:
+    """CAPI deletes an old Machine while preflight asks Talos about it, and its address already answers with another
+    node's certificate: that answer speaks for nobody. Had the Machine stayed, the same answer stops the run."""
+    runner, kube, talos, _ = make()
+    runner.resolve()
+    gone = next(name for name, m in kube.machines.items()
+                if any(a["address"] == "10.0.0.11" for a in m["status"].get("addresses", [])))
+    probe_many = talos.probe_many
+
+    def asked(addresses: Any) -> Any:
+        if deleted:
+            kube.machines.pop(gone)
+        return {**probe_many(addresses), "10.0.0.11": FakeTalos.Probe("10.0.0.11", "untrusted", "valid for node-w-9")}
+
+    talos.probe_many = asked  # type: ignore[method-assign]
+    if not deleted:
+        with pytest.raises(StepFailed, match=r"the Talos API at 10\.0\.0\.11 for node node-cp-old-1 presents"):
+            runner.preflight()
+        return
+    warnings = runner.preflight()
+    assert warnings[0].startswith(f"Machine {gone} was deleted while preflight asked Talos about it")
+    assert "valid for node-w-9" in warnings[0] and runner.ledger.preflight is None
+    assert kube.deleted == [] and talos.reboots == []
+
+
 def test_preflight_lists_every_violation_at_once() -> None:
     runner, kube, _, _ = make()
     kube.tcps[0]["spec"]["rolloutStrategy"] = {"type": "RollingUpdate"}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from capi_rollout.domain.decide import decide
-from capi_rollout.domain.preflight import preflight
+from capi_rollout.domain.preflight import preflight, still_meant
 from capi_rollout.domain.state import ClusterState, NodeStatus
 from capi_rollout.step_table import StepFailed
 from capi_rollout.summary import build_summary, render_table
@@ -51,6 +51,35 @@ def test_preflight_names_the_fingerprint_and_warns_before_apply_config_insecure(
     [violation] = report(state, nodes=nodes).violations
     assert "SHA256:AB:CD" in violation
     assert violation.index("WARNING") < violation.index("apply-config --insecure")
+
+
+def test_an_answer_for_a_machine_deleted_while_preflight_asked_blocks_nothing_and_is_named() -> None:
+    before = cp_state(healthy_cp(3))
+    answer = NodeStatus("10.0.0.1", "untrusted", "x509: certificate is valid for node-w-9, not 10.0.0.1")
+    nodes = {"10.0.0.0": NodeStatus("10.0.0.0", "running"), "10.0.0.1": answer,
+             "10.0.0.2": NodeStatus("10.0.0.2", "maintenance", "fp X")}
+    # cp-1 is gone; cp-2 is still there; a new Machine took cp-1's address (never asked about: not judged here)
+    after = cp_state([*healthy_cp(3)[::2], b.machine("cp-9", cp=True, address="10.0.0.1")])
+    kept, dropped = still_meant(before, after, nodes)
+    assert set(kept) == {"10.0.0.0", "10.0.0.2"}
+    [warning] = dropped
+    assert warning.startswith("Machine cp-1 was deleted while preflight asked Talos about it")
+    assert answer.detail in warning
+    verdict = report(after, nodes=kept)
+    assert len(verdict.violations) == 1 and "cp-2" in verdict.violations[0] and "maintenance" in verdict.violations[0]
+
+
+def test_an_answer_is_kept_only_for_the_same_machine_at_the_same_address() -> None:
+    before = cp_state(healthy_cp(2))
+    nodes = {a: NodeStatus(a, "untrusted", "x") for a in ("10.0.0.0", "10.0.0.1")}
+    recreated = b.machine("cp-0", cp=True, address="10.0.0.0")
+    recreated["metadata"]["uid"] = "uid-cp-0-again"  # same name, another Machine
+    moved = b.machine("cp-1", cp=True, address="10.0.0.8")  # same Machine, another address
+    kept, dropped = still_meant(before, cp_state([recreated, moved]), nodes)
+    assert kept == {} and len(dropped) == 2
+    assert still_meant(before, before, nodes) == (nodes, [])
+    quiet = {a: NodeStatus(a, "running") for a in nodes}
+    assert still_meant(before, cp_state([]), quiet) == ({}, [])  # a running answer is not worth a warning
 
 
 # --- the talosconfig client certificate ----------------------------------------------------------------------

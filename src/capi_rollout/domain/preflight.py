@@ -12,6 +12,10 @@ Violations stop the run before any action; warnings are reported in the summary.
 
 A MachineDeployment already rolling while the control plane is not complete → warning
 (:mod:`capi_rollout.domain.ordering`): never a violation, the tool never patches CAPI.
+
+Talos answers take time and the cluster moves meanwhile: before violations stop the run, the caller observes
+again and :func:`still_meant` keeps only the answers that still speak for a Machine (one that still exists, with
+the same uid and address); a Machine deleted while it was asked about blocks nothing and is named in a warning.
 """
 
 from __future__ import annotations
@@ -69,6 +73,28 @@ def client_certificate_problem(validity: tuple[datetime, datetime] | None, now: 
         return (f"the talosconfig client certificate is not valid before {_ts(not_before)}: every Talos call would "
                 "be refused; check this machine's clock or the certificate, then resubmit")
     return None
+
+
+def still_meant(before: ClusterState, after: ClusterState,
+                nodes: Mapping[str, NodeStatus]) -> tuple[dict[str, NodeStatus], list[str]]:
+    """The Talos answers of ``nodes`` (asked about ``before``'s Machines) that still speak for a Machine in
+    ``after``, and a warning for each non-running answer dropped because its Machine was deleted (or moved to
+    another address) meanwhile: its address may already belong to another machine, whose answer says nothing
+    about this one."""
+    now = {(m.meta.uid, m.address) for m in after.machines if m.address}
+    kept: dict[str, NodeStatus] = {}
+    dropped: list[str] = []
+    for m in before.machines:
+        node = nodes.get(m.address or "")
+        if node is None:
+            continue
+        if (m.meta.uid, m.address) in now:
+            kept[node.address] = node
+        elif node.state != "running":
+            dropped.append(f"Machine {m.name} was deleted while preflight asked Talos about it; what answered at "
+                           f"its former address {node.address} ({node.state}: {node.detail or 'no detail'}) no "
+                           "longer speaks for it and blocks nothing")
+    return kept, dropped
 
 
 def force_problems(machines: Sequence[Machine], versions: Mapping[str, str]) -> tuple[list[str], list[str]]:
