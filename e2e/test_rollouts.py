@@ -173,13 +173,13 @@ def test_10_dry_run_reports_the_stall_and_touches_nothing(request: pytest.Fixtur
 def test_12_a_step_killed_mid_phase_and_retried_keeps_its_remediation_count(
         request: pytest.FixtureRequest, stage: Stage) -> None:
     s = scaled("cp-stall-provisioning-never")
-    # Killed (a lost pod: node Error "pod deleted", retried) between the first remediation (~9 s in) and the
-    # second (~13 s in: one stall timeout later, while the first reboot is being confirmed), far from both
-    # boundaries so that the kill never lands between a remediation's intent and its delete; checked below.
-    # A real Argo waits its retry backoff (15 s, unscaled) before the second attempt: a phase timeout that leaves
-    # room for it, so that the budget, not the clock, ends the phase.
+    # Killed (a lost pod: node Error "pod deleted", retried) between the first remediation and the second: once
+    # the ledger shows the first one finished (its outcome written), which leaves a stall timeout before the
+    # second one's intent. A kill placed by the clock instead (11 s in) landed inside the first remediation on a
+    # loaded CI machine. A real Argo waits its retry backoff (15 s, unscaled) before the second attempt: a phase
+    # timeout that leaves room for it, so that the budget, not the clock, ends the phase.
     out = stage.run(request.node.name, s, parameters(s, maxRemediations="2", controlPlaneTimeout="150s"),
-                    faults=[KillStep("control-plane", after=11.0, attempt=0)])
+                    faults=[KillStep("control-plane", after=0.0, attempt=0, after_remediations=1)])
 
     first, retry = out.run.attempts("control-plane")
     assert first.phase == "Error" and first.message == "pod deleted", out.run.text()
@@ -199,9 +199,10 @@ def test_12_a_step_deleted_gracefully_or_evicted_mid_phase_is_retried_and_keeps_
         request: pytest.FixtureRequest, stage: Stage, how: str) -> None:
     s = scaled("cp-stall-provisioning-never")
     # Deleted with a grace period (kubectl delete pod, a drain) or evicted: the kubelet marks the pod Failed and
-    # main dies of the signal (exit 143/137), which OnError never retried; the retry expression does, once.
+    # main dies of the signal (exit 143/137), which OnError never retried; the retry expression does, once. Placed
+    # by the ledger between the two remediations, as in the test above.
     out = stage.run(request.node.name, s, parameters(s, maxRemediations="2", controlPlaneTimeout="150s"),
-                    faults=[KillStep("control-plane", after=11.0, attempt=0, how=how)])
+                    faults=[KillStep("control-plane", after=0.0, attempt=0, how=how, after_remediations=1)])
 
     first, retry = out.run.attempts("control-plane")
     # The kubelet stops main (exit 143, or 137 after the grace period) and marks the pod Failed, then removes the

@@ -23,16 +23,24 @@ FORCE, GRACEFUL, EVICT = "force", "graceful", "evict"
 class KillStep:
     """Fault injection: lose attempt ``attempt`` of step ``step`` (display name) ``after`` seconds in, ``how``:
     ``force`` (SIGKILL, pod gone), ``graceful`` (SIGTERM then SIGKILL, pod Failed) or ``evict`` (see
-    :mod:`e2e.argo_local.interpreter`)."""
+    :mod:`e2e.argo_local.interpreter`).
+
+    ``after_remediations`` (> 0) also waits until the run's RolloutLedger shows that many of the phase named
+    ``step`` finished (an outcome written, not just the intent): a kill placed between two remediations by the
+    ledger, not by a clock that a loaded machine stretches. The cluster backends play it (they poll the ledger);
+    the local interpreter's time-only faults refuse it."""
 
     step: str
     after: float
     attempt: int = 0
     how: str = FORCE
+    after_remediations: int = 0
 
     def __post_init__(self) -> None:
         if self.how not in (FORCE, GRACEFUL, EVICT):
             raise ValueError(f"KillStep.how: {self.how!r} is not one of {FORCE}, {GRACEFUL}, {EVICT}")
+        if self.after_remediations < 0:
+            raise ValueError(f"KillStep.after_remediations: {self.after_remediations} is negative")
 
 
 @dataclass

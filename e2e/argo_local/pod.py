@@ -110,6 +110,9 @@ class Pods:
                 bad = body["activeDeadlineSeconds"]
                 return node.end(ERROR, f"activeDeadlineSeconds: not an integer: {bad!r}")
         fault = next((f for f in self.opts.faults if f.step == step and f.attempt == retries), None)
+        if fault is not None and fault.after_remediations:
+            return node.end(ERROR, f"local executor: KillStep.after_remediations ({fault.after_remediations}) needs "
+                            "a cluster backend, which polls the ledger; this interpreter plays time-only faults")
         kill_after = fault.after if fault is not None else None
         kill_signal = signal.SIGTERM if fault is not None and fault.how == GRACEFUL else signal.SIGKILL
         if fault is not None:

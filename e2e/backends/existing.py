@@ -11,7 +11,8 @@ throwaway namespace) through one :class:`~e2e.backends.cluster.ClusterClient`:
   (:meth:`ClusterBackend.cleanup`; ``E2E_KEEP=1`` keeps it);
 * ``submit`` creates a ``Workflow`` with a ``workflowTemplateRef`` (what ``argo submit --from
   workflowtemplate/<name>`` creates); ``faults`` (:class:`~e2e.argo_local.KillStep`) delete the attempt's pod when
-  due (:func:`kill_due`), which Argo reports as a lost pod;
+  due (:func:`kill_due`: a time into the attempt, and a count of finished remediations in the run's ledger when
+  the fault asks for one), which Argo reports as a lost pod;
 * ``wait`` polls the phase with a deadline and converts it with :func:`e2e.argo_local.run_from_argo_workflow`,
   saving each pod's ``main`` log;
 * ``deploy_simulator`` runs ``sim/deploy``'s manifests with the scenario once the cluster can hold its CAPI line
@@ -19,14 +20,15 @@ throwaway namespace) through one :class:`~e2e.backends.cluster.ClusterClient`:
   line's version) and returns its :class:`~e2e.backends.sim_pod.SimDeployment`.
 
 Pure helpers (:func:`workflow_object`, :func:`override_images`, :func:`rehome`, :func:`outside`,
-:func:`image_overrides`, :func:`serves_capi_line`, :func:`kill_due`, :func:`progress_lines`,
-:func:`template_copy`) carry the decisions and are unit-tested; install, localize and cleanup run against the real
-local API server (``tests/e2e/test_drill_backend.py``).
+:func:`image_overrides`, :func:`serves_capi_line`, :func:`kill_due` with :func:`finished_remediations`,
+:func:`progress_lines`, :func:`template_copy`) carry the decisions and are unit-tested; install, localize and
+cleanup run against the real local API server (``tests/e2e/test_drill_backend.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -179,16 +181,26 @@ def template_copy(obj: Mapping[str, Any]) -> dict[str, Any]:
             "metadata": copied_meta, "spec": yaml.safe_load(yaml.safe_dump(obj["spec"]))}
 
 
-def kill_due(run: WorkflowRun, fault: KillStep, *, now: float) -> str | None:
-    """The pod to delete for ``fault`` now, or None: its attempt has started, is still running, and has run for
-    ``fault.after`` seconds."""
+def kill_due(run: WorkflowRun, fault: KillStep, *, now: float, ledger: Mapping[str, Any] | None = None) -> str | None:
+    """The pod to delete for ``fault`` now, or None: its attempt has started, is still running, has run for
+    ``fault.after`` seconds and, with ``fault.after_remediations``, ``ledger`` (the run's, decoded) shows that many
+    of the phase's remediations finished (:func:`finished_remediations`)."""
     attempts = run.attempts(fault.step)
     if len(attempts) <= fault.attempt:
         return None
     node = attempts[fault.attempt]
     if node.phase not in ("Pending", "Running") or node.started is None or now < node.started + fault.after:
         return None
+    if fault.after_remediations and finished_remediations(ledger, fault.step) < fault.after_remediations:
+        return None
     return pod_name(run.name, node.name, node.template)
+
+
+def finished_remediations(ledger: Mapping[str, Any] | None, phase: str) -> int:
+    """How many of ``phase``'s remediations in a decoded ledger have their outcome written (not only the intent,
+    ``outcome: started``, that the remediator records before it acts)."""
+    record = ((ledger or {}).get("phases") or {}).get(phase) or {}
+    return sum(1 for r in record.get("remediations") or [] if r.get("outcome") not in (None, "", "started"))
 
 
 # --- a cluster that runs Argo ------------------------------------------------------------------------------
@@ -300,8 +312,9 @@ class ClusterBackend:
 
         def played() -> bool:
             run = run_from_argo_workflow(self.client.get(WORKFLOW_API, "Workflow", name, self.namespace))
+            ledger = self._ledger(name) if any(f.after_remediations for f in pending) else None
             for fault in list(pending):
-                due = kill_due(run, fault, now=time.time())
+                due = kill_due(run, fault, now=time.time(), ledger=ledger)
                 if due is None:
                     continue
                 with contextlib.suppress(ApiException):
@@ -315,6 +328,22 @@ class ClusterBackend:
 
         with contextlib.suppress(TimeoutError):  # faults not due by then are not played
             wait_until(played, timeout=timeout, interval=FAULT_POLL_SECONDS, what=f"the faults of {name}")
+
+    def _ledger(self, workflow: str) -> dict[str, Any] | None:
+        """The decoded ledger of ``workflow`` (None until the runner wrote one)."""
+        from kubernetes.client.exceptions import ApiException
+
+        from capi_rollout.adapters.kube import LEDGER_API_VERSION, LEDGER_KIND
+        from capi_rollout.ledger_store import ledger_name
+
+        try:
+            obj = self.client.get(LEDGER_API_VERSION, LEDGER_KIND, ledger_name(workflow), self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        text = (obj.get("spec") or {}).get("ledger")
+        return json.loads(text) if text else None
 
     def wait(self, run: WorkflowRun, timeout: float) -> WorkflowRun:
         seen: dict[str, str] = {}

@@ -117,6 +117,15 @@ def test_a_graceful_deletion_on_every_attempt_spends_exactly_the_budget(opts: In
     assert (r.node("phase").phase, r.node("phase").message) == ("Failed", "No more retries left")
 
 
+def test_a_fault_placed_by_the_ledger_is_refused_here_not_played_by_the_clock(opts: InterpreterOptions) -> None:
+    t = wft([steps("main", ("wait", "w", {})), py("w", "print('never run')")])
+    opts.faults = [KillStep("wait", after=0.0, attempt=0, after_remediations=1)]
+    r = run(t, opts, name="toy-ledger-fault")
+    [attempt] = r.attempts("wait")
+    assert attempt.phase == "Error" and "KillStep.after_remediations (1) needs a cluster backend" in attempt.message
+    assert r.phase != "Succeeded"
+
+
 def test_backoff_is_waited_even_when_the_attempt_is_not_retried(opts: InterpreterOptions) -> None:
     # operator.go processNodeRetries: the backoff deadline is checked before the policy and the expression.
     strategy = {**PRODUCT_RETRY, "backoff": {"duration": "1", "factor": 2}}

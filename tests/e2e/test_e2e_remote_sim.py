@@ -11,7 +11,7 @@ import pytest
 
 from e2e.argo_local import KillStep, run_from_argo_workflow
 from e2e.argo_local.model import pod_name
-from e2e.backends.existing import image_overrides, kill_due, serves_capi_line
+from e2e.backends.existing import finished_remediations, image_overrides, kill_due, serves_capi_line
 from e2e.backends.sim_pod import simulator_documents
 from e2e.harness import RUNNER, Stage, Venue, per_cluster_binding, simulator_for
 from e2e.simhandles import settled
@@ -92,6 +92,26 @@ def test_a_kill_is_due_only_once_its_attempt_has_run_for_the_given_time() -> Non
     run = run_from_argo_workflow(_workflow(_pod("a", "control-plane(0)", "Running", "2027-01-15T08:00:00Z")))
     assert kill_due(run, fault, now=started + 12.9) is None
     assert kill_due(run, fault, now=started + 13.0) == pod_name("wf-1", "wf-1[2].control-plane(0)", "control-plane")
+
+
+def test_a_kill_placed_by_the_ledger_waits_for_that_many_finished_remediations_of_its_phase() -> None:
+    fault = KillStep("control-plane", after=0.0, attempt=0, after_remediations=1)
+    run = run_from_argo_workflow(_workflow(_pod("a", "control-plane(0)", "Running", "2027-01-15T08:00:00Z")))
+    later = 1_900_000_000.0
+
+    def ledger(*outcomes: str, phase: str = "control-plane") -> dict[str, Any]:
+        return {"phases": {phase: {"remediations": [{"machine": f"m{i}", "outcome": o}
+                                                    for i, o in enumerate(outcomes)]}}}
+
+    assert kill_due(run, fault, now=later, ledger=None) is None  # no ledger yet
+    assert kill_due(run, fault, now=later, ledger=ledger("started")) is None  # intent only: it is acting now
+    assert kill_due(run, fault, now=later, ledger=ledger("deleted", phase="workers")) is None  # another phase
+    assert kill_due(run, fault, now=later, ledger=ledger("deleted Machine m0; reboot accepted", "started")) == (
+        pod_name("wf-1", "wf-1[2].control-plane(0)", "control-plane"))
+    assert finished_remediations(ledger("a", "started", "b"), "control-plane") == 2
+    assert kill_due(run, KillStep("control-plane", 1.0), now=later, ledger=None) is not None  # time-only: no ledger
+    with pytest.raises(ValueError, match="negative"):
+        KillStep("control-plane", 0.0, after_remediations=-1)
 
 
 def test_no_kill_for_an_attempt_not_started_ended_or_absent() -> None:
