@@ -81,19 +81,17 @@ def still_meant(before: ClusterState, after: ClusterState,
     ``after``, and a warning for each non-running answer dropped because its Machine was deleted (or moved to
     another address) meanwhile: its address may already belong to another machine, whose answer says nothing
     about this one."""
-    still = {(m.meta.uid, m.address) for m in after.machines if m.address}
-    moved = {m.meta.uid: m.address for m in after.machines}
+    where = {m.meta.uid: m.address for m in after.machines}
     kept: dict[str, NodeStatus] = {}
     dropped: list[str] = []
     for m in before.machines:
         node = nodes.get(m.address or "")
         if node is None:
             continue
-        if (m.meta.uid, m.address) in still:
+        if where.get(m.meta.uid) == m.address:
             kept[node.address] = node
         elif node.state != "running":
-            what = (f"moved to {moved[m.meta.uid] or 'no address'}" if m.meta.uid in moved
-                    else "was deleted")
+            what = f"moved to {where[m.meta.uid] or 'no address'}" if m.meta.uid in where else "was deleted"
             dropped.append(f"Machine {m.name} {what} while preflight asked Talos about it; what answered at its "
                            f"former address {node.address} ({node.state}: {node.detail or 'no detail'}) no longer "
                            "speaks for it and blocks nothing")
