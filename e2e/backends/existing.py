@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from capi_rollout.domain.ledger import INTENT_OUTCOME
 from capi_rollout.waiting import wait_until
 from capi_rollout.workflow.image import IMAGE as STEP_IMAGE
 from e2e.argo_local import KillStep, WorkflowRun, run_from_argo_workflow
@@ -198,9 +199,9 @@ def kill_due(run: WorkflowRun, fault: KillStep, *, now: float, ledger: Mapping[s
 
 def finished_remediations(ledger: Mapping[str, Any] | None, phase: str) -> int:
     """How many of ``phase``'s remediations in a decoded ledger have their outcome written (not only the intent,
-    ``outcome: started``, that the remediator records before it acts)."""
+    :data:`~capi_rollout.domain.ledger.INTENT_OUTCOME`, that the remediator records before it acts)."""
     record = ((ledger or {}).get("phases") or {}).get(phase) or {}
-    return sum(1 for r in record.get("remediations") or [] if r.get("outcome") not in (None, "", "started"))
+    return sum(1 for r in record.get("remediations") or [] if r.get("outcome") not in (None, "", INTENT_OUTCOME))
 
 
 # --- a cluster that runs Argo ------------------------------------------------------------------------------

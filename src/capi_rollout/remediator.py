@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from capi_rollout.domain.decide import Action
-from capi_rollout.domain.ledger import PhaseRecord, Remediation
+from capi_rollout.domain.ledger import INTENT_OUTCOME, PhaseRecord, Remediation
 from capi_rollout.ledger_store import LedgerConflict
 from capi_rollout.ports import KubePort, ObservationLike, TalosPort
 
@@ -73,7 +73,7 @@ class Remediator:
         address = machine.address if action.reboot else None
         entry = Remediation(
             at=now, machine=machine.name, node=machine.node_name, address=address, reason=action.reason,
-            reboot_mode=reboot_mode, deleted=False, rebooted=False, outcome="started", dry_run=self.dry_run,
+            reboot_mode=reboot_mode, deleted=False, rebooted=False, outcome=INTENT_OUTCOME, dry_run=self.dry_run,
         )
         record = replace(action.record, remediations=(*action.record.remediations, entry), last_progress=now)
         index = len(record.remediations) - 1

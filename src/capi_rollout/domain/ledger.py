@@ -65,6 +65,9 @@ def _ts(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+INTENT_OUTCOME = "started"  # a remediation's outcome while only its intent is written (it may be acting now)
+
+
 @dataclass(frozen=True)
 class Remediation:
     at: datetime
